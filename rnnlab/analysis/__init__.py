@@ -1,0 +1,1 @@
+"""Analysis over MLflow runs: pandas tables, pivots and matplotlib plots."""

@@ -1,0 +1,53 @@
+"""Matplotlib figures: learning curves from a run's history."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def use_headless_backend() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+
+
+def wants_log_scale(values: Sequence[float]) -> bool:
+    """A log y-axis helps when positive values span more than two decades."""
+    positive = [v for v in values if v > 0]
+    return len(positive) == len(values) and len(values) > 1 and max(positive) / min(positive) > 100
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    path: Path,
+    *,
+    title: str = "",
+    xlabel: str = "epoch",
+    ylabel: str = "loss",
+) -> Path:
+    """One line per named curve of (step, value) points, saved as PNG."""
+    use_headless_backend()
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    all_values: list[float] = []
+    for label, points in curves.items():
+        if not points:
+            continue
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, label=label, linewidth=1.5)
+        all_values.extend(values)
+    if wants_log_scale(all_values):
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

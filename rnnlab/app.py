@@ -1,0 +1,214 @@
+"""The Hydra entry point of ``rnnlab train``: the only module that reads a DictConfig.
+
+It composes the config, turns each group into typed Python objects with
+``hydra.utils.instantiate`` (cells, optimizers and schedulers are ``_partial_``), opens the
+MLflow run, and hands everything to :func:`rnnlab.train.run.train_run`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.paths import config_dir
+
+NAME_KEY = "name"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("RNNLAB_DEBUG", "") not in ("", "0")
+
+
+def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    """``instantiate`` a config node without its ``name`` key, as a clear ConfigError on failure."""
+    from hydra.utils import instantiate
+
+    params = OmegaConf.to_container(node, resolve=True)
+    params.pop(NAME_KEY, None)
+    target = params.get("_target_", "?")
+    try:
+        return instantiate(params, _convert_="all", **kwargs)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(
+            f"Could not build the {what} from its config ({target}): {type(cause).__name__}: {cause}",
+            f"Check the {what} values you set on the command line (rnnlab train --cfg job shows them)",
+        ) from exc
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as ``{"optim.lr": 0.001, ...}`` for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, child in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), child)
+        else:
+            out[prefix] = value
+
+    walk("", OmegaConf.to_container(cfg, resolve=True))
+    return out
+
+
+def format_lr(lr: float) -> str:
+    """1e-3 -> '1e-3', 0.0025 -> '2.5e-3', 0.5 -> '0.5'."""
+    if 0.01 <= abs(lr) < 1000:
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.cell.name}-{cfg.optim.name}-lr{format_lr(float(cfg.optim.lr))}"
+
+
+def sweep_context() -> tuple[dict[str, str], str | None]:
+    """Tags and parent run id for a Hydra multirun job; empty outside one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}, None
+    hc = HydraConfig.get()
+    overrides = " ".join(hc.overrides.task)
+    tags = {"overrides": overrides} if overrides else {}
+    if hc.mode != RunMode.MULTIRUN:
+        return tags, None
+    from rnnlab.tracking.sweep import read_parent_run_id
+
+    parent = read_parent_run_id(hc.sweep.dir)
+    tags["sweep"] = parent or str(hc.sweep.dir)
+    tags["sweep_job"] = str(hc.job.num)
+    return tags, parent
+
+
+@dataclass
+class Components:
+    """The typed objects a run is made of, built from one composed config."""
+
+    task: Any
+    stack: Any
+    optimizer: Any
+    scheduler: Any
+    settings: Any
+    device: Any
+
+
+def compose(cfg: DictConfig) -> Components:
+    """Turn a composed config into typed objects (no MLflow, no training)."""
+    import torch
+
+    from rnnlab.models.stack import StackSpec
+    from rnnlab.train.device import resolve_device
+    from rnnlab.train.settings import TrainerSettings
+
+    device = resolve_device(str(cfg.device))
+    try:
+        settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Invalid trainer settings: {exc}", "Fix the trainer.* values") from exc
+    task = build(cfg.task, "task")
+    cell = cfg.cell
+    hidden_sizes = cell.get("hidden_sizes") or [cell.hidden_size] * int(cell.num_layers)
+    try:
+        sizes = tuple(int(h) for h in hidden_sizes)
+        if not sizes or min(sizes) <= 0:
+            raise ValueError(f"sizes must be positive, got {list(hidden_sizes)}")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"Invalid cell sizes: {exc}",
+            "Set cell.hidden_size and cell.num_layers (or cell.hidden_sizes) to positive integers",
+        ) from exc
+    stack = StackSpec(
+        cell=build(cell.layer, "cell"),
+        hidden_sizes=sizes,
+        dropout=float(cell.get("dropout", 0.0)),
+        name=str(cell.name),
+    )
+    optimizer = build(cfg.optim, "optimizer")
+    try:  # torch validates hyperparameters in the constructor: check before any run exists
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except Exception as exc:
+        raise ConfigError(
+            f"Invalid optimizer settings for {cfg.optim.get('_target_')}: {type(exc).__name__}: {exc}",
+            "Check the optim.* values (numbers such as optim.lr=1e-3)",
+        ) from exc
+    scheduler = build(cfg.sched, "scheduler") if cfg.sched.get("_target_") else None
+    return Components(task, stack, optimizer, scheduler, settings, device)
+
+
+def train_from_config(cfg: DictConfig) -> float:
+    """Compose typed objects from ``cfg``, run training, print the summary; returns the objective."""
+    started = time.perf_counter()
+    parts = compose(cfg)
+
+    from rnnlab.tracking.store import RunLogger
+    from rnnlab.tracking.uri import resolve_tracking_uri
+    from rnnlab.train.run import train_run
+
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    tags, parent = sweep_context()
+    tags.update(
+        {"task": str(cfg.task.name), "cell": str(cfg.cell.name), "optim": str(cfg.optim.name)}
+    )
+    mlflow_start = time.perf_counter()
+    logger = RunLogger(
+        uri=uri,
+        experiment=str(cfg.tracking.experiment or cfg.task.name),
+        run_name=run_name(cfg),
+        tags=tags,
+        parent_run_id=parent,
+        flush_every_s=float(cfg.tracking.flush_every_s),
+    )
+    setup_mlflow = time.perf_counter() - mlflow_start
+    logger.log_params(flatten(cfg))
+    outcome = train_run(
+        task=parts.task,
+        stack=parts.stack,
+        optimizer=parts.optimizer,
+        scheduler=parts.scheduler,
+        settings=parts.settings,
+        logger=logger,
+        device=parts.device,
+        seed=int(cfg.seed),
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )
+    total = time.perf_counter() - started
+    in_mlflow = setup_mlflow + logger.seconds_in_mlflow
+    lines = [
+        f"run {logger.run_name} finished ({outcome.run_id})",
+        *outcome.summary,
+        f"time: {total:.1f} s ({in_mlflow:.1f} s in MLflow), device {parts.device}",
+        f"browse: rnnlab ui --uri {uri}",
+    ]
+    print("\n".join(lines), flush=True)
+    return outcome.objective
+
+
+def report_error(exc: RnnlabError) -> None:
+    print(f"rnnlab: error: {exc}", file=sys.stderr, flush=True)
+
+
+@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Hydra task function: one job of ``rnnlab train`` (also each job of a multirun)."""
+    try:
+        return train_from_config(cfg)
+    except RnnlabError as exc:
+        if debug_enabled():
+            raise
+        report_error(exc)
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher records the failed job; the sweep continues or stops as Hydra does
+        raise SystemExit(exc.exit_code) from None

@@ -1,0 +1,63 @@
+"""The ``rnnlab`` command line: a click group whose sub-commands live in :mod:`rnnlab.commands`.
+
+Heavy imports (torch, mlflow, hydra) happen inside commands, so ``rnnlab --help`` and
+``rnnlab --version`` stay fast. A :class:`~rnnlab.errors.RnnlabError` is printed as one
+paragraph and exits with its code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from rnnlab import __version__
+from rnnlab.commands.evaluate import evaluate
+from rnnlab.commands.runs import runs
+from rnnlab.commands.train import train
+from rnnlab.commands.ui import ui
+
+
+class RnnlabGroup(click.Group):
+    """Prints :class:`~rnnlab.errors.RnnlabError` as one paragraph, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from rnnlab.errors import RnnlabError
+
+        try:
+            return super().invoke(ctx)
+        except RnnlabError as exc:
+            if os.environ.get("RNNLAB_DEBUG"):
+                raise
+            click.echo(f"rnnlab: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=RnnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="rnnlab")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """rnnlab: train recurrent sequence models from the shell, tracked in MLflow.
+
+    \b
+    Examples:
+      rnnlab train task=bitcount optim=rmsprop
+      rnnlab train -m task=bitcount optim=sgd,rmsprop seed=1,2
+      rnnlab runs --experiment bitcount
+      rnnlab ui
+    """
+    if debug:
+        os.environ["RNNLAB_DEBUG"] = "1"
+
+
+for command in (train, evaluate, runs, ui):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="rnnlab")
+
+
+if __name__ == "__main__":
+    main()

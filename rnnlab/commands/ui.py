@@ -1,0 +1,18 @@
+"""``rnnlab ui``: the MLflow UI against rnnlab's store, on loopback by default."""
+
+from __future__ import annotations
+
+import click
+
+from rnnlab.commands.runs import URI_HELP
+
+
+@click.command()
+@click.option("--port", default=5000, show_default=True, help="Port to serve on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--uri", default=None, help=URI_HELP)
+def ui(port: int, host: str, uri: str | None) -> None:
+    """Start the MLflow UI against rnnlab's tracking store (loopback only by default)."""
+    from rnnlab.tracking.ui import serve
+
+    serve(uri=uri, host=host, port=port)

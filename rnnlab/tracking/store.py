@@ -1,0 +1,153 @@
+"""A thin MLflow run writer with batched metric logging.
+
+Metrics are buffered in memory and sent with ``MlflowClient.log_batch`` every
+``flush_every_s`` seconds (and at the end, and before a failure is recorded), so a
+2000-epoch run spends its time training rather than writing to the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import TrackingError
+from rnnlab.tracking.uri import sqlite_path
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+def connect(uri: str):
+    """An ``MlflowClient`` for ``uri`` that has answered once; a clear error otherwise."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None and not db.parent.is_dir():
+        raise TrackingError(
+            f"The tracking store {uri} is in a directory that does not exist ({db.parent})",
+            "Create the directory or point tracking.uri / MLFLOW_TRACKING_URI elsewhere",
+        )
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # any failure to reach the store is fatal before training
+        raise TrackingError(
+            f"Cannot reach the MLflow tracking store at {uri}: {type(exc).__name__}: {exc}",
+            "Check that the server is up (or the sqlite file is writable), or set tracking.uri "
+            "/ MLFLOW_TRACKING_URI to a store you can reach",
+        ) from exc
+    return client
+
+
+def experiment_id(client, name: str, *, uri: str) -> str:
+    """The id of experiment ``name``, creating it (artifacts beside a sqlite file) if needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    db = sqlite_path(uri)
+    location = (db.parent / "mlartifacts" / name).as_uri() if db is not None else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by a parallel sweep job
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+class RunLogger:
+    """Writes one MLflow run: params, tags, buffered metrics, artifacts, final status."""
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        flush_every_s: float = 5.0,
+    ) -> None:
+        self.uri = uri
+        self.client = connect(uri)
+        self.experiment_id = experiment_id(self.client, experiment, uri=uri)
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id: str = run.info.run_id
+        self.run_name = run_name
+        self.flush_every_s = flush_every_s
+        self._buffer: list[Any] = []
+        self._last_flush = time.monotonic()
+        self.seconds_in_mlflow = 0.0
+        self.ended = False
+
+    # -- writing -----------------------------------------------------------------------
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        start = time.monotonic()
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        self.seconds_in_mlflow += time.monotonic() - start
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        start = time.monotonic()
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.seconds_in_mlflow += time.monotonic() - start
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        """Buffer metrics; they reach the store at the next flush."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if (
+            len(self._buffer) >= MAX_METRICS_PER_BATCH
+            or time.monotonic() - self._last_flush >= self.flush_every_s
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        start = time.monotonic()
+        while self._buffer:
+            chunk = self._buffer[:MAX_METRICS_PER_BATCH]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            del self._buffer[:MAX_METRICS_PER_BATCH]
+        self._last_flush = time.monotonic()
+        self.seconds_in_mlflow += self._last_flush - start
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        start = time.monotonic()
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.seconds_in_mlflow += time.monotonic() - start
+
+    # -- ending ------------------------------------------------------------------------
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush what is buffered and set the run's final status (once)."""
+        if self.ended:
+            return
+        start = time.monotonic()
+        try:
+            self.flush()
+        finally:
+            self.client.set_terminated(self.run_id, status=status)
+            self.ended = True
+            self.seconds_in_mlflow += time.monotonic() - start
+
+    def fail(self, reason: str, status: str = "FAILED") -> None:
+        """Keep every metric logged so far, tag the reason, and mark the run failed."""
+        if self.ended:
+            return
+        try:
+            self.flush()
+        finally:
+            self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+            self.end(status)

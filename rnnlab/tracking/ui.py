@@ -1,0 +1,49 @@
+"""``rnnlab ui``: the MLflow UI on loopback against rnnlab's tracking store."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from rnnlab.errors import TrackingError
+from rnnlab.tracking.uri import resolve_tracking_uri, sqlite_path
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def ui_command(*, uri: str, host: str, port: int) -> list[str]:
+    """The ``mlflow ui`` command line for ``uri``."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    db = sqlite_path(uri)
+    if db is not None:
+        command += ["--default-artifact-root", (db.parent / "mlartifacts").as_uri()]
+    return [*command, "--host", host, "--port", str(port)]
+
+
+def serve(*, uri: str | None, host: str, port: int) -> None:
+    """Replace this process with the MLflow UI server (Ctrl-C stops it)."""
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        raise TrackingError(
+            f"{uri} is already a tracking server, so there is nothing to start",
+            "Open that address in a browser",
+        )
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise TrackingError(
+            f"No tracking store at {db}",
+            "Train something first (rnnlab train ...), or pass --uri / set MLFLOW_TRACKING_URI",
+        )
+    if host not in LOOPBACK:
+        click.echo(
+            f"warning: binding {host} exposes the MLflow UI (and its REST API, which can delete "
+            "runs) to the network; it has no authentication",
+            err=True,
+        )
+    click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C to stop)", err=True)
+    command = ui_command(uri=uri, host=host, port=port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)

@@ -1,0 +1,1 @@
+"""Training: the loop (plain functions), device and seeding helpers, checkpoints."""

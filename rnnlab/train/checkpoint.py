@@ -1,0 +1,50 @@
+"""Checkpoint files: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors and simple values tagged with
+``format = "rnnlab-checkpoint"``; anything else is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnlab.errors import RnnlabError
+
+FORMAT = "rnnlab-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: Path, **payload: Any) -> Path:
+    """Write ``payload`` to ``path`` via a temp file and rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything else."""
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise RnnlabError(
+            f"{path} is not a readable rnnlab checkpoint ({type(exc).__name__}: {exc})",
+            "Use a checkpoint written by rnnlab, or re-run the training",
+        ) from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise RnnlabError(
+            f"{path} is not an rnnlab checkpoint (no '{FORMAT}' marker)",
+            "Use a checkpoint written by rnnlab, or re-run the training",
+        )
+    return data
