@@ -1,0 +1,1 @@
+"""Data: corpus fetch and verification, vocabularies, batching."""

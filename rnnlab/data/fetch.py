@@ -1,0 +1,197 @@
+"""Corpus files: where they live, how they are fetched, and their sha256 checks.
+
+Each corpus has a manifest (``datasets/<name>/manifest.json``: file name -> upstream URL and
+sha256). Files live under a data root as ``<root>/<name>/<file>``; the root is
+``RNNLAB_DATA``, else the ``paths.data_dir`` config key, else ``./datasets``.
+Fetching downloads (or copies from ``--source``) into a temp file beside the target,
+verifies the sha256 and only then renames, so nothing half-written is ever left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnnlab.errors import DataError
+
+ENV_VAR = "RNNLAB_DATA"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    description: str
+    files: tuple[FileEntry, ...]
+
+    def entry(self, filename: str) -> FileEntry:
+        for entry in self.files:
+            if entry.name == filename:
+                return entry
+        raise KeyError(f"{filename} is not part of corpus {self.name}")
+
+
+def manifest_dirs() -> list[Path]:
+    """Where manifests live: inside an installed wheel, else the repository's datasets/."""
+    here = Path(__file__).resolve().parent.parent
+    return [here / "manifests", here.parent / "datasets"]
+
+
+def known_corpora() -> list[str]:
+    names = set()
+    for base in manifest_dirs():
+        if base.is_dir():
+            names.update(p.parent.name for p in base.glob("*/manifest.json"))
+    return sorted(names)
+
+
+def load_manifest(name: str) -> Manifest:
+    for base in manifest_dirs():
+        path = base / name / "manifest.json"
+        if path.is_file():
+            raw = json.loads(path.read_text())
+            files = tuple(
+                FileEntry(name=f, url=v["url"], sha256=v["sha256"]) for f, v in raw["files"].items()
+            )
+            return Manifest(name=raw["name"], description=raw.get("description", ""), files=files)
+    raise DataError(
+        f"Unknown corpus '{name}'", f"Known corpora: {', '.join(known_corpora()) or 'none'}"
+    )
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: ``$RNNLAB_DATA``, else ``data_dir`` (config ``paths.data_dir``), else ./datasets."""
+    chosen = os.environ.get(ENV_VAR) or data_dir or "datasets"
+    return Path(chosen).expanduser().resolve()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_command(name: str) -> str:
+    return f"rnnlab data fetch {name}"
+
+
+def verify(path: Path, entry: FileEntry) -> None:
+    """Raise a DataError naming the file, the expected and the actual sha256 on mismatch."""
+    actual = sha256_of(path)
+    if actual != entry.sha256:
+        raise DataError(
+            f"Checksum mismatch for {path}: expected sha256 {entry.sha256}, got {actual}",
+            f"The file is corrupt or not the published one; delete it and run "
+            f"'{fetch_command(path.parent.name)}' again",
+        )
+
+
+def corpus_file(name: str, filename: str, *, data_dir: str | os.PathLike | None = None) -> Path:
+    """The verified path of one corpus file; a clear DataError if missing or corrupt."""
+    manifest = load_manifest(name)
+    entry = manifest.entry(filename)
+    root = data_root(data_dir)
+    path = root / name / filename
+    if not path.is_file():
+        raise DataError(
+            f"Missing data file {path} (corpus '{name}', data root {root})",
+            f"Run '{fetch_command(name)}' (or '{fetch_command(name)} --source DIR' to copy a local "
+            f"copy), or set {ENV_VAR} to a directory that holds {name}/{filename}",
+        )
+    verify(path, entry)
+    return path
+
+
+def _copy_verified(reader, entry: FileEntry, target: Path, *, total: int | None) -> None:
+    """Stream ``reader`` into a temp file beside ``target``, verify, then rename."""
+    from tqdm.auto import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=entry.name,
+                disable=not sys.stderr.isatty(),
+                leave=False,
+            ) as bar,
+        ):
+            while chunk := reader.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+        actual = digest.hexdigest()
+        if actual != entry.sha256:
+            raise DataError(
+                f"Checksum mismatch for {entry.name} from {getattr(reader, 'name', entry.url)}: "
+                f"expected sha256 {entry.sha256}, got {actual}",
+                "The source is corrupt or not the published file; nothing was written. "
+                "Use an intact copy of the corpus",
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    source: str | os.PathLike | None = None,
+    manifest: Manifest | None = None,
+) -> list[Path]:
+    """Download (or copy from ``source``) every file of corpus ``name``, verified."""
+    manifest = manifest or load_manifest(name)
+    root = data_root(data_dir)
+    written = []
+    for entry in manifest.files:
+        target = root / manifest.name / entry.name
+        if target.is_file() and sha256_of(target) == entry.sha256:
+            written.append(target)
+            continue
+        if source is not None:
+            src = Path(source).expanduser()
+            candidates = [src / entry.name, src / manifest.name / entry.name]
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                raise DataError(
+                    f"{entry.name} is not in {src} (looked for {candidates[0]} and {candidates[1]})",
+                    f"Point --source at a folder holding the {manifest.name} files",
+                )
+            with found.open("rb") as reader:
+                _copy_verified(reader, entry, target, total=found.stat().st_size)
+        else:
+            try:
+                response = urllib.request.urlopen(entry.url, timeout=60)  # noqa: S310
+            except OSError as exc:
+                raise DataError(
+                    f"Could not download {entry.url}: {exc}",
+                    f"Check the network, or copy the files from a local folder with "
+                    f"'{fetch_command(manifest.name)} --source DIR'",
+                ) from exc
+            with response:
+                length = response.headers.get("Content-Length")
+                _copy_verified(response, entry, target, total=int(length) if length else None)
+        written.append(target)
+    return written
