@@ -13,7 +13,9 @@ OPTIMS = ["sgd", "rmsprop", "adam"]
 @pytest.mark.parametrize("cell", CELLS)
 def test_each_cell_and_optimizer_trains_and_is_tracked(cell, optim, workdir, client):
     lr = "1e-5" if (cell, optim) == ("elman", "sgd") else "1e-3"
-    train([f"cell={cell}", f"optim={optim}", f"optim.lr={lr}", "trainer.max_epochs=3", "device=cpu"])
+    train(
+        [f"cell={cell}", f"optim={optim}", f"optim.lr={lr}", "trainer.max_epochs=3", "device=cpu"]
+    )
     (run,) = runs_of(client, "bitcount")
     assert run.info.status == "FINISHED"
     assert run.data.params["cell.name"] == cell
@@ -62,4 +64,6 @@ def test_same_seed_same_data_same_curve(workdir, client):
     assert curves[0] == curves[1]
     train(["cell=gru", "trainer.max_epochs=5", "seed=8", "device=cpu"])
     third = [r for r in runs_of(client, "bitcount") if r.data.params["seed"] == "8"][0]
-    assert [m.value for m in client.get_metric_history(third.info.run_id, "train/loss")] != curves[0]
+    assert [m.value for m in client.get_metric_history(third.info.run_id, "train/loss")] != curves[
+        0
+    ]

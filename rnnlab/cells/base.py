@@ -60,11 +60,26 @@ class Cell(nn.Module):
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:  # pragma: no cover
         raise NotImplementedError
 
-    def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """Run the cell over a time-major sequence ``x`` (T, B, I) -> outputs (T, B, H)."""
+    def sequence(
+        self, x: Tensor, state: State, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        """Run the cell over a time-major sequence ``x`` (T, B, I) -> outputs (T, B, H).
+
+        With ``lengths`` (B,), sequence b only advances for its first ``lengths[b]`` steps:
+        its state is carried unchanged through the padding and its padded outputs are 0,
+        the same contract as ``pack_padded_sequence`` on the fused path.
+        """
         outputs = []
-        for x_t in x.unbind(0):  # x_t: (B, I)
-            h_t, state = self(x_t, state)
+        for t, x_t in enumerate(x.unbind(0)):  # x_t: (B, I)
+            h_t, new_state = self(x_t, state)
+            if lengths is None:
+                state = new_state
+            else:
+                live = (lengths > t).unsqueeze(1)  # (B, 1)
+                state = tuple(
+                    torch.where(live, n, o) for n, o in zip(new_state, state, strict=True)
+                )
+                h_t = h_t * live
             outputs.append(h_t)
         return torch.stack(outputs, dim=0), state  # (T, B, H)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.cells.base import Cell, State
 
@@ -36,10 +37,18 @@ class FusedCell(Cell):
         rnn = self.rnn
         return rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
 
-    def sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def sequence(
+        self, x: Tensor, state: State, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         if not self.fused:
-            return super().sequence(x, state)
+            return super().sequence(x, state, lengths)
         hx = tuple(s.unsqueeze(0).contiguous() for s in state)  # each (1, B, H)
-        out, hn = self.rnn(x, hx if self.state_size > 1 else hx[0])  # out: (T, B, H)
+        hx = hx if self.state_size > 1 else hx[0]
+        if lengths is None:
+            out, hn = self.rnn(x, hx)  # out: (T, B, H)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+            out, hn = self.rnn(packed, hx)
+            out, _ = pad_packed_sequence(out, total_length=x.shape[0])  # (T, B, H), zero padded
         hn = hn if isinstance(hn, tuple) else (hn,)
         return out, tuple(h.squeeze(0) for h in hn)  # each (B, H)

@@ -1,7 +1,9 @@
 """The layer stack: runs a list of cells over a time-major sequence.
 
 It knows nothing about which cell it runs: each layer's ``sequence`` picks its own path
-(fused kernel or stepwise loop), and states are tuples of tensors for every cell.
+(fused kernel or stepwise loop), and states are tuples of tensors for every cell. With
+``bidirectional=True`` each layer has a second cell that reads every sequence backwards
+(within its length), and the two outputs are concatenated.
 """
 
 from __future__ import annotations
@@ -26,17 +28,33 @@ class StackSpec:
     dropout: float = 0.0
     name: str = "cell"
 
-    def build(self, *, input_size: int) -> RecurrentStack:
+    def build(self, *, input_size: int, bidirectional: bool = False) -> RecurrentStack:
         return RecurrentStack(
             cell=self.cell,
             input_size=input_size,
             hidden_sizes=self.hidden_sizes,
             dropout=self.dropout,
+            bidirectional=bidirectional,
         )
 
 
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of ``x`` (T, B, ...) within its length; padding stays in place."""
+    if lengths is None:
+        return x.flip(0)
+    steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
+    lengths = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (T, B)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)  # (T, B, ...)
+    return x.gather(0, index)
+
+
 class RecurrentStack(nn.Module):
-    """``len(hidden_sizes)`` cells, each feeding the next; dropout between layers."""
+    """``len(hidden_sizes)`` layers of cells, each feeding the next; dropout between layers.
+
+    States are a list with one tuple per layer and direction, layer-major
+    (``[l0, l0_backward, l1, ...]``), like PyTorch's ``h_n``.
+    """
 
     def __init__(
         self,
@@ -45,21 +63,25 @@ class RecurrentStack(nn.Module):
         input_size: int,
         hidden_sizes: Sequence[int],
         dropout: float = 0.0,
+        bidirectional: bool = False,
     ) -> None:
         super().__init__()
         if not hidden_sizes:
             raise ValueError("a stack needs at least one layer")
-        sizes = [input_size, *hidden_sizes]
-        self.layers = nn.ModuleList(
-            cell(input_size=i, hidden_size=h) for i, h in zip(sizes[:-1], sizes[1:], strict=True)
-        )
+        self.num_directions = 2 if bidirectional else 1
+        self.layers = nn.ModuleList()
+        in_size = input_size
+        for hidden in hidden_sizes:
+            for _ in range(self.num_directions):
+                self.layers.append(cell(input_size=in_size, hidden_size=hidden))
+            in_size = hidden * self.num_directions
         for layer in self.layers:
             if not isinstance(layer, Cell):
                 raise TypeError(
                     f"{type(layer).__name__} is not an rnnlab Cell (subclass rnnlab.cells.Cell)"
                 )
         self.dropout = nn.Dropout(dropout)
-        self.hidden_size = sizes[-1]
+        self.hidden_size = in_size
 
     @property
     def path(self) -> str:
@@ -74,16 +96,32 @@ class RecurrentStack(nn.Module):
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> list[State]:
         return [layer.init_state(batch_size, device) for layer in self.layers]
 
-    def forward(self, x: Tensor, state: list[State] | None = None) -> tuple[Tensor, list[State]]:
-        """x: (T, B, I) -> outputs (T, B, H_last) and the per-layer final states."""
+    def forward(
+        self, x: Tensor, state: list[State] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[State]]:
+        """x: (T, B, I) -> outputs (T, B, H_last · directions) and the final states.
+
+        ``lengths`` (B,) marks padding: padded outputs are 0 and final states are taken at
+        each sequence's own last step.
+        """
         if state is None:
             state = self.init_state(x.shape[1], x.device)
-        new_state = []
-        for index, (layer, layer_state) in enumerate(zip(self.layers, state, strict=True)):
-            if index > 0:
+        new_state: list[State] = []
+        n = self.num_directions
+        for depth in range(len(self.layers) // n):
+            if depth > 0:
                 x = self.dropout(x)
-            x, layer_state = layer.sequence(x, layer_state)  # (T, B, H_layer)
+            forward_layer = self.layers[depth * n]
+            out, layer_state = forward_layer.sequence(x, state[depth * n], lengths)  # (T, B, H)
             new_state.append(layer_state)
+            if n == 2:
+                backward_layer = self.layers[depth * n + 1]
+                reversed_out, back_state = backward_layer.sequence(
+                    reverse_padded(x, lengths), state[depth * n + 1], lengths
+                )
+                new_state.append(back_state)
+                out = torch.cat([out, reverse_padded(reversed_out, lengths)], dim=-1)  # (T, B, 2H)
+            x = out
         return x, new_state
 
     def scalars(self) -> dict[str, float]:
