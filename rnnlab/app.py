@@ -199,16 +199,21 @@ def report_error(exc: RnnlabError) -> None:
 
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Hydra task function: one job of ``rnnlab train`` (also each job of a multirun)."""
+    """Hydra task function: one job of ``rnnlab train`` (also each job of a multirun).
+
+    A failed single run exits with the error's code. In a multirun a failed job prints its
+    error and returns ``inf`` so the other jobs still run (and a sweeper sees a bad
+    objective); the sweep callback then reports the failures and exits non-zero.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
         return train_from_config(cfg)
     except RnnlabError as exc:
         if debug_enabled():
             raise
         report_error(exc)
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the launcher records the failed job; the sweep continues or stops as Hydra does
+            return float("inf")
         raise SystemExit(exc.exit_code) from None

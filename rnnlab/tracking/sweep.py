@@ -9,6 +9,7 @@ override the parent, mlflow issue 15713).
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,13 @@ class MlflowSweepCallback(Callback):
             if r.info.status != "FINISHED"
         ]
         client.set_terminated(parent, status="FAILED" if failed else "FINISHED")
+        if failed:
+            names = ", ".join(sorted(r.info.run_name for r in failed))
+            print(
+                f"rnnlab: error: {len(failed)} job(s) of the sweep failed ({names}). Each failed "
+                f"run has a failure_reason tag in MLflow (parent run {parent}); fix the "
+                "configuration and re-run those jobs.",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(1)
