@@ -7,6 +7,7 @@ MLflow run, and hands everything to :func:`rnnlab.train.run.train_run`.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.errors import ConfigError, DivergenceError, RnnlabError
 from rnnlab.paths import config_dir
 
 NAME_KEY = "name"
@@ -197,18 +198,30 @@ def report_error(exc: RnnlabError) -> None:
     print(f"rnnlab: error: {exc}", file=sys.stderr, flush=True)
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Hydra task function: one job of ``rnnlab train`` (also each job of a multirun)."""
+    """Hydra task function: one job of ``rnnlab train`` (also each job of a multirun).
+
+    Returns the run's best objective (``task.objective``: ``val/loss``, ``val/ppl``), which
+    sweepers such as Optuna minimise. In a multirun, a job that diverges is a FAILED MLflow
+    run and returns +inf, so the sweep goes on (and Optuna learns to avoid that region);
+    any other error fails the job, and the launcher reports it as Hydra does.
+    """
     try:
         return train_from_config(cfg)
     except RnnlabError as exc:
         if debug_enabled():
             raise
         report_error(exc)
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the launcher records the failed job; the sweep continues or stops as Hydra does
+        if in_multirun():
+            if isinstance(exc, DivergenceError):
+                return math.inf
+            raise
         raise SystemExit(exc.exit_code) from None
