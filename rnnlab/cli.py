@@ -17,6 +17,7 @@ from rnnlab.commands.data import data
 from rnnlab.commands.evaluate import evaluate
 from rnnlab.commands.runs import runs
 from rnnlab.commands.train import train
+from rnnlab.commands.translate import translate
 from rnnlab.commands.ui import ui
 
 
@@ -52,7 +53,7 @@ def cli(debug: bool) -> None:
         os.environ["RNNLAB_DEBUG"] = "1"
 
 
-for command in (train, evaluate, data, runs, ui):
+for command in (train, evaluate, data, runs, ui, translate):
     cli.add_command(command)
 
 
