@@ -247,9 +247,7 @@ class Translate(Task):
         )
 
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
-        total = self.loss_sum(
-            model, batch, smoothing=self.label_smoothing, tf=self.teacher_forcing
-        )
+        total = self.loss_sum(model, batch, smoothing=self.label_smoothing, tf=self.teacher_forcing)
         return total / batch.tokens, carry, batch.tokens
 
     def decode(
