@@ -16,6 +16,7 @@ from conftest import run_cli, runs_of, shared_datasets_dir, train
 
 from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
+from rnnlab.cells.rnn import RNNTanhCell
 from rnnlab.data.buckets import bucketed_batches, pad
 from rnnlab.data.text import read_gzip_lines
 from rnnlab.errors import DataError
@@ -27,8 +28,16 @@ from rnnlab.models.stack import StackSpec
 PAD, BOS, EOS = 0, 2, 3
 
 
-def small_model(cell=GRUCell, *, vocab: int = 10, hidden: int = 32, attention: str = "dot"):
-    spec = StackSpec(cell=partial(cell, fused=True), hidden_sizes=(hidden,))
+def small_model(
+    cell=GRUCell,
+    *,
+    vocab: int = 10,
+    hidden: int = 32,
+    layers: int = 1,
+    fused: bool = True,
+    attention: str = "dot",
+):
+    spec = StackSpec(cell=partial(cell, fused=fused), hidden_sizes=(hidden,) * layers)
     return Seq2Seq(
         stack=spec,
         src_vocab_size=vocab,
@@ -62,10 +71,13 @@ def test_attention_gives_padding_exactly_zero_weight(kind):
     torch.testing.assert_close(context, context2)
 
 
-@pytest.mark.parametrize("cell", [GRUCell, LSTMCell])
-def test_beam_of_one_is_greedy_and_beams_are_independent_of_the_batch(cell):
+CELL_CASES = [(GRUCell, 1, True), (LSTMCell, 2, True), (RNNTanhCell, 1, False)]
+
+
+@pytest.mark.parametrize(("cell", "layers", "fused"), CELL_CASES)
+def test_beam_of_one_is_greedy_and_beams_are_independent_of_the_batch(cell, layers, fused):
     torch.manual_seed(1)
-    model = small_model(cell, vocab=12, attention="bahdanau").eval()
+    model = small_model(cell, vocab=12, layers=layers, fused=fused, attention="bahdanau").eval()
     src, lengths = pad([[4, 5, 6, 7, 8], [9, 4], [5, 6, 11]], pad_index=PAD)
     kwargs = {"bos_index": BOS, "eos_index": EOS, "max_len": 12}
     greedy, _ = greedy_decode(model, src, lengths, **kwargs)
@@ -78,6 +90,21 @@ def test_beam_of_one_is_greedy_and_beams_are_independent_of_the_batch(cell):
         for b, n in enumerate(lengths)
     ]
     assert batched == alone
+
+
+@pytest.mark.parametrize(("cell", "layers", "fused"), CELL_CASES)
+def test_teacher_forcing_zero_feeds_the_models_own_greedy_tokens(cell, layers, fused):
+    torch.manual_seed(2)
+    model = small_model(cell, vocab=12, layers=layers, fused=fused, attention="general").eval()
+    src, lengths = pad([[4, 5, 6, 7], [9, 4, 10], [5, 6, 11, 4]], pad_index=PAD)
+    tgt_in = torch.tensor([[BOS] * 3] + [[7, 8, 9]] * 5)  # (6, 3), no padding
+    with torch.no_grad():
+        forced = model(src, lengths, tgt_in, teacher_forcing=1.0).argmax(-1)  # (T, B)
+        own = model(src, lengths, tgt_in, teacher_forcing=0.0).argmax(-1)  # (T, B)
+    greedy, _ = greedy_decode(model, src, lengths, bos_index=BOS, eos_index=EOS, max_len=6)
+    for b, hyp in enumerate(greedy):
+        assert own[: len(hyp), b].tolist() == hyp
+    assert torch.equal(forced[0], own[0])  # the first step sees BOS either way
 
 
 def test_bucketed_batches_cover_every_example_once_and_group_lengths():
