@@ -18,6 +18,7 @@ from rnnlab.commands.evaluate import evaluate
 from rnnlab.commands.plot import landscape, plot
 from rnnlab.commands.runs import runs
 from rnnlab.commands.train import train
+from rnnlab.commands.translate import translate
 from rnnlab.commands.ui import ui
 
 
@@ -53,7 +54,7 @@ def cli(debug: bool) -> None:
         os.environ["RNNLAB_DEBUG"] = "1"
 
 
-for command in (train, evaluate, data, runs, plot, landscape, ui):
+for command in (train, evaluate, translate, data, runs, plot, landscape, ui):
     cli.add_command(command)
 
 
