@@ -19,6 +19,12 @@ from torch import Tensor, nn
 from rnnlab.models.stack import StackSpec
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The data-order generator of one epoch: a function of (seed, epoch) only, so a run
+    resumed mid-training sees exactly the batches it would have seen."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 class Task(abc.ABC):
     """Base class for a task. Subclasses take typed keyword arguments only."""
 

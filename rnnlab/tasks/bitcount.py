@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from rnnlab.models.seq2one import SequenceRegressor
 from rnnlab.models.stack import StackSpec
-from rnnlab.tasks.base import Task
+from rnnlab.tasks.base import Task, epoch_generator
 
 
 def make_bits(n: int, seq_len: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -82,9 +82,7 @@ class BitCount(Task):
         if self.batch_size >= n:
             yield x, y
             return
-        # the order depends only on (seed, epoch), so a resumed run sees the same batches
-        shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=shuffle).to(self.device)
+        order = torch.randperm(n, generator=epoch_generator(self.seed, epoch)).to(self.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield x[:, idx], y[idx]  # (T, b, 1), (b,)

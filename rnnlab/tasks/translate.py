@@ -34,7 +34,7 @@ from rnnlab.errors import RnnlabError
 from rnnlab.models.beam import beam_decode, greedy_decode
 from rnnlab.models.seq2seq import Seq2Seq
 from rnnlab.models.stack import StackSpec
-from rnnlab.tasks.base import Task
+from rnnlab.tasks.base import Task, epoch_generator
 
 CORPUS = "multi30k"
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -146,7 +146,7 @@ class Translate(Task):
         self._tokens: dict[str, tuple[list[list[str]], list[list[str]], list[str], list[str]]] = {}
         self.outputs: dict[str, list[str]] = {}
         self.signature: str | None = None
-        self.shuffle = torch.Generator().manual_seed(seed + 1)
+        self.seed = seed
 
     # -- data --------------------------------------------------------------------------
     def read_split(self, split: str) -> tuple[list[str], list[str]]:
@@ -233,7 +233,8 @@ class Translate(Task):
     def train_batches(self, *, epoch: int) -> Iterator[Batch]:
         data = self.split("train")
         lengths = [len(s) for s in data.src_ids]
-        for idx in bucketed_batches(lengths, batch_size=self.batch_size, generator=self.shuffle):
+        order = epoch_generator(self.seed, epoch)  # resumable: depends on (seed, epoch) only
+        for idx in bucketed_batches(lengths, batch_size=self.batch_size, generator=order):
             yield self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
 
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
