@@ -3,21 +3,39 @@
 A cell is an ``nn.Module`` with
 
 * ``init_state(batch_size, device) -> tuple[Tensor, ...]``: the zero state, always a tuple
-  (``(h,)`` for RNN/GRU, ``(h, c)`` for LSTM), so no caller ever asks "is it an LSTM";
+  (``(h,)`` for RNN/GRU, ``(h, c)`` for LSTM, one tensor per inner layer for the gated-feedback
+  RNN), so no caller ever asks "is it an LSTM";
 * ``forward(x_t, state) -> (h_t, new_state)``: one time step, ``x_t`` of shape (B, I),
-  ``h_t`` of shape (B, H);
-* ``sequence(x, state) -> (outputs, state)``: a whole time-major sequence, ``x`` of shape
-  (T, B, I), outputs (T, B, H). The default runs :meth:`forward` step by step; cells that
-  map onto a fused kernel (``nn.RNN``/``nn.LSTM``/``nn.GRU``) override it.
+  ``h_t`` of shape (B, H). This is all a user's own cell has to write;
+* ``sequence(x, state, lengths=None) -> (outputs, state)``: a whole time-major sequence, ``x``
+  of shape (T, B, I), outputs (T, B, H). Cells that map onto a fused kernel
+  (``nn.RNN``/``nn.LSTM``/``nn.GRU``) override it; every other cell runs the per-step loop here.
+
+The per-step loop has two optional hooks, so a cell can move work out of the loop:
+``begin_sequence(x) -> (per_step, shared)`` runs once per sequence (e.g. the input
+projection of all T steps in one matmul, or a weight-drop mask) and ``step(p_t, state, shared)``
+runs at every step; by default ``per_step`` is ``x`` and ``step`` calls ``forward``.
+
+The loop runs in one of two ways (:attr:`path`):
+
+* ``stepwise``: a Python loop over time, eager PyTorch;
+* ``compiled``: the same loop cut into chunks of ``chunk`` steps, each chunk one
+  ``torch.compile`` graph (unrolled, batch size dynamic), so the compile cost is paid once per
+  mode (train / eval) and a short last batch or another batch size does not recompile; the
+  ``T mod chunk`` leftover steps of a sequence run eagerly.
+
+Zoneout (Krueger et al. 2016) lives here too, since it only needs the state tuple: in training
+each state unit keeps its previous value with probability ``zoneout``; in eval the state is the
+expectation ``p·old + (1−p)·new``, as in the paper (deterministic, no sampling).
 
 Cells also report ``hidden_size``, whether a task should put a linear read-out on top
-(``linear_readout``), which path :meth:`sequence` takes (``path``), and ``scalars()``: a few
-named numbers worth logging per epoch (the Elman cell's two weights, for instance).
+(``linear_readout``), and ``scalars()``: a few named numbers worth logging per epoch (the
+Elman cell's two weights, for instance).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -42,10 +60,28 @@ class Cell(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
 
+    # -- options set by the stack (not constructor arguments, so user cells need not know them)
+    zoneout: float = 0.0
+    compiled: bool = False
+    chunk: int = 8
+
+    def set_loop_options(
+        self, *, zoneout: float = 0.0, compiled: bool = False, chunk: int = 8
+    ) -> None:
+        """Zoneout probability and whether the per-step loop is compiled (chunks of ``chunk``)."""
+        if not 0.0 <= zoneout < 1.0:
+            raise ValueError(f"zoneout must be in [0, 1), got {zoneout}")
+        if chunk < 1:
+            raise ValueError(f"the compile chunk must be a positive number of steps, got {chunk}")
+        self.zoneout = float(zoneout)
+        self.compiled = bool(compiled)
+        self.chunk = int(chunk)
+        self.__dict__.pop("_compiled_steps", None)
+
     @property
     def path(self) -> str:
-        """Which implementation :meth:`sequence` uses: ``fused`` or ``stepwise``."""
-        return "stepwise"
+        """Which implementation :meth:`sequence` uses: ``fused``, ``stepwise`` or ``compiled``."""
+        return "compiled" if self.compiled else "stepwise"
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """The all-zero initial state: ``state_size`` tensors of shape (B, H)."""
@@ -60,6 +96,56 @@ class Cell(nn.Module):
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:  # pragma: no cover
         raise NotImplementedError
 
+    def output(self, state: State) -> Tensor:
+        """The output ``h_t`` that a state holds (after zoneout): ``state[0]`` by default."""
+        return state[0]
+
+    # -- the per-step loop and its hooks
+    def begin_sequence(self, x: Tensor) -> tuple[Tensor | tuple[Tensor, ...], Any]:
+        """Work done once per sequence: ``(per_step, shared)``; ``per_step`` is indexed by time."""
+        return x, None
+
+    def step(self, p_t: Any, state: State, shared: Any) -> tuple[Tensor, State]:
+        """One step from the ``t``-th slice of ``per_step``; by default :meth:`forward`."""
+        return self(p_t, state)
+
+    def _zone(self, new: State, old: State) -> State:
+        p = self.zoneout
+        if self.training:
+            return tuple(
+                torch.where(torch.rand_like(n) < p, o, n) for n, o in zip(new, old, strict=True)
+            )
+        return tuple(p * o + (1 - p) * n for n, o in zip(new, old, strict=True))
+
+    def _steps(
+        self, inputs: Any, state: State, shared: Any, live: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """Run every step of ``inputs`` (time-major); ``live`` (T, B, 1) masks padding."""
+        outputs = []
+        steps = inputs[0].shape[0] if isinstance(inputs, tuple) else inputs.shape[0]
+        for t in range(steps):
+            p_t = tuple(p[t] for p in inputs) if isinstance(inputs, tuple) else inputs[t]
+            h_t, new_state = self.step(p_t, state, shared)
+            if self.zoneout > 0:
+                new_state = self._zone(new_state, state)
+                h_t = self.output(new_state)
+            if live is None:
+                state = new_state
+            else:
+                state = tuple(
+                    torch.where(live[t], n, o) for n, o in zip(new_state, state, strict=True)
+                )
+                h_t = h_t * live[t]
+            outputs.append(h_t)
+        return torch.stack(outputs, dim=0), state  # (T, B, H)
+
+    def _compiled(self):
+        fn = self.__dict__.get("_compiled_steps")
+        if fn is None:
+            fn = torch.compile(self._steps, dynamic=True)
+            self.__dict__["_compiled_steps"] = fn
+        return fn
+
     def sequence(
         self, x: Tensor, state: State, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:
@@ -69,20 +155,34 @@ class Cell(nn.Module):
         its state is carried unchanged through the padding and its padded outputs are 0,
         the same contract as ``pack_padded_sequence`` on the fused path.
         """
-        outputs = []
-        for t, x_t in enumerate(x.unbind(0)):  # x_t: (B, I)
-            h_t, new_state = self(x_t, state)
-            if lengths is None:
-                state = new_state
-            else:
-                live = (lengths > t).unsqueeze(1)  # (B, 1)
-                state = tuple(
-                    torch.where(live, n, o) for n, o in zip(new_state, state, strict=True)
-                )
-                h_t = h_t * live
-            outputs.append(h_t)
-        return torch.stack(outputs, dim=0), state  # (T, B, H)
+        inputs, shared = self.begin_sequence(x)
+        live = None
+        if lengths is not None:
+            steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
+            live = (lengths.to(x.device).unsqueeze(0) > steps).unsqueeze(-1)  # (T, B, 1)
+        if not self.compiled:
+            return self._steps(inputs, state, shared, live)
+        k, total = self.chunk, x.shape[0]
+        compiled = self._compiled()
+        pieces = []
+        for start in range(0, total, k):
+            end = min(start + k, total)
+            run = compiled if end - start == k else self._steps  # the leftover runs eagerly
+            out, state = run(
+                _time_slice(inputs, start, end),
+                state,
+                shared,
+                None if live is None else live[start:end],
+            )
+            pieces.append(out)
+        return torch.cat(pieces, dim=0), state  # (T, B, H)
 
     def scalars(self) -> dict[str, float]:
         """Named scalars to log once per epoch; empty for most cells."""
         return {}
+
+
+def _time_slice(inputs: Any, start: int, end: int) -> Any:
+    if isinstance(inputs, tuple):
+        return tuple(p[start:end] for p in inputs)
+    return inputs[start:end]

@@ -6,6 +6,8 @@ n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),  h_t = (1 − z) ⊙ n + z ⊙ 
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -17,13 +19,12 @@ class GRUCell(FusedCell):
     """GRU; the state is ``(h,)``."""
 
     fused_module = nn.GRU
+    gates: ClassVar[int] = 3
 
-    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, gi_t: Tensor, state: State, shared: Any) -> tuple[Tensor, State]:
         (h,) = state
-        w_ih, w_hh, b_ih, b_hh = self.weights
-        gi = x_t @ w_ih.T + b_ih  # (B, 3H)
-        gh = h @ w_hh.T + b_hh  # (B, 3H)
-        i_r, i_z, i_n = gi.chunk(3, dim=1)
+        gh = self.recurrent(h, shared)  # (B, 3H)
+        i_r, i_z, i_n = gi_t.chunk(3, dim=1)
         h_r, h_z, h_n = gh.chunk(3, dim=1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)

@@ -5,7 +5,7 @@ h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), the function ``nn.RNN`` comput
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,10 +24,9 @@ class RNNTanhCell(FusedCell):
     def activation(z: Tensor) -> Tensor:
         return torch.tanh(z)
 
-    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, gi_t: Tensor, state: State, shared: Any) -> tuple[Tensor, State]:
         (h,) = state
-        w_ih, w_hh, b_ih, b_hh = self.weights
-        h = self.activation(x_t @ w_ih.T + b_ih + h @ w_hh.T + b_hh)  # (B, H)
+        h = self.activation(gi_t + self.recurrent(h, shared))  # (B, H)
         return h, (h,)
 
 

@@ -39,7 +39,7 @@ class RunOutcome:
 
 
 def rnn_path(model: torch.nn.Module) -> str:
-    """Which recurrent path the model runs (``fused`` or ``stepwise``)."""
+    """Which recurrent path the model runs (``fused``, ``stepwise`` or ``compiled``)."""
     paths = {m.path for m in model.modules() if isinstance(m, RecurrentStack)}
     return paths.pop() if len(paths) == 1 else ("mixed" if paths else "none")
 
@@ -64,7 +64,9 @@ def train_run(
         model = task.build_model(stack=stack).to(device)
         opt = optimizer(model.parameters())
         sched = scheduler(opt) if scheduler is not None else None
-        logger.set_tags({"rnn_path": rnn_path(model), "device": str(device)})
+        path = rnn_path(model)
+        logger.set_tags({"rnn_path": path, "device": str(device)})
+        print(f"rnn path: {path}", flush=True)
         result = fit(
             model=model, task=task, optimizer=opt, scheduler=sched, settings=settings, sink=logger
         )
