@@ -20,9 +20,10 @@ The loop runs in one of two ways (:attr:`path`):
 
 * ``stepwise``: a Python loop over time, eager PyTorch;
 * ``compiled``: the same loop cut into chunks of ``chunk`` steps, each chunk one
-  ``torch.compile`` graph (unrolled, batch size dynamic), so the compile cost is paid once per
-  mode (train / eval) and a short last batch or another batch size does not recompile; the
-  ``T mod chunk`` leftover steps of a sequence run eagerly.
+  ``torch.compile`` graph (unrolled; feature sizes static, batch size marked dynamic), so
+  the compile cost is paid once per mode (training, evaluation) and a short last batch or
+  another batch size does not recompile (batch size 1 does, once: torch specialises size-1
+  dimensions); the ``T mod chunk`` leftover steps of a sequence run eagerly.
 
 Zoneout (Krueger et al. 2016) lives here too, since it only needs the state tuple: in training
 each state unit keeps its previous value with probability ``zoneout``; in eval the state is the
@@ -109,6 +110,9 @@ class Cell(nn.Module):
         """One step from the ``t``-th slice of ``per_step``; by default :meth:`forward`."""
         return self(p_t, state)
 
+    def end_sequence(self, shared: Any, initial: State, outputs: Tensor) -> None:
+        """Called with the (T, B, H) outputs after the loop; nothing to do by default."""
+
     def _zone(self, new: State, old: State) -> State:
         p = self.zoneout
         if self.training:
@@ -139,12 +143,31 @@ class Cell(nn.Module):
             outputs.append(h_t)
         return torch.stack(outputs, dim=0), state  # (T, B, H)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the compiled function behind (it is rebuilt on first use)."""
+        state = self.__dict__.copy()
+        state.pop("_compiled_steps", None)
+        return state
+
     def _compiled(self):
+        """``_steps`` compiled with static feature sizes and a dynamic batch dimension."""
         fn = self.__dict__.get("_compiled_steps")
         if fn is None:
-            fn = torch.compile(self._steps, dynamic=True)
+            fn = torch.compile(self._steps, dynamic=False)
             self.__dict__["_compiled_steps"] = fn
         return fn
+
+    def _run_compiled(
+        self, inputs: Any, state: State, shared: Any, live: Tensor | None
+    ) -> tuple[Tensor, State]:
+        mark = torch._dynamo.maybe_mark_dynamic
+        for p in inputs if isinstance(inputs, tuple) else (inputs,):
+            mark(p, 1)  # (K, B, ...): batch size is dynamic, so no recompile per batch size
+        for s in state:
+            mark(s, 0)  # (B, H)
+        if live is not None:
+            mark(live, 1)  # (K, B, 1)
+        return self._compiled()(inputs, state, shared, live)
 
     def sequence(
         self, x: Tensor, state: State, lengths: Tensor | None = None
@@ -161,13 +184,14 @@ class Cell(nn.Module):
             steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
             live = (lengths.to(x.device).unsqueeze(0) > steps).unsqueeze(-1)  # (T, B, 1)
         if not self.compiled:
-            return self._steps(inputs, state, shared, live)
-        k, total = self.chunk, x.shape[0]
-        compiled = self._compiled()
+            out, final = self._steps(inputs, state, shared, live)
+            self.end_sequence(shared, state, out)
+            return out, final
+        k, total, initial = self.chunk, x.shape[0], state
         pieces = []
         for start in range(0, total, k):
             end = min(start + k, total)
-            run = compiled if end - start == k else self._steps  # the leftover runs eagerly
+            run = self._run_compiled if end - start == k else self._steps  # leftover: eager
             out, state = run(
                 _time_slice(inputs, start, end),
                 state,
@@ -175,7 +199,9 @@ class Cell(nn.Module):
                 None if live is None else live[start:end],
             )
             pieces.append(out)
-        return torch.cat(pieces, dim=0), state  # (T, B, H)
+        out = torch.cat(pieces, dim=0)  # (T, B, H)
+        self.end_sequence(shared, initial, out)
+        return out, state
 
     def scalars(self) -> dict[str, float]:
         """Named scalars to log once per epoch; empty for most cells."""

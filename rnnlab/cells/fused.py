@@ -23,12 +23,36 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.cells.base import Cell, State
+
+
+class BatchedRecurrentGrad(torch.autograd.Function):
+    """A (T, B, G·H) tensor of zeros that the stepwise loop adds to ``W_hh h_{t-1} + b_hh``.
+
+    The loop itself multiplies by detached copies of ``W_hh`` and ``b_hh``, so autograd does
+    not compute T small weight-gradient products, one per step. Instead the gradient that
+    reaches these zeros is exactly ∂L/∂(W_hh h_{t-1} + b_hh) for every step, and the backward
+    here turns it into the weight gradients with one (G·H, T·B) × (T·B, H) GEMM, as the fused
+    kernels do. ``holder["h_prev"]`` (T, B, H) is filled in after the loop (``end_sequence``).
+    """
+
+    @staticmethod
+    def forward(ctx, w_hh: Tensor, b_hh: Tensor, holder: dict, shape: torch.Size) -> Tensor:
+        ctx.holder = holder
+        return w_hh.new_zeros(shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        h_prev = ctx.holder["h_prev"]  # (T, B, H)
+        grad_2d = grad.reshape(-1, grad.shape[-1])  # (T·B, G·H)
+        w_grad = grad_2d.T @ h_prev.reshape(-1, h_prev.shape[-1])  # (G·H, H)
+        return w_grad, grad_2d.sum(0), None, None
 
 
 class FusedCell(Cell):
@@ -80,22 +104,45 @@ class FusedCell(Cell):
             return F.dropout(w_hh, self.weight_drop, training=True)
         return w_hh
 
-    def begin_sequence(self, x: Tensor) -> tuple[Tensor, Any]:
+    def begin_sequence(self, x: Tensor) -> tuple[Any, Any]:
         w_ih, _, b_ih, b_hh = self.weights
         gi = F.linear(x, w_ih, b_ih)  # (T, B, G·H): every step's input projection at once
         if self.layer_norm:
             gi = self.ln_ih(gi)
-        return gi, (self.recurrent_weight(), b_hh)
+        w_hh = self.recurrent_weight()
+        if not (torch.is_grad_enabled() and (w_hh.requires_grad or b_hh.requires_grad)):
+            return gi, (w_hh, b_hh, None)
+        # The loop multiplies by detached copies of W_hh and b_hh; their gradient for all
+        # steps comes from one GEMM in BatchedRecurrentGrad's backward (see its docstring).
+        holder: dict[str, Tensor] = {}
+        zeros = BatchedRecurrentGrad.apply(w_hh, b_hh, holder, gi.shape)  # (T, B, G·H)
+        return (gi, zeros), (w_hh.detach(), b_hh.detach(), holder)
 
-    def recurrent(self, h: Tensor, shared: Any) -> Tensor:
-        """The recurrent pre-activation ``W_hh h + b_hh`` (layer-normed if asked): (B, G·H)."""
-        w_hh, b_hh = shared
-        gh = F.linear(h, w_hh, b_hh)  # (B, G·H)
-        return self.ln_hh(gh) if self.layer_norm else gh
+    def end_sequence(self, shared: Any, initial: State, outputs: Tensor) -> None:
+        holder = shared[2]
+        if holder is not None:  # h_{t-1} of every step: h_0, then the outputs but the last
+            holder["h_prev"] = torch.cat([initial[0].unsqueeze(0), outputs[:-1]]).detach()
+
+    def step(self, p_t: Any, state: State, shared: Any) -> tuple[Tensor, State]:
+        gi_t, zeros_t = p_t if isinstance(p_t, tuple) else (p_t, None)
+        w_hh, b_hh, _ = shared
+        gh_t = F.linear(state[0], w_hh, b_hh)  # (B, G·H)
+        if zeros_t is not None:
+            gh_t = gh_t + zeros_t  # 0 in value; carries the gradient to W_hh and b_hh
+        if self.layer_norm:
+            gh_t = self.ln_hh(gh_t)
+        return self.update(gi_t, gh_t, state)
+
+    def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """The cell's gate arithmetic from the input and recurrent pre-activations (B, G·H)."""
+        raise NotImplementedError
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        gi, shared = self.begin_sequence(x_t.unsqueeze(0))  # (1, B, G·H)
-        return self.step(gi[0], state, shared)
+        per_step, shared = self.begin_sequence(x_t.unsqueeze(0))  # (1, B, G·H)
+        p_t = tuple(p[0] for p in per_step) if isinstance(per_step, tuple) else per_step[0]
+        h, new_state = self.step(p_t, state, shared)
+        self.end_sequence(shared, state, h.unsqueeze(0))
+        return h, new_state
 
     def sequence(
         self, x: Tensor, state: State, lengths: Tensor | None = None

@@ -27,9 +27,9 @@ class LSTMCell(FusedCell):
         if self.layer_norm:
             self.ln_c = nn.LayerNorm(self.hidden_size)
 
-    def step(self, gi_t: Tensor, state: State, shared: Any) -> tuple[Tensor, State]:
-        h, c = state
-        gates = gi_t + self.recurrent(h, shared)  # (B, 4H)
+    def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
+        _, c = state
+        gates = gi_t + gh_t  # (B, 4H)
         i, f, g, o = gates.chunk(4, dim=1)  # each (B, H)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(self.ln_c(c) if self.layer_norm else c)

@@ -5,7 +5,7 @@ h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), the function ``nn.RNN`` comput
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,9 +24,8 @@ class RNNTanhCell(FusedCell):
     def activation(z: Tensor) -> Tensor:
         return torch.tanh(z)
 
-    def step(self, gi_t: Tensor, state: State, shared: Any) -> tuple[Tensor, State]:
-        (h,) = state
-        h = self.activation(gi_t + self.recurrent(h, shared))  # (B, H)
+    def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h = self.activation(gi_t + gh_t)  # (B, H)
         return h, (h,)
 
 

@@ -131,7 +131,7 @@ class RecurrentStack(nn.Module):
         new_state: list[State] = []
         n = self.num_directions
         for depth in range(len(self.layers) // n):
-            if depth > 0:
+            if depth > 0 and self.dropout.p > 0:
                 x = self.dropout(x)
             forward_layer = self.layers[depth * n]
             out, layer_state = forward_layer.sequence(x, state[depth * n], lengths)  # (T, B, H)

@@ -1,0 +1,162 @@
+"""Forward+backward speed of every cell on every path, as a ratio to fused ``nn.LSTM``.
+
+LM sizes: 2 layers × 200 units, batch 20, bptt 35, input 200. Each configuration is timed
+side by side with the baseline (plain ``torch.nn.LSTM(200, 200, num_layers=2)``) in
+interleaved rounds, and the table reports the median ratio, so a machine shared with other
+work still gives comparable figures (absolute tokens/s are only indicative).
+
+For the compiled path it also reports the one-off compile time and how many new graphs a
+short last batch (T=17), other batch sizes and eval mode (after its first call) trigger:
+0 means the compile cost is paid once.
+
+    python scripts/bench_cells.py                    # all cells, CPU
+    python scripts/bench_cells.py --device cuda --cells lstm gru
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "user_cell"))
+
+from rnnlab.cells.gfrnn import GatedFeedbackRNN  # noqa: E402
+from rnnlab.cells.gru import GRUCell  # noqa: E402
+from rnnlab.cells.lstm import LSTMCell  # noqa: E402
+from rnnlab.cells.rnn import RNNReLUCell, RNNTanhCell  # noqa: E402
+from rnnlab.models.stack import RecurrentStack, StackSpec  # noqa: E402
+
+SIZE, LAYERS, BATCH, BPTT = 200, 2, 20, 35
+
+
+def cells() -> dict[str, tuple[Callable, tuple[int, ...], bool]]:
+    """name -> (cell factory taking ``fused``, stack widths, has a fused kernel)."""
+    table = {
+        "lstm": (LSTMCell, (SIZE,) * LAYERS, True),
+        "gru": (GRUCell, (SIZE,) * LAYERS, True),
+        "rnn_tanh": (RNNTanhCell, (SIZE,) * LAYERS, True),
+        "rnn_relu": (RNNReLUCell, (SIZE,) * LAYERS, True),
+        # one GF-RNN block holding both layers (the feedback spans them)
+        "gfrnn": (partial(GatedFeedbackRNN, layers=LAYERS), (SIZE,), False),
+    }
+    try:
+        from mgu import MGUCell
+
+        table["mgu (user)"] = (MGUCell, (SIZE,) * LAYERS, False)
+    except ImportError:
+        pass
+    return table
+
+
+def build(factory, widths, fused: bool, compiled: bool, chunk: int, device) -> RecurrentStack:
+    cell = partial(factory, fused=fused) if fused is not None else factory
+    spec = StackSpec(cell=cell, hidden_sizes=widths, compile=compiled, compile_chunk=chunk)
+    return spec.build(input_size=SIZE).to(device)
+
+
+def step_fn(model: nn.Module, device, steps: int = BPTT, batch: int = BATCH) -> Callable:
+    x = torch.randn(steps, batch, SIZE, device=device)
+
+    def run() -> None:
+        out, _ = model(x)  # (T, B, H)
+        out.sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def seconds(fn: Callable, reps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps
+
+
+def new_graphs_after_warmup(model: RecurrentStack, device) -> int:
+    """Graphs compiled by a short batch, other batch sizes and eval mode, after warm-up."""
+    from torch._dynamo.utils import counters
+
+    def eval_pass(batch: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            model(torch.randn(BPTT, batch, SIZE, device=device))
+        model.train()
+
+    eval_pass(BATCH)  # eval mode's own first compile (paid once)
+    before = counters["stats"]["unique_graphs"]
+    step_fn(model, device, steps=17)()  # the short last batch of an epoch
+    step_fn(model, device, batch=7)()
+    eval_pass(10)
+    eval_pass(3)
+    return counters["stats"]["unique_graphs"] - before
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--cells", nargs="*", default=None, help="subset of cell names")
+    parser.add_argument("--paths", nargs="*", default=["fused", "stepwise", "compiled"])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--reps", type=int, default=3, help="passes per timing")
+    parser.add_argument("--chunk", type=int, default=8, help="steps per compiled graph")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    baseline_model = nn.LSTM(SIZE, SIZE, num_layers=LAYERS).to(device)
+    baseline = step_fn(lambda x: baseline_model(x), device)
+    baseline()
+    rows = []
+    table = cells()
+    for name in args.cells or list(table):
+        factory, widths, has_fused = table[name]
+        for path in args.paths:
+            if path == "fused" and not has_fused:
+                continue
+            fused = (path == "fused") if has_fused else None
+            model = build(factory, widths, fused, path == "compiled", args.chunk, device)
+            assert model.path == path, (name, path, model.path)
+            run = step_fn(model, device)
+            start = time.perf_counter()
+            run()  # warm-up (and the compile, for the compiled path)
+            first = time.perf_counter() - start
+            ratios, speeds = [], []
+            for _ in range(args.rounds):
+                base = seconds(baseline, args.reps)
+                mine = seconds(run, args.reps)
+                ratios.append(base / mine)
+                speeds.append(BPTT * BATCH / mine)
+            row = {
+                "cell": name,
+                "path": path,
+                "tokens/s": round(statistics.median(speeds)),
+                "ratio to fused nn.LSTM": round(statistics.median(ratios), 3),
+            }
+            if path == "compiled":
+                row["compile s"] = round(first, 1)
+                row["new graphs"] = new_graphs_after_warmup(model, device)
+            rows.append(row)
+            print(row, file=sys.stderr, flush=True)
+    frame = pd.DataFrame(rows)
+    print(
+        f"forward+backward, {LAYERS}x{SIZE}, batch {BATCH}, bptt {BPTT}, device {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; ratios are medians of "
+        f"{args.rounds} interleaved rounds against fused nn.LSTM"
+    )
+    print(frame.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
