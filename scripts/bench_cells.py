@@ -3,7 +3,9 @@
 LM sizes: 2 layers × 200 units, batch 20, bptt 35, input 200. Each configuration is timed
 side by side with the baseline (plain ``torch.nn.LSTM(200, 200, num_layers=2)``) in
 interleaved rounds, and the table reports the median ratio, so a machine shared with other
-work still gives comparable figures (absolute tokens/s are only indicative).
+work still gives comparable figures (absolute tokens/s are only indicative). On the CPU it
+uses one thread by default: with other jobs on the machine, multi-threaded kernels wait on
+each other and the ratios swing wildly (identical fused stacks measured 0.69–1.04×).
 
 For the compiled path it also reports the one-off compile time and how many new graphs a
 short last batch (T=17), other batch sizes and eval mode (after its first call) trigger:
@@ -109,10 +111,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--reps", type=int, default=3, help="passes per timing")
     parser.add_argument("--chunk", type=int, default=8, help="steps per compiled graph")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable ratios on a shared machine; 0: torch's default)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     baseline_model = nn.LSTM(SIZE, SIZE, num_layers=LAYERS).to(device)

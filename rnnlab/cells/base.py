@@ -126,9 +126,13 @@ class Cell(nn.Module):
     ) -> tuple[Tensor, State]:
         """Run every step of ``inputs`` (time-major); ``live`` (T, B, 1) masks padding."""
         outputs = []
-        steps = inputs[0].shape[0] if isinstance(inputs, tuple) else inputs.shape[0]
-        for t in range(steps):
-            p_t = tuple(p[t] for p in inputs) if isinstance(inputs, tuple) else inputs[t]
+        # unbind, not inputs[t]: its backward stacks the step gradients once, where indexing
+        # would allocate a zero (T, B, ...) gradient per step
+        if isinstance(inputs, tuple):
+            per_step = list(zip(*(p.unbind(0) for p in inputs), strict=True))
+        else:
+            per_step = inputs.unbind(0)
+        for t, p_t in enumerate(per_step):
             h_t, new_state = self.step(p_t, state, shared)
             if self.zoneout > 0:
                 new_state = self._zone(new_state, state)
@@ -187,17 +191,14 @@ class Cell(nn.Module):
             out, final = self._steps(inputs, state, shared, live)
             self.end_sequence(shared, state, out)
             return out, final
-        k, total, initial = self.chunk, x.shape[0], state
+        k, initial = self.chunk, state
         pieces = []
-        for start in range(0, total, k):
-            end = min(start + k, total)
-            run = self._run_compiled if end - start == k else self._steps  # leftover: eager
-            out, state = run(
-                _time_slice(inputs, start, end),
-                state,
-                shared,
-                None if live is None else live[start:end],
-            )
+        chunks = _split(inputs, k)  # split, not slicing: one gradient concat in the backward
+        masks = [None] * len(chunks) if live is None else live.split(k)
+        for chunk, mask in zip(chunks, masks, strict=True):
+            steps = chunk[0].shape[0] if isinstance(chunk, tuple) else chunk.shape[0]
+            run = self._run_compiled if steps == k else self._steps  # the leftover runs eagerly
+            out, state = run(chunk, state, shared, mask)
             pieces.append(out)
         out = torch.cat(pieces, dim=0)  # (T, B, H)
         self.end_sequence(shared, initial, out)
@@ -208,7 +209,8 @@ class Cell(nn.Module):
         return {}
 
 
-def _time_slice(inputs: Any, start: int, end: int) -> Any:
+def _split(inputs: Any, k: int) -> list[Any]:
+    """Time-major ``inputs`` (a tensor or a tuple of them) in chunks of ``k`` steps."""
     if isinstance(inputs, tuple):
-        return tuple(p[start:end] for p in inputs)
-    return inputs[start:end]
+        return list(zip(*(p.split(k) for p in inputs), strict=True))
+    return list(inputs.split(k))
