@@ -157,6 +157,10 @@ class Cell(nn.Module):
         """``_steps`` compiled with static feature sizes and a dynamic batch dimension."""
         fn = self.__dict__.get("_compiled_steps")
         if fn is None:
+            # every cell shares the code of ``_steps``; dynamo's default of 8 graphs per code
+            # object is too few for a stack (layer widths x train/eval x first/later chunk)
+            config = torch._dynamo.config
+            config.recompile_limit = max(config.recompile_limit, 64)
             fn = torch.compile(self._steps, dynamic=False)
             self.__dict__["_compiled_steps"] = fn
         return fn
