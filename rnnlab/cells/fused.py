@@ -62,6 +62,8 @@ class FusedCell(Cell):
     fused_kwargs: ClassVar[dict] = {}
     #: gate blocks stacked in the fused weight layout (1 for RNN, 3 for GRU, 4 for LSTM)
     gates: ClassVar[int] = 1
+    #: whether the pre-activation is gi + gh throughout (RNN, LSTM; not the GRU's r ⊙ gh_n)
+    additive: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -116,7 +118,11 @@ class FusedCell(Cell):
         # steps comes from one GEMM in BatchedRecurrentGrad's backward (see its docstring).
         holder: dict[str, Tensor] = {}
         zeros = BatchedRecurrentGrad.apply(w_hh, b_hh, holder, gi.shape)  # (T, B, G·H)
-        return (gi, zeros), (w_hh.detach(), b_hh.detach(), holder)
+        shared = (w_hh.detach(), b_hh.detach(), holder)
+        if self.additive and not self.layer_norm:
+            # gates = gi + gh: adding the zeros to gi once gives them the same gradient
+            return gi + zeros, shared  # (T, B, G·H)
+        return (gi, zeros), shared
 
     def end_sequence(self, shared: Any, initial: State, outputs: Tensor) -> None:
         holder = shared[2]

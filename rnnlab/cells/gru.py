@@ -20,6 +20,7 @@ class GRUCell(FusedCell):
 
     fused_module = nn.GRU
     gates: ClassVar[int] = 3
+    additive: ClassVar[bool] = False
 
     def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
