@@ -351,3 +351,17 @@ def test_user_cell_trains_through_the_cli_with_its_own_config_dir(workdir, clien
     assert run.info.status == "FINISHED"
     assert run.data.params["cell.layer._target_"] == "mgu.MGUCell"
     assert run.data.tags["rnn_path"] == "stepwise"
+
+
+def test_bench_cells_prints_ratios_to_fused_lstm(workdir):
+    done = run_cli(
+        "bench", "cells", "--cells", "rnn_tanh", "--paths", "fused", "--paths", "stepwise",
+        "--rounds", "1", "--reps", "1", cwd=workdir,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "ratio to fused nn.LSTM" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("rnn")]
+    assert [r[:2] for r in rows] == [["rnn_tanh", "fused"], ["rnn_tanh", "stepwise"]]
+    assert all(float(r[3]) > 0 for r in rows)
+    bad = run_cli("bench", "cells", "--cells", "nope", cwd=workdir)
+    assert bad.returncode != 0 and "Unknown cell(s) for the benchmark: nope" in bad.stderr
