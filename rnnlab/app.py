@@ -40,9 +40,15 @@ def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
         return instantiate(params, _convert_="all", **kwargs)
     except Exception as exc:
         cause = exc.__cause__ or exc
+        fix = f"Check the {what} values you set on the command line (rnnlab train --cfg job shows them)"
+        if isinstance(cause, ImportError) or "Error locating target" in str(exc):
+            fix = (
+                f"Make the module of {target} importable: put the folder holding its .py file on "
+                "PYTHONPATH (PYTHONPATH=DIR rnnlab train ...) or pip install it"
+            )
         raise ConfigError(
             f"Could not build the {what} from its config ({target}): {type(cause).__name__}: {cause}",
-            f"Check the {what} values you set on the command line (rnnlab train --cfg job shows them)",
+            fix,
         ) from exc
 
 
@@ -105,11 +111,45 @@ class Components:
     device: Any
 
 
+def build_stack(cell: DictConfig, sizes: tuple[int, ...]) -> Any:
+    """The StackSpec from the cell group; built once with one input to check every option."""
+    from rnnlab.models.stack import CellContractError, StackSpec
+
+    try:
+        stack = StackSpec(
+            cell=build(cell.layer, "cell"),
+            hidden_sizes=sizes,
+            dropout=float(cell.get("dropout", 0.0)),
+            name=str(cell.name),
+            bidirectional=bool(cell.get("bidirectional", False)),
+            locked_dropout=bool(cell.get("locked_dropout", False)),
+            zoneout=float(cell.get("zoneout", 0.0)),
+            compile=bool(cell.get("compile", False)),
+            compile_chunk=int(cell.get("compile_chunk", 8)),
+        )
+        if not 0.0 <= stack.dropout < 1.0:
+            raise ValueError(f"cell.dropout must be in [0, 1), got {stack.dropout}")
+        stack.build(input_size=1)
+    except ConfigError:
+        raise
+    except CellContractError as exc:
+        raise ConfigError(
+            f"The cell does not follow the Cell interface: {exc}",
+            "Fix the cell's init_state/forward (see rnnlab/cells/base.py and the README's "
+            "user-cell walkthrough)",
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"Invalid cell options for {cell.layer.get('_target_')}: {type(exc).__name__}: {exc}",
+            "Check the cell.* and cell.layer.* values (rnnlab train --cfg job shows them)",
+        ) from exc
+    return stack
+
+
 def compose(cfg: DictConfig) -> Components:
     """Turn a composed config into typed objects (no MLflow, no training)."""
     import torch
 
-    from rnnlab.models.stack import StackSpec
     from rnnlab.train.device import resolve_device
     from rnnlab.train.settings import TrainerSettings
 
@@ -130,12 +170,7 @@ def compose(cfg: DictConfig) -> Components:
             f"Invalid cell sizes: {exc}",
             "Set cell.hidden_size and cell.num_layers (or cell.hidden_sizes) to positive integers",
         ) from exc
-    stack = StackSpec(
-        cell=build(cell.layer, "cell"),
-        hidden_sizes=sizes,
-        dropout=float(cell.get("dropout", 0.0)),
-        name=str(cell.name),
-    )
+    stack = build_stack(cell, sizes)
     optimizer = build(cfg.optim, "optimizer")
     try:  # torch validates hyperparameters in the constructor: check before any run exists
         optimizer([torch.nn.Parameter(torch.zeros(1))])

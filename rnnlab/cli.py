@@ -13,6 +13,7 @@ import sys
 import click
 
 from rnnlab import __version__
+from rnnlab.commands.bench import bench
 from rnnlab.commands.data import data
 from rnnlab.commands.evaluate import evaluate
 from rnnlab.commands.plot import landscape, plot
@@ -54,7 +55,7 @@ def cli(debug: bool) -> None:
         os.environ["RNNLAB_DEBUG"] = "1"
 
 
-for command in (train, evaluate, translate, data, runs, plot, landscape, ui):
+for command in (train, evaluate, translate, data, runs, plot, landscape, ui, bench):
     cli.add_command(command)
 
 

@@ -1,12 +1,12 @@
 """LSTM cell (Hochreiter & Schmidhuber 1997, with forget gate), ``nn.LSTM``'s function.
 
 Gates in PyTorch's order (input, forget, cell, output):
-c_t = f ⊙ c_{t-1} + i ⊙ g,  h_t = o ⊙ tanh(c_t).
+c_t = f ⊙ c_{t-1} + i ⊙ g,  h_t = o ⊙ tanh(c_t)  (tanh(LN(c_t)) with layer norm).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -20,12 +20,17 @@ class LSTMCell(FusedCell):
 
     fused_module = nn.LSTM
     state_size: ClassVar[int] = 2
+    gates: ClassVar[int] = 4
 
-    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c = state
-        w_ih, w_hh, b_ih, b_hh = self.weights
-        gates = x_t @ w_ih.T + b_ih + h @ w_hh.T + b_hh  # (B, 4H)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.layer_norm:
+            self.ln_c = nn.LayerNorm(self.hidden_size)
+
+    def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
+        _, c = state
+        gates = gi_t + gh_t  # (B, 4H)
         i, f, g, o = gates.chunk(4, dim=1)  # each (B, H)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h = torch.sigmoid(o) * torch.tanh(self.ln_c(c) if self.layer_norm else c)
         return h, (h, c)

@@ -24,10 +24,8 @@ class RNNTanhCell(FusedCell):
     def activation(z: Tensor) -> Tensor:
         return torch.tanh(z)
 
-    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        (h,) = state
-        w_ih, w_hh, b_ih, b_hh = self.weights
-        h = self.activation(x_t @ w_ih.T + b_ih + h @ w_hh.T + b_hh)  # (B, H)
+    def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
+        h = self.activation(gi_t + gh_t)  # (B, H)
         return h, (h,)
 
 

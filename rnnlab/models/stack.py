@@ -4,6 +4,12 @@ It knows nothing about which cell it runs: each layer's ``sequence`` picks its o
 (fused kernel or stepwise loop), and states are tuples of tensors for every cell. With
 ``bidirectional=True`` each layer has a second cell that reads every sequence backwards
 (within its length), and the two outputs are concatenated.
+
+Stack options (all from ``conf/cell/*.yaml``, see README "Cells"): per-layer widths
+(``hidden_sizes``), dropout between layers (``dropout``; with ``locked_dropout`` the mask is
+the same at every time step), ``bidirectional``, ``zoneout`` and ``compile`` (the per-step
+loop of non-fused cells as ``torch.compile`` graphs of ``compile_chunk`` steps). The stack
+passes the last two to every layer (:meth:`Cell.set_loop_options`), so user cells get them too.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.cells.base import Cell, State
+from rnnlab.models.regularisers import LockedDropout
 
 CellFactory = Callable[..., Cell]
 
@@ -27,14 +34,24 @@ class StackSpec:
     hidden_sizes: tuple[int, ...]
     dropout: float = 0.0
     name: str = "cell"
+    bidirectional: bool = False
+    locked_dropout: bool = False
+    zoneout: float = 0.0
+    compile: bool = False
+    compile_chunk: int = 8
 
-    def build(self, *, input_size: int, bidirectional: bool = False) -> RecurrentStack:
+    def build(self, *, input_size: int, bidirectional: bool | None = None) -> RecurrentStack:
+        """The stack for ``input_size`` features; ``bidirectional=None`` takes the spec's."""
         return RecurrentStack(
             cell=self.cell,
             input_size=input_size,
             hidden_sizes=self.hidden_sizes,
             dropout=self.dropout,
-            bidirectional=bidirectional,
+            bidirectional=self.bidirectional if bidirectional is None else bidirectional,
+            locked_dropout=self.locked_dropout,
+            zoneout=self.zoneout,
+            compile=self.compile,
+            compile_chunk=self.compile_chunk,
         )
 
 
@@ -92,6 +109,10 @@ class RecurrentStack(nn.Module):
         hidden_sizes: Sequence[int],
         dropout: float = 0.0,
         bidirectional: bool = False,
+        locked_dropout: bool = False,
+        zoneout: float = 0.0,
+        compile: bool = False,
+        compile_chunk: int = 8,
     ) -> None:
         super().__init__()
         if not hidden_sizes:
@@ -105,12 +126,13 @@ class RecurrentStack(nn.Module):
             in_size = hidden * self.num_directions
         for layer in self.layers:
             check_cell(layer)
-        self.dropout = nn.Dropout(dropout)
+            layer.set_loop_options(zoneout=zoneout, compiled=compile, chunk=compile_chunk)
+        self.dropout = LockedDropout(dropout) if locked_dropout else nn.Dropout(dropout)
         self.hidden_size = in_size
 
     @property
     def path(self) -> str:
-        """``fused`` when every layer runs a fused kernel, else ``stepwise``."""
+        """``fused`` when every layer runs a fused kernel, else ``compiled`` or ``stepwise``."""
         paths = {layer.path for layer in self.layers}
         return paths.pop() if len(paths) == 1 else "stepwise"
 
@@ -134,7 +156,7 @@ class RecurrentStack(nn.Module):
         new_state: list[State] = []
         n = self.num_directions
         for depth in range(len(self.layers) // n):
-            if depth > 0:
+            if depth > 0 and self.dropout.p > 0:
                 x = self.dropout(x)
             forward_layer = self.layers[depth * n]
             out, layer_state = forward_layer.sequence(x, state[depth * n], lengths)  # (T, B, H)

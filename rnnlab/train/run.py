@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.errors import ConfigError
-from rnnlab.models.stack import CellContractError, RecurrentStack, StackSpec
+from rnnlab.models.stack import RecurrentStack, StackSpec
 from rnnlab.tasks.base import Task
 from rnnlab.tracking.store import RunLogger
 from rnnlab.train import rng
@@ -44,7 +43,7 @@ class RunOutcome:
 
 
 def rnn_path(model: torch.nn.Module) -> str:
-    """Which recurrent path the model runs (``fused`` or ``stepwise``)."""
+    """Which recurrent path the model runs (``fused``, ``stepwise`` or ``compiled``)."""
     paths = {m.path for m in model.modules() if isinstance(m, RecurrentStack)}
     return paths.pop() if len(paths) == 1 else ("mixed" if paths else "none")
 
@@ -105,14 +104,7 @@ def train_run(
         set_deterministic(settings.deterministic)
         seed_everything(seed)
         task.to(device)
-        try:
-            model = task.build_model(stack=stack).to(device)
-        except CellContractError as exc:
-            raise ConfigError(
-                f"The cell does not follow the Cell interface: {exc}",
-                "Fix the cell's init_state/forward (see rnnlab/cells/base.py and the README's "
-                "user-cell walkthrough)",
-            ) from exc
+        model = task.build_model(stack=stack).to(device)
         opt = optimizer(model.parameters())
         sched = scheduler(opt) if scheduler is not None else None
         progress = None
@@ -123,7 +115,9 @@ def train_run(
                 sched.load_state_dict(resume["scheduler"])
             progress = Progress.from_state_dict(resume["progress"])
             rng.restore(resume["rng"])
-        logger.set_tags({"rnn_path": rnn_path(model), "device": str(device)})
+        path = rnn_path(model)
+        logger.set_tags({"rnn_path": path, "device": str(device)})
+        print(f"rnn path: {path}", flush=True)
         common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
         save_last = checkpoint_writer(
             logger=logger, model=model, optimizer=opt, scheduler=sched, common=common
