@@ -92,6 +92,8 @@ CASES = {
             "cell=lstm",
             "cell.layer._target_=bad_cell.WrongStateCell",
             "~cell.layer.fused",
+            "~cell.layer.weight_drop",
+            "~cell.layer.layer_norm",
             *FAST,
         ],
         2,
