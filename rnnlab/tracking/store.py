@@ -1,9 +1,9 @@
 """A thin MLflow run writer with batched metric logging.
 
-Metrics are buffered in memory and handed to MLflow's asynchronous ``log_batch`` every
-``flush_every_s`` seconds; the run waits for them only before a checkpoint, at the end, and
-before a failure is recorded. So a 2000-epoch run spends its time training rather than
-writing to the store, and a checkpoint never runs ahead of the metrics it implies.
+Metrics are buffered in memory and written with ``log_batch`` (1000 per call) every
+``flush_every_s`` seconds, before every checkpoint, at the end, and before a failure is
+recorded. So a 2000-epoch run spends its time training rather than writing to the store, and
+a checkpoint never runs ahead of the metrics it implies.
 """
 
 from __future__ import annotations
@@ -164,7 +164,6 @@ class RunLogger:
         self.artifact_uri: str = run.info.artifact_uri
         self.flush_every_s = flush_every_s
         self._buffer: list[Any] = []
-        self._pending: list[Any] = []
         self._last_flush = time.monotonic()
         self._floor: dict[str, int] = {}
         self.seconds_in_mlflow = 0.0
@@ -233,21 +232,15 @@ class RunLogger:
         ):
             self.flush()
 
-    def flush(self, *, wait: bool = False) -> None:
-        """Hand buffered metrics to MLflow's asynchronous logging queue; with ``wait``,
-        return only once everything sent so far is in the store."""
+    def flush(self, *, wait: bool = True) -> None:
+        """Write buffered metrics with ``log_batch`` (1000 per call). Synchronous on
+        purpose: measured here, MLflow's async queue saved nothing on submission and cost
+        ~0.9 s more at shutdown. ``wait`` is kept for callers that state their intent."""
         start = time.monotonic()
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
-            self._pending.append(
-                self.client.log_batch(self.run_id, metrics=chunk, synchronous=False)
-            )
+            self._write(self.client.log_batch, self.run_id, metrics=chunk)
             del self._buffer[:MAX_METRICS_PER_BATCH]
-        if wait:
-            pending, self._pending = self._pending, []
-            for operation in pending:
-                if operation is not None:
-                    self._write(operation.wait)
         self._last_flush = time.monotonic()
         self.seconds_in_mlflow += self._last_flush - start
 
