@@ -15,6 +15,7 @@ import click
 from rnnlab import __version__
 from rnnlab.commands.data import data
 from rnnlab.commands.evaluate import evaluate
+from rnnlab.commands.generate import generate
 from rnnlab.commands.runs import runs
 from rnnlab.commands.train import train
 from rnnlab.commands.ui import ui
@@ -52,7 +53,7 @@ def cli(debug: bool) -> None:
         os.environ["RNNLAB_DEBUG"] = "1"
 
 
-for command in (train, evaluate, data, runs, ui):
+for command in (train, evaluate, generate, data, runs, ui):
     cli.add_command(command)
 
 

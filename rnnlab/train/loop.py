@@ -81,6 +81,7 @@ def fit(
     )
     for epoch in bar:
         model.train()
+        epoch_start = time.perf_counter()
         carry = task.init_carry(model)
         total = torch.zeros((), device=task.device)
         weight = 0
@@ -103,10 +104,11 @@ def fit(
                 sink.log_metrics(
                     {"train/step_loss": value, "grad_norm": float(grad_norm)}, step=step
                 )
-        mean_loss = (total / max(weight, 1)).item()
+        mean_loss = (total / max(weight, 1)).item()  # syncs the device: the epoch is done
+        train_seconds = time.perf_counter() - epoch_start
         if not math.isfinite(mean_loss):
             raise DivergenceError(epoch=epoch, step=step, loss=mean_loss)
-        metrics = task.train_metrics(mean_loss)
+        metrics = task.train_metrics(mean_loss, weight=weight, seconds=train_seconds)
         if epoch % settings.eval_every == 0 or epoch == settings.max_epochs:
             model.eval()
             for split in task.eval_splits:
