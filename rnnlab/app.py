@@ -145,16 +145,67 @@ def compose(cfg: DictConfig) -> Components:
     return Components(task, stack, optimizer, scheduler, settings, device)
 
 
+def resume_checkpoint(run_id: str, uri: str) -> dict[str, Any]:
+    """The latest checkpoint of an unfinished run, or a clear error."""
+    import tempfile
+    from pathlib import Path
+
+    from rnnlab.restore import download_checkpoint
+    from rnnlab.tracking.store import connect
+    from rnnlab.train.checkpoint import load_checkpoint
+
+    client = connect(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        raise ConfigError(
+            f"resume={run_id}: there is no run with that id in {uri}",
+            "List run ids with 'rnnlab runs', or point tracking.uri / MLFLOW_TRACKING_URI at "
+            "the store that holds the run",
+        ) from exc
+    if run.info.status == "FINISHED":
+        raise ConfigError(
+            f"resume={run_id}: run {run.info.run_name} already FINISHED",
+            "Start a new run instead (drop resume=), e.g. with more trainer.max_epochs",
+        )
+    with tempfile.TemporaryDirectory(prefix="rnnlab-resume-") as tmp:
+        return load_checkpoint(download_checkpoint(client, run_id, "last", Path(tmp)))
+
+
 def train_from_config(cfg: DictConfig) -> float:
     """Compose typed objects from ``cfg``, run training, print the summary; returns the objective."""
-    started = time.perf_counter()
-    parts = compose(cfg)
-
     from rnnlab.tracking.store import RunLogger
     from rnnlab.tracking.uri import resolve_tracking_uri
     from rnnlab.train.run import train_run
 
+    started = time.perf_counter()
     uri = resolve_tracking_uri(cfg.tracking.uri)
+    resume_id = cfg.get("resume")
+    if resume_id:
+        checkpoint = resume_checkpoint(str(resume_id), uri)
+        run_cfg = OmegaConf.create(checkpoint["config"])
+        run_cfg.device = cfg.device  # the machine may differ; everything else is the run's
+        parts = compose(run_cfg)
+        logger = RunLogger.reopen(
+            uri=uri, run_id=str(resume_id), flush_every_s=float(run_cfg.tracking.flush_every_s)
+        )
+        epoch = checkpoint["progress"]["epoch"]
+        print(f"resuming run {logger.run_name} ({resume_id}) at epoch {epoch}", flush=True)
+        outcome = train_run(
+            task=parts.task,
+            stack=parts.stack,
+            optimizer=parts.optimizer,
+            scheduler=parts.scheduler,
+            settings=parts.settings,
+            logger=logger,
+            device=parts.device,
+            seed=int(run_cfg.seed),
+            config_yaml=checkpoint["config"],
+            resume=checkpoint,
+        )
+        return finish(outcome, logger, uri, started, 0.0, parts.device)
+
+    parts = compose(cfg)
     tags, parent = sweep_context()
     tags.update(
         {"task": str(cfg.task.name), "cell": str(cfg.cell.name), "optim": str(cfg.optim.name)}
@@ -181,12 +232,17 @@ def train_from_config(cfg: DictConfig) -> float:
         seed=int(cfg.seed),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )
+    return finish(outcome, logger, uri, started, setup_mlflow, parts.device)
+
+
+def finish(outcome: Any, logger: Any, uri: str, started: float, setup: float, device: Any) -> float:
+    """Print the end-of-run summary; returns the objective for sweepers."""
     total = time.perf_counter() - started
-    in_mlflow = setup_mlflow + logger.seconds_in_mlflow
+    in_mlflow = setup + logger.seconds_in_mlflow
     lines = [
         f"run {logger.run_name} finished ({outcome.run_id})",
         *outcome.summary,
-        f"time: {total:.1f} s ({in_mlflow:.1f} s in MLflow), device {parts.device}",
+        f"time: {total:.1f} s ({in_mlflow:.1f} s in MLflow), device {device}",
         f"browse: rnnlab ui --uri {uri}",
     ]
     print("\n".join(lines), flush=True)
@@ -214,6 +270,9 @@ def main(cfg: DictConfig) -> float:
         if debug_enabled():
             raise
         report_error(exc)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        from rnnlab.train.signals import Interrupted
+
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if multirun and not isinstance(exc, Interrupted):
             return float("inf")
         raise SystemExit(exc.exit_code) from None

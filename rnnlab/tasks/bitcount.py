@@ -66,7 +66,7 @@ class BitCount(Task):
             "test": make_bits(n_test, seq_len, generator),
             "test_long": make_bits(n_test_long, test_long_seq_len, generator),
         }
-        self.shuffle = torch.Generator().manual_seed(seed + 1)
+        self.seed = seed
 
     def to(self, device: torch.device) -> BitCount:
         self.device = device
@@ -82,7 +82,9 @@ class BitCount(Task):
         if self.batch_size >= n:
             yield x, y
             return
-        order = torch.randperm(n, generator=self.shuffle).to(self.device)
+        # the order depends only on (seed, epoch), so a resumed run sees the same batches
+        shuffle = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=shuffle).to(self.device)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield x[:, idx], y[idx]  # (T, b, 1), (b,)

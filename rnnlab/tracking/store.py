@@ -78,13 +78,34 @@ class RunLogger:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        self._init_state(run, flush_every_s)
+
+    def _init_state(self, run: Any, flush_every_s: float) -> None:
         self.run_id: str = run.info.run_id
-        self.run_name = run_name
+        self.run_name: str = run.info.run_name
+        self.artifact_uri: str = run.info.artifact_uri
         self.flush_every_s = flush_every_s
         self._buffer: list[Any] = []
         self._last_flush = time.monotonic()
+        self._floor: dict[str, int] = {}
         self.seconds_in_mlflow = 0.0
         self.ended = False
+
+    @classmethod
+    def reopen(cls, *, uri: str, run_id: str, flush_every_s: float = 5.0) -> RunLogger:
+        """Continue an existing run: status back to RUNNING, and metric points at steps it
+        already holds are dropped, so a resumed run has no duplicate steps."""
+        self = cls.__new__(cls)
+        self.uri = uri
+        self.client = connect(uri)
+        run = self.client.get_run(run_id)
+        self.experiment_id = run.info.experiment_id
+        self._init_state(run, flush_every_s)
+        for key in run.data.metrics:
+            steps = [m.step for m in self.client.get_metric_history(run_id, key)]
+            self._floor[key] = max(steps, default=-1)
+        self.client.update_run(run_id, status="RUNNING")
+        return self
 
     # -- writing -----------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -108,7 +129,12 @@ class RunLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        floor = self._floor
+        self._buffer.extend(
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if not (floor and step <= floor.get(k, -1))
+        )
         if (
             len(self._buffer) >= MAX_METRICS_PER_BATCH
             or time.monotonic() - self._last_flush >= self.flush_every_s
@@ -123,6 +149,16 @@ class RunLogger:
             del self._buffer[:MAX_METRICS_PER_BATCH]
         self._last_flush = time.monotonic()
         self.seconds_in_mlflow += self._last_flush - start
+
+    def local_artifact_dir(self) -> Path | None:
+        """The run's artifact folder when the artifact store is a local directory."""
+        if self.artifact_uri.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+
+            return Path(unquote(urlparse(self.artifact_uri).path))
+        if "://" not in self.artifact_uri:
+            return Path(self.artifact_uri)
+        return None
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         start = time.monotonic()

@@ -1,10 +1,13 @@
-"""One tracked training run: build, fit, evaluate the best weights, log artifacts.
+"""One tracked training run: build, fit (or resume), evaluate the best weights, log artifacts.
 
 Everything here takes typed objects; :mod:`rnnlab.app` turns the Hydra config into them.
+The resumable checkpoint ``checkpoints/last.pt`` is written atomically straight into a local
+artifact store (temp file + rename), or uploaded after an atomic local write otherwise.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -14,14 +17,15 @@ from typing import Any
 
 import torch
 
-from rnnlab.errors import DivergenceError
 from rnnlab.models.stack import RecurrentStack, StackSpec
 from rnnlab.tasks.base import Task
 from rnnlab.tracking.store import RunLogger
+from rnnlab.train import rng
 from rnnlab.train.checkpoint import save_checkpoint
 from rnnlab.train.device import seed_everything
-from rnnlab.train.loop import fit, model_scalars
+from rnnlab.train.loop import Progress, Stopped, fit, model_scalars
 from rnnlab.train.settings import TrainerSettings
+from rnnlab.train.signals import Interrupted
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -44,6 +48,41 @@ def rnn_path(model: torch.nn.Module) -> str:
     return paths.pop() if len(paths) == 1 else ("mixed" if paths else "none")
 
 
+def set_deterministic(enabled: bool) -> None:
+    """torch's deterministic-algorithms switch plus the cuDNN/cuBLAS settings it needs."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def checkpoint_writer(
+    *, logger: RunLogger, model: torch.nn.Module, optimizer: Any, scheduler: Any, common: dict
+) -> Callable[[Progress], None]:
+    """A callback that saves everything needed to resume as ``checkpoints/last.pt``."""
+    local = logger.local_artifact_dir()
+
+    def write(progress: Progress) -> None:
+        logger.flush()  # the store holds every metric up to the checkpoint, so resume loses none
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "progress": progress.state_dict(),
+            "rng": rng.capture(),
+            **common,
+        }
+        if local is not None:
+            save_checkpoint(local / "checkpoints" / "last.pt", **payload)
+            return
+        with tempfile.TemporaryDirectory(prefix="rnnlab-ckpt-") as tmp:
+            logger.log_artifact(save_checkpoint(Path(tmp) / "last.pt", **payload), "checkpoints")
+
+    return write
+
+
 def train_run(
     *,
     task: Task,
@@ -55,22 +94,51 @@ def train_run(
     device: torch.device,
     seed: int,
     config_yaml: str,
+    resume: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Train and evaluate; on any failure the MLflow run is marked failed, metrics kept."""
+    """Train (or resume) and evaluate; on failure the run is marked failed, metrics kept."""
     start = time.perf_counter()
     try:
+        set_deterministic(settings.deterministic)
         seed_everything(seed)
         task.to(device)
         model = task.build_model(stack=stack).to(device)
         opt = optimizer(model.parameters())
         sched = scheduler(opt) if scheduler is not None else None
+        progress = None
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            opt.load_state_dict(resume["optimizer"])
+            if sched is not None and resume.get("scheduler") is not None:
+                sched.load_state_dict(resume["scheduler"])
+            progress = Progress.from_state_dict(resume["progress"])
+            rng.restore(resume["rng"])
         logger.set_tags({"rnn_path": rnn_path(model), "device": str(device)})
-        result = fit(
-            model=model, task=task, optimizer=opt, scheduler=sched, settings=settings, sink=logger
+        common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
+        save_last = checkpoint_writer(
+            logger=logger, model=model, optimizer=opt, scheduler=sched, common=common
         )
+        try:
+            result = fit(
+                model=model,
+                task=task,
+                optimizer=opt,
+                scheduler=sched,
+                settings=settings,
+                sink=logger,
+                start=progress,
+                checkpoint=save_last,
+            )
+        except Stopped as stop:
+            logger.fail(f"stopped by signal {stop.signum}; resumable", status="KILLED")
+            raise Interrupted(
+                signum=stop.signum,
+                run_id=logger.run_id,
+                epoch=stop.progress.epoch,
+                step=stop.progress.step,
+            ) from None
         summary = [f"final train loss: {result.final.get('train/loss', float('nan')):.6g}"]
         summary += task.summary(model)
-        last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(result.best_state)
         model.eval()
         final: dict[str, float] = {}
@@ -80,15 +148,6 @@ def train_run(
         with tempfile.TemporaryDirectory(prefix="rnnlab-") as tmp:
             out = Path(tmp)
             (out / "config.yaml").write_text(config_yaml)
-            common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
-            save_checkpoint(
-                out / "checkpoints" / "last.pt",
-                model=last_state,
-                optimizer=opt.state_dict(),
-                epoch=result.epochs,
-                step=result.steps,
-                **common,
-            )
             save_checkpoint(
                 out / "checkpoints" / "best.pt",
                 model=result.best_state,
@@ -101,7 +160,6 @@ def train_run(
             plot_curves(curves, out / "plots" / "loss_curve.png", title=logger.run_name)
             extra = task.write_artifacts(model, out / "samples")
             logger.log_artifact(out / "config.yaml")
-            logger.log_artifact(out / "checkpoints" / "last.pt", "checkpoints")
             logger.log_artifact(out / "checkpoints" / "best.pt", "checkpoints")
             logger.log_artifact(out / "plots" / "loss_curve.png", "plots")
             for path in extra:
@@ -109,8 +167,7 @@ def train_run(
         for split in task.final_splits:
             summary += [f"{k}: {v:.6g}" for k, v in final.items() if k.startswith(f"{split}/")]
         logger.end("FINISHED")
-    except DivergenceError as exc:
-        logger.fail(str(exc))
+    except Interrupted:
         raise
     except KeyboardInterrupt:
         logger.fail("interrupted by the user (Ctrl-C)", status="KILLED")

@@ -18,6 +18,12 @@ class TrainerSettings:
     eval_every: int = 1
     #: progress bar: None = only when stderr is a terminal
     progress: bool | None = None
+    #: save a resumable checkpoint every N optimizer steps (None: only at epoch ends)
+    checkpoint_every: int | None = None
+    #: ... and at the end of every N-th epoch (and always after the last one)
+    checkpoint_every_epochs: int = 1
+    #: make CUDA kernels deterministic (torch.use_deterministic_algorithms); slower on GPU
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.max_epochs <= 0:
@@ -26,6 +32,14 @@ class TrainerSettings:
             raise ValueError(f"trainer.log_every must be positive, got {self.log_every}")
         if self.eval_every <= 0:
             raise ValueError(f"trainer.eval_every must be positive, got {self.eval_every}")
+        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
+            raise ValueError(
+                f"trainer.checkpoint_every must be positive or null, got {self.checkpoint_every}"
+            )
+        if self.checkpoint_every_epochs <= 0:
+            raise ValueError(
+                f"trainer.checkpoint_every_epochs must be positive, got {self.checkpoint_every_epochs}"
+            )
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise ValueError(
                 f"trainer.clip_grad_norm must be positive or null, got {self.clip_grad_norm}"

@@ -1,0 +1,131 @@
+"""Crash safety: resumable checkpoints, SIGKILL + resume bit-exact, clean SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import RNNLAB, run_cli, runs_of
+
+from rnnlab.train.checkpoint import load_checkpoint, save_checkpoint
+
+BITCOUNT = [
+    "experiment=bitcount_rmsprop",
+    "trainer.max_epochs=3000",
+    "trainer.checkpoint_every_epochs=25",
+    "device=cpu",
+]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.Popen(
+        [*RNNLAB, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_checkpoint(cwd: Path, proc: subprocess.Popen, *, after_epoch: int) -> Path:
+    """Poll the local artifact store until last.pt exists past ``after_epoch``."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before a checkpoint: {proc.communicate()}"
+        for path in cwd.glob("mlartifacts/*/*/artifacts/checkpoints/last.pt"):
+            try:
+                if load_checkpoint(path)["progress"]["epoch"] > after_epoch:
+                    return path
+            except Exception:
+                pass  # being replaced right now; the rename makes the next read whole
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def metric_steps(client, run_id: str, key: str) -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def test_sigkill_then_resume_is_bit_exact(workdir, client):
+    proc = start(["train", *BITCOUNT], workdir)
+    wait_for_checkpoint(workdir, proc, after_epoch=100)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (killed,) = runs_of(client, "bitcount")
+    assert killed.info.status == "RUNNING"  # nobody could mark it: that is what resume is for
+
+    resumed = run_cli("train", f"resume={killed.info.run_id}", "device=cpu", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run" in resumed.stdout
+
+    reference = run_cli("train", *BITCOUNT, cwd=workdir)
+    assert reference.returncode == 0, reference.stderr
+    runs = {r.info.run_id: r for r in runs_of(client, "bitcount")}
+    done = runs[killed.info.run_id]
+    (ref,) = [r for rid, r in runs.items() if rid != killed.info.run_id]
+    assert done.info.status == "FINISHED"
+    for key in (
+        "train/loss",
+        "val/loss",
+        "test/loss",
+        "test_long/loss",
+        "elman/w_x",
+        "elman/w_rec",
+    ):
+        assert done.data.metrics[key] == ref.data.metrics[key], key
+    steps = metric_steps(client, done.info.run_id, "train/loss")
+    assert steps == list(range(1, 3001))  # continued, no duplicates, no gaps
+    values = [m.value for m in client.get_metric_history(done.info.run_id, "train/loss")]
+    ref_values = [m.value for m in client.get_metric_history(ref.info.run_id, "train/loss")]
+    assert values == ref_values
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_checkpoints_marks_killed_and_prints_resume(signum, code, workdir, client):
+    proc = start(["train", *BITCOUNT], workdir)
+    wait_for_checkpoint(workdir, proc, after_epoch=50)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    (run,) = runs_of(client, "bitcount")
+    assert run.info.status == "KILLED"
+    assert f"rnnlab train resume={run.info.run_id}" in err
+    assert "Traceback" not in err
+    resumed = run_cli("train", f"resume={run.info.run_id}", "device=cpu", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert metric_steps(client, run.info.run_id, "train/loss") == list(range(1, 3001))
+
+
+def test_resume_errors_are_clear(workdir, client):
+    unknown = run_cli("train", "resume=0123456789abcdef", "device=cpu", cwd=workdir)
+    assert unknown.returncode == 2
+    assert "no run with that id" in unknown.stderr and "rnnlab runs" in unknown.stderr
+    ok = run_cli("train", "trainer.max_epochs=2", "device=cpu", cwd=workdir)
+    assert ok.returncode == 0
+    (run,) = runs_of(client, "bitcount")
+    finished = run_cli("train", f"resume={run.info.run_id}", cwd=workdir)
+    assert finished.returncode == 2 and "already FINISHED" in finished.stderr
+
+
+def test_checkpoints_refuse_foreign_files(tmp_path):
+    import torch
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(Exception, match="not an rnnlab checkpoint"):
+        load_checkpoint(foreign)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "rnnlab-checkpoint", "payload": object()}, pickled)
+    with pytest.raises(Exception, match="not a readable rnnlab checkpoint"):
+        load_checkpoint(pickled)  # weights_only=True refuses arbitrary objects
+    ours = save_checkpoint(tmp_path / "ours.pt", model={"w": torch.ones(1)})
+    assert load_checkpoint(ours)["model"]["w"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
