@@ -95,6 +95,18 @@ def test_tie_weights_shares_the_matrix_and_checks_sizes():
         LanguageModel(stack=lstm_stack(16), vocab_size=30, embedding_size=8, tie_weights=True)
 
 
+def test_a_bad_model_option_is_a_config_error_naming_the_fix():
+    from rnnlab.data.vocab import Vocab
+    from rnnlab.errors import ConfigError
+
+    task = PennTreebank(embedding_size=8, tie_weights=True)
+    task.load_state_dict({"vocab": Vocab(["<unk>", "<eos>", "a", "b"]).state_dict()})
+    with pytest.raises(ConfigError, match="task.embedding_size=16"):
+        task.build_model(stack=lstm_stack(16))
+    with pytest.raises(ValueError, match="task.max_tokens=50 is too small"):
+        PennTreebank(max_tokens=50)
+
+
 def test_init_range_bounds_every_weight():
     model = LanguageModel(stack=lstm_stack(16, 16), vocab_size=30, init_range=0.05)
     for param in model.parameters():

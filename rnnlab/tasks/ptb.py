@@ -26,7 +26,7 @@ from rnnlab.cells.base import State
 from rnnlab.data.bptt import batchify, windows
 from rnnlab.data.fetch import corpus_file
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import DataError
+from rnnlab.errors import ConfigError, DataError
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.stack import StackSpec
 from rnnlab.tasks.base import Task
@@ -148,14 +148,20 @@ class PennTreebank(Task):
     # --- model and training -----------------------------------------------------------------
 
     def build_model(self, *, stack: StackSpec) -> LanguageModel:
-        return LanguageModel(
-            stack=stack,
-            vocab_size=len(self.get_vocab()),
-            embedding_size=self.embedding_size,
-            dropout=self.dropout,
-            tie_weights=self.tie_weights,
-            init_range=self.init_range,
-        )
+        try:
+            return LanguageModel(
+                stack=stack,
+                vocab_size=len(self.get_vocab()),
+                embedding_size=self.embedding_size,
+                dropout=self.dropout,
+                tie_weights=self.tie_weights,
+                init_range=self.init_range,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"Cannot build the PTB language model: {exc}",
+                "Fix the task.* or cell.* value named above (rnnlab train --cfg job shows them)",
+            ) from exc
 
     def train_batches(self, *, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         return windows(self.split_streams("train"), self.bptt)
