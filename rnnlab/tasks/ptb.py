@@ -14,6 +14,7 @@ true perplexity either way.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.cells.base import State
-from rnnlab.data.bptt import batchify, windows
+from rnnlab.data.bptt import batchify, num_windows, windows
 from rnnlab.data.fetch import corpus_file
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, DataError
@@ -164,7 +165,19 @@ class PennTreebank(Task):
             ) from exc
 
     def train_batches(self, *, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        return windows(self.split_streams("train"), self.bptt)
+        """The epoch's windows in corpus order, with a progress bar on a terminal."""
+        from tqdm.auto import tqdm
+
+        streams = self.split_streams("train")
+        return tqdm(
+            windows(streams, self.bptt),
+            total=num_windows(streams, self.bptt),
+            desc=f"epoch {epoch}",
+            unit="window",
+            disable=not sys.stderr.isatty(),
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def init_carry(self, model: nn.Module) -> Carry:
         return model.init_state(self.batch_size, self.device)
