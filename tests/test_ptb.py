@@ -217,13 +217,16 @@ def test_tiny_run_logs_every_metric(tiny_run):
     assert metrics["val/ppl"] < 250
 
 
-def test_tiny_run_keeps_the_best_checkpoint_and_the_vocabulary(tiny_run, tmp_path):
+def test_tiny_run_keeps_the_best_checkpoint_the_vocabulary_and_a_sample(tiny_run, tmp_path):
     client, run_id = tiny_run["client"], tiny_run["run"].info.run_id
     ckpts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     assert "checkpoints/best.pt" in ckpts
     vocab_file = Path(client.download_artifacts(run_id, "samples/vocab.txt", str(tmp_path)))
     words = vocab_file.read_text().split("\n")[:-1]
     assert len(words) == 500 and words[:2] == ["<unk>", "<eos>"]
+    sample = Path(client.download_artifacts(run_id, "samples/sample.txt", str(tmp_path)))
+    sampled = sample.read_text().split()
+    assert len(sampled) == 100 and set(sampled) <= set(words)
 
 
 def test_eval_reproduces_the_logged_test_ppl(tiny_run):

@@ -35,6 +35,7 @@ from rnnlab.tasks.base import Task
 CORPUS = "ptb"
 EOS = "<eos>"
 UNK = "<unk>"
+SAMPLE_WORDS = 100
 FILES = {"train": "ptb.train.txt", "val": "ptb.valid.txt", "test": "ptb.test.txt"}
 
 Carry = list[State]
@@ -220,9 +221,17 @@ class PennTreebank(Task):
 
     def write_artifacts(self, model: nn.Module, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
+        vocab = self.get_vocab()
         path = out_dir / "vocab.txt"
-        path.write_text("\n".join(self.get_vocab().itos) + "\n", encoding="utf-8")
-        return [path]
+        path.write_text("\n".join(vocab.itos) + "\n", encoding="utf-8")
+        # a fixed-seed sample of the (best) model, read free from a sentence start
+        model.eval()
+        start = torch.tensor([vocab.index(EOS)], device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        ids = model.sample(start, steps=SAMPLE_WORDS, generator=generator)
+        sample = out_dir / "sample.txt"
+        sample.write_text(" ".join(vocab.decode(ids)).replace(f"{EOS} ", f"{EOS}\n") + "\n")
+        return [path, sample]
 
     def summary(self, model: nn.Module) -> list[str]:
         return [f"vocabulary: {len(self.get_vocab())} words"]
