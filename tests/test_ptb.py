@@ -266,3 +266,22 @@ def test_generate_samples_the_requested_number_of_known_words(tiny_run, tmp_path
     bad = runner.invoke(cli, [*args, "--prime", "the xyzzy market"])
     assert bad.exit_code == 2
     assert "not in the run's vocabulary: xyzzy" in bad.stderr
+
+
+@pytest.mark.parametrize("cell", ["elman", "rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_any_cell_of_the_cell_group_runs_the_language_model(cell):
+    from rnnlab.app import compose as build
+    from rnnlab.data.vocab import Vocab
+
+    cfg = compose(["task=ptb", f"cell={cell}", "cell.hidden_size=8", "device=cpu"])
+    parts = build(cfg)
+    task = parts.task
+    task.load_state_dict({"vocab": Vocab(["<unk>", "<eos>", *"abcdefgh"]).state_dict()})
+    model = task.build_model(stack=parts.stack)
+    x = torch.randint(0, 10, (5, task.batch_size))  # (t, B)
+    carry = task.init_carry(model)
+    for _ in range(2):  # two windows: the carry from the first feeds the second
+        loss, carry, weight = task.train_loss(model, (x, x), carry)
+        loss.backward()
+    assert weight == x.numel() and math.isfinite(loss.item())
+    assert model.embedding.weight.grad is not None
