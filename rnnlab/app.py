@@ -7,6 +7,7 @@ MLflow run, and hands everything to :func:`rnnlab.train.run.train_run`.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.paths import config_dir
 
 NAME_KEY = "name"
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG}
 
 
 def debug_enabled() -> bool:
@@ -142,6 +144,17 @@ def compose(cfg: DictConfig) -> Components:
             "Check the optim.* values (numbers such as optim.lr=1e-3)",
         ) from exc
     scheduler = build(cfg.sched, "scheduler") if cfg.sched.get("_target_") else None
+    if scheduler is not None:
+        from rnnlab.train.loop import step_scheduler
+
+        try:  # as for the optimizer: bad values fail here, before a run exists
+            step_scheduler(scheduler(optimizer([torch.nn.Parameter(torch.zeros(1))])), 1.0)
+        except Exception as exc:
+            raise ConfigError(
+                f"Invalid scheduler settings for {cfg.sched.get('_target_')}: "
+                f"{type(exc).__name__}: {exc}",
+                "Check the sched.* values",
+            ) from exc
     return Components(task, stack, optimizer, scheduler, settings, device)
 
 
@@ -265,7 +278,16 @@ def main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     try:
-        return train_from_config(cfg)
+        try:
+            return train_from_config(cfg)
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRORS:
+                raise
+            raise RnnlabError(
+                f"Cannot write {exc.filename or 'a file'}: {exc.strerror}",
+                "Free disk space, run from a writable directory, or point tracking.uri / "
+                "MLFLOW_TRACKING_URI at a store on another disk",
+            ) from exc
     except RnnlabError as exc:
         if debug_enabled():
             raise

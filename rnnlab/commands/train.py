@@ -6,9 +6,27 @@ feature working (overrides, ``-m``, ``--cfg``, ``--info``, launchers and sweeper
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
+
+INSPECT_FLAGS = {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--resolve"}
+
+
+def check_writable_cwd(overrides: tuple[str, ...]) -> None:
+    """Hydra writes its outputs/ (and rnnlab its mlflow.db) in the working directory."""
+    if INSPECT_FLAGS & set(overrides) or any(o.startswith("hydra.run.dir=") for o in overrides):
+        return
+    if not os.access(os.getcwd(), os.W_OK):
+        from rnnlab.errors import RnnlabError
+
+        raise RnnlabError(
+            f"The working directory {os.getcwd()} is not writable, and a run writes Hydra's "
+            "outputs/ and, by default, mlflow.db there",
+            "Run from a writable directory, or set hydra.run.dir=... and tracking.uri=... "
+            "to writable places",
+        )
 
 
 @click.command(
@@ -24,6 +42,7 @@ def train(overrides: tuple[str, ...]) -> None:
     rnnlab train -m optim=sgd,rmsprop seed=1,2,3
     rnnlab train --cfg job          # print the composed config
     """
+    check_writable_cwd(overrides)
     from rnnlab import app
 
     sys.argv = ["rnnlab-train", *overrides]

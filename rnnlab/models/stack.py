@@ -49,6 +49,34 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(0, index)
 
 
+class CellContractError(TypeError):
+    """A cell does not honour the Cell interface (see rnnlab.cells.base)."""
+
+
+def check_cell(cell: nn.Module) -> None:
+    """One dry step on a batch of 2: the state must be a tuple of (B, H) tensors that
+    ``forward`` returns in the same structure, and ``h_t`` must be (B, H)."""
+    name = type(cell).__name__
+    if not isinstance(cell, Cell):
+        raise CellContractError(f"{name} is not an rnnlab Cell (subclass rnnlab.cells.Cell)")
+    expected = (2, cell.hidden_size)
+    with torch.no_grad():
+        state = cell.init_state(2, "cpu")
+        if not isinstance(state, tuple) or not all(isinstance(s, Tensor) for s in state):
+            raise CellContractError(f"{name}.init_state must return a tuple of tensors")
+        h_t, new_state = cell(torch.zeros(2, cell.input_size), state)
+    if tuple(h_t.shape) != expected:
+        raise CellContractError(
+            f"{name}.forward returned h_t of shape {tuple(h_t.shape)}, expected (batch, hidden) = {expected}"
+        )
+    shapes = [tuple(s.shape) for s in new_state] if isinstance(new_state, tuple) else None
+    if shapes is None or len(shapes) != len(state) or any(sh != expected for sh in shapes):
+        raise CellContractError(
+            f"{name}.forward returned a state of shapes {shapes}, expected a tuple of "
+            f"{len(state)} tensor(s) of shape (batch, hidden) = {expected}"
+        )
+
+
 class RecurrentStack(nn.Module):
     """``len(hidden_sizes)`` layers of cells, each feeding the next; dropout between layers.
 
@@ -76,10 +104,7 @@ class RecurrentStack(nn.Module):
                 self.layers.append(cell(input_size=in_size, hidden_size=hidden))
             in_size = hidden * self.num_directions
         for layer in self.layers:
-            if not isinstance(layer, Cell):
-                raise TypeError(
-                    f"{type(layer).__name__} is not an rnnlab Cell (subclass rnnlab.cells.Cell)"
-                )
+            check_cell(layer)
         self.dropout = nn.Dropout(dropout)
         self.hidden_size = in_size
 

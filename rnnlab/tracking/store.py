@@ -20,9 +20,43 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
 
 
+def quiet_mlflow_logs() -> None:
+    """MLflow logs INFO chatter, and logs database errors with tracebacks before raising
+    them; rnnlab reports the raised error as one paragraph instead."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def probe_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (seconds, not MLflow's minutes of retries) when a tracking server is down."""
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - the user's own server
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: a server is there (auth or routing is MLflow's to report)
+    except OSError as exc:
+        raise TrackingError(
+            f"Cannot reach the MLflow tracking server at {uri}: {exc}",
+            "Start the server (mlflow server ...) or fix tracking.uri / MLFLOW_TRACKING_URI; "
+            "nothing was trained",
+        ) from exc
+
+
 def connect(uri: str):
     """An ``MlflowClient`` for ``uri`` that has answered once; a clear error otherwise."""
     from mlflow.tracking import MlflowClient
+
+    quiet_mlflow_logs()
+
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri)
 
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():
@@ -179,11 +213,25 @@ class RunLogger:
             self.seconds_in_mlflow += time.monotonic() - start
 
     def fail(self, reason: str, status: str = "FAILED") -> None:
-        """Keep every metric logged so far, tag the reason, and mark the run failed."""
+        """Keep every metric logged so far, tag the reason, and mark the run failed.
+
+        Called while another error propagates: if the store itself fails now (a full disk,
+        a dead server), say so on stderr and let the original error through.
+        """
         if self.ended:
             return
         try:
-            self.flush()
-        finally:
-            self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
-            self.end(status)
+            try:
+                self.flush()
+            finally:
+                self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+                self.end(status)
+        except Exception as exc:
+            import sys
+
+            self.ended = True
+            print(
+                f"rnnlab: warning: could not record the failure of run {self.run_id} in "
+                f"MLflow ({type(exc).__name__}: {str(exc).splitlines()[0]}); it may still show as RUNNING",
+                file=sys.stderr,
+            )

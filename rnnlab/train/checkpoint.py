@@ -7,6 +7,7 @@ A checkpoint is a plain dict of tensors and simple values tagged with
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,18 @@ def save_checkpoint(path: Path, **payload: Any) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            free = shutil.disk_usage(path.parent).free / 1e6
+            raise RnnlabError(
+                f"Could not write the checkpoint {path} ({free:.1f} MB free on that disk): "
+                f"{str(exc).splitlines()[0]}",
+                "Free disk space (or check permissions) where the tracking store keeps "
+                "artifacts, or point tracking.uri at another disk; the previous checkpoint "
+                "is intact",
+            ) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -97,6 +97,15 @@ def detach_carry(carry: Any) -> Any:
     return carry
 
 
+def step_scheduler(scheduler: Any, objective: float | None) -> None:
+    """Epoch-end scheduler step; plateau schedulers get the task's objective."""
+    if isinstance(scheduler, ReduceLROnPlateau):
+        if objective is not None:
+            scheduler.step(objective)
+    else:
+        scheduler.step()
+
+
 def fit(
     *,
     model: nn.Module,
@@ -195,11 +204,7 @@ def fit(
                 p.best_value, p.best_epoch = objective, epoch
                 p.best_state = copy.deepcopy(model.state_dict())
             if scheduler is not None:
-                if isinstance(scheduler, ReduceLROnPlateau):
-                    if objective is not None:
-                        scheduler.step(objective)
-                else:
-                    scheduler.step()
+                step_scheduler(scheduler, objective)
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
             p.epoch, p.batches_done, p.carry, p.total = epoch + 1, 0, None, None

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from rnnlab.models.stack import RecurrentStack, StackSpec
+from rnnlab.errors import ConfigError
+from rnnlab.models.stack import CellContractError, RecurrentStack, StackSpec
 from rnnlab.tasks.base import Task
 from rnnlab.tracking.store import RunLogger
 from rnnlab.train import rng
@@ -102,7 +103,14 @@ def train_run(
         set_deterministic(settings.deterministic)
         seed_everything(seed)
         task.to(device)
-        model = task.build_model(stack=stack).to(device)
+        try:
+            model = task.build_model(stack=stack).to(device)
+        except CellContractError as exc:
+            raise ConfigError(
+                f"The cell does not follow the Cell interface: {exc}",
+                "Fix the cell's init_state/forward (see rnnlab/cells/base.py and the README's "
+                "user-cell walkthrough)",
+            ) from exc
         opt = optimizer(model.parameters())
         sched = scheduler(opt) if scheduler is not None else None
         progress = None
