@@ -1,8 +1,9 @@
 """A thin MLflow run writer with batched metric logging.
 
-Metrics are buffered in memory and sent with ``MlflowClient.log_batch`` every
-``flush_every_s`` seconds (and at the end, and before a failure is recorded), so a
-2000-epoch run spends its time training rather than writing to the store.
+Metrics are buffered in memory and handed to MLflow's asynchronous ``log_batch`` every
+``flush_every_s`` seconds; the run waits for them only before a checkpoint, at the end, and
+before a failure is recorded. So a 2000-epoch run spends its time training rather than
+writing to the store, and a checkpoint never runs ahead of the metrics it implies.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class RunLogger:
         self.artifact_uri: str = run.info.artifact_uri
         self.flush_every_s = flush_every_s
         self._buffer: list[Any] = []
+        self._pending: list[Any] = []
         self._last_flush = time.monotonic()
         self._floor: dict[str, int] = {}
         self.seconds_in_mlflow = 0.0
@@ -175,12 +177,21 @@ class RunLogger:
         ):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = False) -> None:
+        """Hand buffered metrics to MLflow's asynchronous logging queue; with ``wait``,
+        return only once everything sent so far is in the store."""
         start = time.monotonic()
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
-            self.client.log_batch(self.run_id, metrics=chunk)
+            self._pending.append(
+                self.client.log_batch(self.run_id, metrics=chunk, synchronous=False)
+            )
             del self._buffer[:MAX_METRICS_PER_BATCH]
+        if wait:
+            pending, self._pending = self._pending, []
+            for operation in pending:
+                if operation is not None:
+                    operation.wait()
         self._last_flush = time.monotonic()
         self.seconds_in_mlflow += self._last_flush - start
 
@@ -206,7 +217,7 @@ class RunLogger:
             return
         start = time.monotonic()
         try:
-            self.flush()
+            self.flush(wait=True)
         finally:
             self.client.set_terminated(self.run_id, status=status)
             self.ended = True
@@ -222,7 +233,7 @@ class RunLogger:
             return
         try:
             try:
-                self.flush()
+                self.flush(wait=True)
             finally:
                 self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
                 self.end(status)
