@@ -93,8 +93,12 @@ def main() -> int:
     ref_rates: list[float] = []
     ours_rates: list[float] = []
     ratios: list[float] = []
-    for round_no in range(args.rounds + 1):
+
+    def run_reference() -> float:
         _, tokens, seconds = train_epoch(reference, ref_optimizer, data, bptt=35)
+        return tokens / seconds
+
+    def run_rnnlab() -> float:
         sink = Sink()
         fit(
             model=model,
@@ -104,8 +108,13 @@ def main() -> int:
             settings=settings,
             sink=sink,
         )
-        ours = next(m["tokens_per_s"] for m in sink.metrics if "tokens_per_s" in m)
-        ref = tokens / seconds
+        return next(m["tokens_per_s"] for m in sink.metrics if "tokens_per_s" in m)
+
+    for round_no in range(args.rounds + 1):
+        if round_no % 2 == 0:  # alternate who goes first, so neither always meets the same load
+            ref, ours = run_reference(), run_rnnlab()
+        else:
+            ours, ref = run_rnnlab(), run_reference()
         tag = "warm-up" if round_no == 0 else f"round {round_no}"
         print(
             f"  {tag:8s} reference {ref:8.0f} tok/s   rnnlab {ours:8.0f} tok/s"
