@@ -8,6 +8,7 @@ MLflow run, and hands everything to :func:`rnnlab.train.run.train_run`.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.errors import ConfigError, DivergenceError, RnnlabError
 from rnnlab.paths import config_dir
 
 NAME_KEY = "name"
@@ -269,17 +270,24 @@ def report_error(exc: RnnlabError) -> None:
     print(f"rnnlab: error: {exc}", file=sys.stderr, flush=True)
 
 
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Hydra task function: one job of ``rnnlab train`` (also each job of a multirun).
 
-    A failed single run exits with the error's code. In a multirun a failed job prints its
-    error and returns ``inf`` so the other jobs still run (and a sweeper sees a bad
-    objective); the sweep callback then reports the failures and exits non-zero.
+    Returns the run's best objective (``task.objective``: ``val/loss``, ``val/ppl``), which
+    sweepers such as Optuna minimise. A failed single run exits with the error's code. In a
+    multirun, a job that diverges is a FAILED MLflow run and returns +inf, so the sweep goes
+    on (and Optuna learns to avoid that region); an interrupt stops the sweep; any other
+    error fails the job, and the launcher stops the sweep as Hydra does (the parent run is
+    closed as FAILED).
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     try:
         try:
             return train_from_config(cfg)
@@ -297,7 +305,8 @@ def main(cfg: DictConfig) -> float:
         report_error(exc)
         from rnnlab.train.signals import Interrupted
 
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if multirun and not isinstance(exc, Interrupted):
-            return float("inf")
+        if in_multirun() and not isinstance(exc, Interrupted):
+            if isinstance(exc, DivergenceError):
+                return math.inf
+            raise
         raise SystemExit(exc.exit_code) from None

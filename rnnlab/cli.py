@@ -16,8 +16,10 @@ from rnnlab import __version__
 from rnnlab.commands.data import data
 from rnnlab.commands.evaluate import evaluate
 from rnnlab.commands.generate import generate
+from rnnlab.commands.plot import landscape, plot
 from rnnlab.commands.runs import runs
 from rnnlab.commands.train import train
+from rnnlab.commands.translate import translate
 from rnnlab.commands.ui import ui
 
 
@@ -53,7 +55,7 @@ def cli(debug: bool) -> None:
         os.environ["RNNLAB_DEBUG"] = "1"
 
 
-for command in (train, evaluate, generate, data, runs, ui):
+for command in (train, evaluate, generate, translate, data, runs, plot, landscape, ui):
     cli.add_command(command)
 
 

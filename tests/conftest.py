@@ -14,6 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 RNNLAB = [sys.executable, "-m", "rnnlab.cli"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip themselves, saying why, where torch sees no CUDA device."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; torch.cuda.is_available() is False here")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 def shared_datasets_dir() -> Path | None:
     """The corpora copy for tests: $RNNLAB_TEST_DATA, else ../shared/datasets beside the repo."""
     candidate = Path(os.environ.get("RNNLAB_TEST_DATA", ROOT.parent / "shared" / "datasets"))

@@ -274,8 +274,8 @@ def test_wheel_carries_the_configs(tmp_path):
 
 def test_a_failed_sweep_job_does_not_stop_the_others(workdir, client):
     result = run_cli("train", "-m", "optim=sgd", "optim.lr=0.01,1e-5", *FAST, cwd=workdir)
-    assert result.returncode == 1
-    assert "1 job(s) of the sweep failed (elman-sgd-lr0.01)" in result.stderr
+    assert result.returncode == 0  # the sweep ran every job; the failure is reported
+    assert "1 of 2 sweep jobs failed (elman-sgd-lr0.01)" in result.stderr
     assert "Traceback" not in result.stderr
     runs = runs_of(client, "bitcount")
     by_name = {r.info.run_name: r.info.status for r in runs}

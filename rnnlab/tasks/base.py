@@ -83,3 +83,7 @@ class Task(abc.ABC):
     def summary(self, model: nn.Module) -> list[str]:
         """Lines for the end-of-run console summary."""
         return []
+
+    def tags(self) -> dict[str, str]:
+        """Run tags known only after the final evaluation (e.g. a metric's signature)."""
+        return {}

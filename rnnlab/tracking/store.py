@@ -8,8 +8,10 @@ writing to the store, and a checkpoint never runs ahead of the metrics it implie
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,46 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
 
+log = logging.getLogger(__name__)
+
+#: MLflow waits this long for a sqlite write lock (its ``PRAGMA busy_timeout``) before failing
+SQLITE_BUSY_TIMEOUT_S = 20
+
+
+def use_wal(db: Path) -> None:
+    """Switch a sqlite store to write-ahead logging (persistent, idempotent).
+
+    With WAL, readers never block the writer and writers queue on one lock instead of
+    upgrading read locks, so parallel sweep jobs (joblib, submitit_local) write side by side.
+    Best effort: if another process holds the database at this instant the mode stays as it
+    is, and MLflow's busy timeout still serialises writers.
+    """
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        log.debug("could not switch %s to WAL mode: %s", db, exc)
+
+
+def locked_error(uri: str, exc: Exception) -> TrackingError:
+    return TrackingError(
+        f"The sqlite tracking store {uri} stayed locked by other writers for more than "
+        f"{SQLITE_BUSY_TIMEOUT_S} s ({type(exc).__name__}: {str(exc)[:200]})",
+        "sqlite serialises writers; for many parallel jobs (a large joblib n_jobs, SLURM arrays, "
+        "several machines) run a tracking server (mlflow server --backend-store-uri "
+        "sqlite:///mlflow.db --host 127.0.0.1) and set MLFLOW_TRACKING_URI=http://127.0.0.1:5000",
+    )
+
+
+def is_locked(exc: Exception) -> bool:
+    return "database is locked" in str(exc) or "database table is locked" in str(exc)
+
 
 def quiet_mlflow_logs() -> None:
     """MLflow logs INFO chatter, and logs database errors with tracebacks before raising
     them; rnnlab reports the raised error as one paragraph instead."""
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -51,7 +87,10 @@ def probe_server(uri: str, timeout: float = 5.0) -> None:
 
 
 def connect(uri: str):
-    """An ``MlflowClient`` for ``uri`` that has answered once; a clear error otherwise."""
+    """An ``MlflowClient`` for ``uri`` that has answered once; a clear error otherwise.
+
+    A sqlite store is switched to WAL mode (see :func:`use_wal`).
+    """
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow_logs()
@@ -74,6 +113,8 @@ def connect(uri: str):
             "Check that the server is up (or the sqlite file is writable), or set tracking.uri "
             "/ MLFLOW_TRACKING_URI to a store you can reach",
         ) from exc
+    if db is not None:
+        use_wal(db)
     return client
 
 
@@ -112,7 +153,9 @@ class RunLogger:
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        run = self._write(
+            self.client.create_run, self.experiment_id, run_name=run_name, tags=all_tags
+        )
         self._init_state(run, flush_every_s)
 
     def _init_state(self, run: Any, flush_every_s: float) -> None:
@@ -144,20 +187,33 @@ class RunLogger:
         return self
 
     # -- writing -----------------------------------------------------------------------
+    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One store write; a sqlite lock that outlasts MLflow's busy timeout is a clear error."""
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if is_locked(exc):
+                raise locked_error(self.uri, exc) from exc
+            raise
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         start = time.monotonic()
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+            self._write(
+                self.client.log_batch, self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH]
+            )
         self.seconds_in_mlflow += time.monotonic() - start
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
         start = time.monotonic()
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._write(
+            self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
+        )
         self.seconds_in_mlflow += time.monotonic() - start
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
@@ -191,7 +247,7 @@ class RunLogger:
             pending, self._pending = self._pending, []
             for operation in pending:
                 if operation is not None:
-                    operation.wait()
+                    self._write(operation.wait)
         self._last_flush = time.monotonic()
         self.seconds_in_mlflow += self._last_flush - start
 
@@ -207,7 +263,7 @@ class RunLogger:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         start = time.monotonic()
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._write(self.client.log_artifact, self.run_id, str(path), artifact_path)
         self.seconds_in_mlflow += time.monotonic() - start
 
     # -- ending ------------------------------------------------------------------------
@@ -219,7 +275,7 @@ class RunLogger:
         try:
             self.flush(wait=True)
         finally:
-            self.client.set_terminated(self.run_id, status=status)
+            self._write(self.client.set_terminated, self.run_id, status=status)
             self.ended = True
             self.seconds_in_mlflow += time.monotonic() - start
 
@@ -235,7 +291,7 @@ class RunLogger:
             try:
                 self.flush(wait=True)
             finally:
-                self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+                self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
                 self.end(status)
         except Exception as exc:
             import sys

@@ -9,8 +9,11 @@ override the parent, mlflow issue 15713).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,31 +49,48 @@ class MlflowSweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
+        # Hydra skips on_multirun_end when the sweep raises (a failed job under the basic or
+        # joblib launcher, too many failed Optuna trials): close the parent at exit instead.
+        self._abort = functools.partial(close_parent, uri, run.info.run_id, aborted=True)
+        atexit.register(self._abort)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "_abort", None) is not None:
+            atexit.unregister(self._abort)
+            self._abort = None
         parent = read_parent_run_id(config.hydra.sweep.dir)
         if parent is None:
             return
-        from rnnlab.tracking.store import connect
         from rnnlab.tracking.uri import resolve_tracking_uri
 
-        client = connect(resolve_tracking_uri(config.tracking.uri))
-        failed = [
-            r
-            for r in client.search_runs(
-                [client.get_run(parent).info.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{parent}'",
-            )
-            if r.info.status != "FINISHED"
-        ]
-        client.set_terminated(parent, status="FAILED" if failed else "FINISHED")
-        if failed:
-            names = ", ".join(sorted(r.info.run_name for r in failed))
-            print(
-                f"rnnlab: error: {len(failed)} job(s) of the sweep failed ({names}). Each failed "
-                f"run has a failure_reason tag in MLflow (parent run {parent}); fix the "
-                "configuration and re-run those jobs.",
-                file=sys.stderr,
-                flush=True,
-            )
-            raise SystemExit(1)
+        close_parent(resolve_tracking_uri(config.tracking.uri), parent)
+
+
+def close_parent(uri: str, parent: str, *, aborted: bool = False) -> None:
+    """End the parent run: FINISHED when every child finished, else FAILED; tag the counts."""
+    from rnnlab.tracking.store import connect
+
+    client = connect(uri)
+    if client.get_run(parent).info.status != "RUNNING":
+        return
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+        max_results=50000,
+    )
+    statuses = Counter(r.info.status for r in children)
+    tags = {f"jobs_{status.lower()}": str(count) for status, count in statuses.items()}
+    if aborted:
+        tags["sweep_aborted"] = "true"
+    for key, value in tags.items():
+        client.set_tag(parent, key, value)
+    ok = not aborted and set(statuses) <= {"FINISHED"}
+    client.set_terminated(parent, status="FINISHED" if ok else "FAILED")
+    failed = sorted(r.info.run_name for r in children if r.info.status != "FINISHED")
+    if failed and not aborted:
+        print(
+            f"rnnlab: warning: {len(failed)} of {len(children)} sweep jobs failed "
+            f"({', '.join(failed)}); each has a failure_reason tag in MLflow (parent run {parent})",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -13,17 +13,21 @@ from rnnlab.tracking.uri import resolve_tracking_uri, sqlite_path
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def ui_command(*, uri: str, host: str, port: int) -> list[str]:
-    """The ``mlflow ui`` command line for ``uri``."""
+def ui_command(*, uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """The ``mlflow ui`` command line for ``uri`` (one worker: a local, single-user UI)."""
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     db = sqlite_path(uri)
     if db is not None:
         command += ["--default-artifact-root", (db.parent / "mlartifacts").as_uri()]
-    return [*command, "--host", host, "--port", str(port)]
+    return [*command, "--host", host, "--port", str(port), "--workers", str(workers)]
 
 
-def serve(*, uri: str | None, host: str, port: int) -> None:
-    """Replace this process with the MLflow UI server (Ctrl-C stops it)."""
+def serve(*, uri: str | None, host: str, port: int, workers: int = 1) -> None:
+    """Replace this process with the MLflow UI server (Ctrl-C stops it).
+
+    MLflow's background job runner (GenAI scorers, a pool of huey consumers) is off unless
+    ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` says otherwise: rnnlab's runs never use it.
+    """
     uri = resolve_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
         raise TrackingError(
@@ -43,7 +47,8 @@ def serve(*, uri: str | None, host: str, port: int) -> None:
             err=True,
         )
     click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C to stop)", err=True)
-    command = ui_command(uri=uri, host=host, port=port)
+    command = ui_command(uri=uri, host=host, port=port, workers=workers)
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)

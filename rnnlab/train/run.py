@@ -155,6 +155,8 @@ def train_run(
         for split in task.final_splits:
             final.update(task.evaluate(model, split))
         logger.log_metrics(final, step=result.epochs)
+        if task_tags := task.tags():
+            logger.set_tags(task_tags)
         with tempfile.TemporaryDirectory(prefix="rnnlab-") as tmp:
             out = Path(tmp)
             (out / "config.yaml").write_text(config_yaml)

@@ -1,0 +1,132 @@
+"""`rnnlab plot` and `rnnlab landscape` on real runs: real PNGs, checked by opening them, and
+a landscape whose surface is the very loss the runs logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, runs_of, train
+
+EPOCHS = 12
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[Path, str]:
+    """SGD and RMSProp runs of the two-weight Elman cell (same seed, same data), and an LSTM,
+    in one store shared by this module's tests."""
+    root = tmp_path_factory.mktemp("plots")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    common = [f"tracking.uri={uri}", "device=cpu"]
+    train(["optim=sgd", "optim.lr=1e-5", f"trainer.max_epochs={EPOCHS}", *common])
+    train(["optim=rmsprop", "optim.lr=1e-2", f"trainer.max_epochs={EPOCHS}", *common])
+    train(["cell=lstm", "trainer.max_epochs=2", *common])
+    return root, uri
+
+
+@pytest.fixture
+def workdir(store, monkeypatch) -> Path:
+    root, uri = store
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return root
+
+
+@pytest.fixture
+def client(store):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=store[1])
+
+
+@pytest.fixture
+def elman_runs(client) -> dict[str, str]:
+    return {r.data.params["optim.name"] + "-" + r.data.params["cell.name"]: r.info.run_id
+            for r in runs_of(client, "bitcount")}  # fmt: skip
+
+
+def uri_env(workdir: Path) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+
+
+def assert_real_png(path: Path, *, min_width: int, min_height: int) -> np.ndarray:
+    import matplotlib.image
+
+    assert path.is_file() and path.stat().st_size > 10_000, path
+    image = matplotlib.image.imread(path)  # (H, W, 4) floats in [0, 1]
+    height, width = image.shape[:2]
+    assert width >= min_width and height >= min_height, image.shape
+    rgb = image[..., :3].reshape(-1, 3)
+    assert rgb.std() > 0.05, "the image is blank"
+    assert len(np.unique(np.round(rgb * 255), axis=0)) > 50, "too few colours: nothing drawn"
+    return image
+
+
+def test_plot_overlays_learning_curves(workdir, elman_runs):
+    ids = [elman_runs["sgd-elman"], elman_runs["rmsprop-elman"], elman_runs["rmsprop-lstm"]]
+    done = run_cli("plot", *ids, "--out", "curves.png", cwd=workdir, env=uri_env(workdir))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str((workdir / "curves.png").resolve())
+    assert_real_png(workdir / "curves.png", min_width=600, min_height=400)
+
+
+def test_plot_default_name_and_errors(workdir, elman_runs):
+    from click.testing import CliRunner
+
+    from rnnlab.cli import cli
+
+    run_id = elman_runs["sgd-elman"]
+    result = CliRunner().invoke(cli, ["plot", run_id, "--metric", "val/loss"])
+    assert result.exit_code == 0, result.output
+    expected = workdir / f"plot-val_loss-{run_id[:8]}.png"
+    assert result.stdout.strip() == str(expected.resolve())
+    assert_real_png(expected, min_width=600, min_height=400)
+
+    missing = CliRunner().invoke(cli, ["plot", run_id, "--metric", "val/ppl"])
+    assert missing.exit_code == 2
+    assert "has no metric 'val/ppl'" in missing.stderr and "train/loss" in missing.stderr
+    unknown = CliRunner().invoke(cli, ["plot", "0123456789abcdef"])
+    assert unknown.exit_code == 2 and "No run with id" in unknown.stderr
+
+
+def test_landscape_draws_paths_and_logs_the_png_to_each_run(workdir, client, elman_runs):
+    ids = [elman_runs["sgd-elman"], elman_runs["rmsprop-elman"]]
+    done = run_cli("landscape", *ids, cwd=workdir, env=uri_env(workdir))
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.strip())
+    assert path == (workdir / f"landscape-{ids[0][:8]}+1.png").resolve()
+    assert_real_png(path, min_width=600, min_height=450)
+    for run_id in ids:
+        logged = [a.path for a in client.list_artifacts(run_id, "plots")]
+        assert "plots/landscape.png" in logged
+
+
+def test_landscape_refuses_other_cells(workdir, elman_runs):
+    from click.testing import CliRunner
+
+    from rnnlab.cli import cli
+
+    lstm = elman_runs["rmsprop-lstm"]
+    result = CliRunner().invoke(cli, ["landscape", lstm, elman_runs["sgd-elman"]])
+    assert result.exit_code == 2
+    assert "only bitcount runs with the elman cell" in result.stderr
+    assert "its cell is lstm, not elman" in result.stderr
+    assert not (workdir / f"landscape-{lstm[:8]}+1.png").exists()
+
+
+def test_landscape_surface_is_the_loss_the_run_logged(workdir, client, elman_runs):
+    """The surface at the weights after epoch e-1 equals the full-batch train/loss of epoch e:
+    the training set rebuilt from the run's params is the one it trained on."""
+    from rnnlab.analysis.history import load_runs
+    from rnnlab.analysis.landscape import sse_surface, training_set, trajectory
+
+    (run,) = load_runs([elman_runs["sgd-elman"]], uri=client.tracking_uri)
+    x, y = training_set(run)
+    path = trajectory(run)
+    assert len(path.w_x) == EPOCHS + 1  # the initial weights, then one point per epoch
+    assert (path.w_x[0], path.w_rec[0]) == (1.2, 1.2)
+    predicted = sse_surface(x, y, path.w_x[:-1], path.w_rec[:-1])
+    logged = np.array([v for _, v in run.history("train/loss")])
+    np.testing.assert_allclose(predicted, logged, rtol=1e-4)
+    assert sse_surface(x, y, np.array(1.0), np.array(1.0)) == pytest.approx(0.0, abs=1e-9)
