@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,7 +185,9 @@ def compose(cfg: DictConfig) -> Components:
         from rnnlab.train.loop import step_scheduler
 
         try:  # as for the optimizer: bad values fail here, before a run exists
-            step_scheduler(scheduler(optimizer([torch.nn.Parameter(torch.zeros(1))])), 1.0)
+            with warnings.catch_warnings():  # torch warns: a probe steps no optimizer first
+                warnings.simplefilter("ignore", UserWarning)
+                step_scheduler(scheduler(optimizer([torch.nn.Parameter(torch.zeros(1))])), 1.0)
         except Exception as exc:
             raise ConfigError(
                 f"Invalid scheduler settings for {cfg.sched.get('_target_')}: "

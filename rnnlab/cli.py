@@ -16,6 +16,7 @@ from rnnlab import __version__
 from rnnlab.commands.bench import bench
 from rnnlab.commands.data import data
 from rnnlab.commands.evaluate import evaluate
+from rnnlab.commands.generate import generate
 from rnnlab.commands.plot import landscape, plot
 from rnnlab.commands.runs import runs
 from rnnlab.commands.train import train
@@ -55,7 +56,7 @@ def cli(debug: bool) -> None:
         os.environ["RNNLAB_DEBUG"] = "1"
 
 
-for command in (train, evaluate, translate, data, runs, plot, landscape, ui, bench):
+for command in (train, evaluate, generate, translate, data, runs, plot, landscape, ui, bench):
     cli.add_command(command)
 
 

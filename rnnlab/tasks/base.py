@@ -60,8 +60,14 @@ class Task(abc.ABC):
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
         """(loss to back-propagate, new carry, weight of this batch in the epoch mean)."""
 
-    def train_metrics(self, mean_loss: float) -> dict[str, float]:
-        """Epoch-level training metrics from the weighted mean batch loss."""
+    def train_metrics(
+        self, mean_loss: float, *, weight: float = 0.0, seconds: float = 0.0
+    ) -> dict[str, float]:
+        """Epoch-level training metrics from the weighted mean batch loss.
+
+        ``weight`` is the epoch's summed batch weights (tokens, for a language model) and
+        ``seconds`` its training wall time (evaluation excluded), for throughput metrics.
+        """
         return {"train/loss": mean_loss}
 
     @abc.abstractmethod

@@ -184,11 +184,11 @@ def fit(
                     save()
                     if stop.signum is not None:
                         raise Stopped(stop.signum, p)
+            mean_loss = (p.total / max(p.weight, 1)).item()  # syncs the device: epoch done
             p.seconds = time.perf_counter() - epoch_start
-            mean_loss = (p.total / max(p.weight, 1)).item()
             if not math.isfinite(mean_loss):
                 raise DivergenceError(epoch=epoch, step=p.step, loss=mean_loss)
-            metrics = task.train_metrics(mean_loss)
+            metrics = task.train_metrics(mean_loss, weight=p.weight, seconds=p.seconds)
             if epoch % settings.eval_every == 0 or epoch == settings.max_epochs:
                 model.eval()
                 for split in task.eval_splits:

@@ -1,0 +1,76 @@
+"""``rnnlab generate RUN_ID``: sample text from a trained language model."""
+
+from __future__ import annotations
+
+import click
+
+from rnnlab.commands.runs import URI_HELP
+
+
+@click.command("generate")
+@click.argument("run_id")
+@click.option("--words", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--temperature",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Softmax temperature (> 0): below 1 is safer, above 1 wilder.",
+)
+@click.option(
+    "--prime",
+    default=None,
+    help="Words to start from (each must be in the run's vocabulary); default: a sentence start.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
+@click.option("--checkpoint", "which", default="best", show_default=True, help="best or last")
+@click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda")
+@click.option("--uri", default=None, help=URI_HELP)
+def generate(
+    run_id: str,
+    words: int,
+    temperature: float,
+    prime: str | None,
+    seed: int,
+    which: str,
+    device: str,
+    uri: str | None,
+) -> None:
+    """Sample WORDS words from RUN_ID's language model, running it free on its own samples.
+
+    The model first reads the prime words (or a sentence start, <eos>), then each sampled
+    word is fed back in. Output: the sampled words only, a line break after each <eos>.
+    """
+    import torch
+
+    from rnnlab.errors import RnnlabError
+    from rnnlab.restore import load_run
+    from rnnlab.tracking.uri import resolve_tracking_uri
+
+    if temperature <= 0:
+        raise RnnlabError(
+            f"--temperature must be positive, got {temperature}",
+            "Use 1.0 for the model's own distribution, lower (0.7) for safer text",
+        )
+    restored = load_run(run_id, uri=resolve_tracking_uri(uri), which=which, device=device)
+    vocab = getattr(restored.task, "vocab", None)
+    if vocab is None or not hasattr(restored.model, "sample"):
+        raise RnnlabError(
+            f"Run {run_id} is a {restored.task.name} run, not a language model",
+            "Pass the id of a ptb run (rnnlab runs --experiment ptb lists them)",
+        )
+    prime_words = prime.split() if prime else ["<eos>"]
+    unknown = [w for w in prime_words if w not in vocab]
+    if unknown:
+        raise RnnlabError(
+            f"Prime word(s) not in the run's vocabulary: {', '.join(unknown)}",
+            "Use words the model knows (PTB is lower-case, numbers are written N), or write "
+            "<unk> for a rare word; the vocabulary is the run's samples/vocab.txt artifact",
+        )
+    prime_ids = torch.tensor(vocab.encode(prime_words), device=restored.device)
+    generator = torch.Generator(device=restored.device).manual_seed(seed)
+    ids = restored.model.sample(
+        prime_ids, steps=words, temperature=temperature, generator=generator
+    )
+    text = " ".join(vocab.decode(ids)).replace("<eos> ", "<eos>\n")
+    click.echo(text)

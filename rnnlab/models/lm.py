@@ -1,0 +1,88 @@
+"""A word-level language model: embedding, recurrent stack, linear decoder.
+
+Dropout sits on the non-recurrent connections only (Zaremba et al. 2014): after the
+embedding, between stacked layers (the stack's own ``dropout``), and before the decoder.
+The recurrent state is an explicit argument and result, so a task can carry it across
+truncated-BPTT windows (and detach it between them).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.cells.base import State
+from rnnlab.models.stack import StackSpec
+
+
+class LanguageModel(nn.Module):
+    """Maps (T, B) token ids to (T, B, V) next-token logits, threading the stack's state."""
+
+    def __init__(
+        self,
+        *,
+        stack: StackSpec,
+        vocab_size: int,
+        embedding_size: int | None = None,
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        init_range: float | None = 0.1,
+    ) -> None:
+        super().__init__()
+        if vocab_size <= 1:
+            raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        embedding_size = embedding_size or stack.hidden_sizes[-1]
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.rnn = stack.build(input_size=embedding_size)
+        self.decoder = nn.Linear(self.rnn.hidden_size, vocab_size)
+        # p = 0 skips the module entirely (no copy, no mask) so a dropout-free model runs lean
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if tie_weights:
+            if self.rnn.hidden_size != embedding_size:
+                raise ValueError(
+                    f"tie_weights needs the last hidden size ({self.rnn.hidden_size}) to equal "
+                    f"the embedding size ({embedding_size}); set task.embedding_size="
+                    f"{self.rnn.hidden_size} or change the cell's hidden size"
+                )
+            self.decoder.weight = self.embedding.weight
+        if init_range is not None:
+            if init_range <= 0:
+                raise ValueError(f"init_range must be positive or null, got {init_range}")
+            for param in self.parameters():
+                nn.init.uniform_(param, -init_range, init_range)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> list[State]:
+        return self.rnn.init_state(batch_size, device)
+
+    def forward(self, ids: Tensor, state: list[State] | None = None) -> tuple[Tensor, list[State]]:
+        """ids (T, B) -> logits (T, B, V) and the stack's final state."""
+        emb = self.drop(self.embedding(ids))  # (T, B, E)
+        out, state = self.rnn(emb, state)  # (T, B, H)
+        return self.decoder(self.drop(out)), state  # (T, B, V)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prime: Tensor,
+        *,
+        steps: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[int]:
+        """Feed ``prime`` (P,) ids, then run free for ``steps`` sampled tokens; their ids."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        logits, state = self(prime.view(-1, 1))  # (P, 1, V)
+        out: list[int] = []
+        for _ in range(steps):
+            probs = torch.softmax(logits[-1, 0].float() / temperature, dim=-1)  # (V,)
+            token = torch.multinomial(probs, 1, generator=generator)  # (1,)
+            out.append(int(token))
+            logits, state = self(token.view(1, 1), state)  # (1, 1, V)
+        return out
+
+    def scalars(self) -> dict[str, float]:
+        return self.rnn.scalars()

@@ -1,0 +1,179 @@
+"""Corpus files: lookup order, verification and every fetch failure, without the network."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from conftest import run_cli, shared_datasets_dir
+
+from rnnlab.data.fetch import FileEntry, Manifest, corpus_file, data_root, fetch, load_manifest
+from rnnlab.errors import DataError
+
+VALID = "ptb.valid.txt"
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv("RNNLAB_DATA", raising=False)
+
+
+@pytest.fixture
+def corpus():
+    """The shared corpora as a source folder only: RNNLAB_DATA stays unset."""
+    path = shared_datasets_dir()
+    if path is None:
+        pytest.skip("the shared corpora (../shared/datasets or $RNNLAB_TEST_DATA) are not present")
+    return path
+
+
+def valid_manifest(url: str, sha256: str) -> Manifest:
+    return Manifest(name="ptb", description="test", files=(FileEntry(VALID, url, sha256),))
+
+
+def test_lookup_order_env_then_config_then_datasets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RNNLAB_DATA", raising=False)
+    assert data_root() == tmp_path / "datasets"
+    assert data_root(tmp_path / "cfg") == tmp_path / "cfg"
+    monkeypatch.setenv("RNNLAB_DATA", str(tmp_path / "env"))
+    assert data_root(tmp_path / "cfg") == tmp_path / "env"
+
+
+def test_shared_corpus_verifies(shared_data):
+    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
+        assert corpus_file("ptb", name) == (shared_data / "ptb" / name).resolve()
+
+
+def test_missing_file_names_the_fetch_command(tmp_path, no_env):
+    with pytest.raises(DataError) as info:
+        corpus_file("ptb", "ptb.train.txt", data_dir=tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "ptb" / "ptb.train.txt") in message
+    assert "rnnlab data fetch ptb" in message
+
+
+def test_bad_checksum_names_file_expected_and_actual(tmp_path, no_env):
+    target = tmp_path / "ptb" / VALID
+    target.parent.mkdir()
+    target.write_text("not the corpus\n")
+    with pytest.raises(DataError) as info:
+        corpus_file("ptb", VALID, data_dir=tmp_path)
+    message = str(info.value)
+    expected = load_manifest("ptb").entry(VALID).sha256
+    actual = hashlib.sha256(b"not the corpus\n").hexdigest()
+    assert str(target) in message and expected in message and actual in message
+
+
+def test_truncated_file_is_refused(tmp_path, no_env, corpus):
+    target = tmp_path / "ptb" / VALID
+    target.parent.mkdir()
+    target.write_bytes((corpus / "ptb" / VALID).read_bytes()[:-100])
+    with pytest.raises(DataError, match="Checksum mismatch"):
+        corpus_file("ptb", VALID, data_dir=tmp_path)
+
+
+def test_source_copy_fetches_and_verifies_every_file(tmp_path, corpus, no_env):
+    result = run_cli(
+        "data",
+        "fetch",
+        "ptb",
+        "--source",
+        str(corpus / "ptb"),
+        "--data-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"):
+        assert (
+            corpus_file("ptb", name, data_dir=tmp_path).read_bytes()
+            == (corpus / "ptb" / name).read_bytes()
+        )
+        assert f"ok  {tmp_path / 'ptb' / name}" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "ptb").iterdir()) == sorted(
+        ["ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"]
+    )
+
+
+def test_corrupt_source_leaves_nothing_half_written(tmp_path, corpus, no_env):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / VALID).write_bytes((corpus / "ptb" / VALID).read_bytes()[:-100])
+    root = tmp_path / "root"
+    entry = load_manifest("ptb").entry(VALID)
+    with pytest.raises(DataError) as info:
+        fetch("ptb", data_dir=root, source=source, manifest=valid_manifest(entry.url, entry.sha256))
+    assert entry.sha256 in str(info.value)
+    assert list((root / "ptb").iterdir()) == []  # no target, no .part file
+
+
+def test_source_without_the_files_says_where_it_looked(tmp_path, no_env):
+    result = run_cli(
+        "data",
+        "fetch",
+        "ptb",
+        "--source",
+        str(tmp_path),
+        "--data-dir",
+        str(tmp_path / "r"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "ptb.train.txt is not in" in result.stderr and "--source" in result.stderr
+
+
+def test_download_path_with_a_file_url(tmp_path, corpus, no_env):
+    src = corpus / "ptb" / VALID
+    sha = load_manifest("ptb").entry(VALID).sha256
+    written = fetch("ptb", data_dir=tmp_path, manifest=valid_manifest(src.as_uri(), sha))
+    assert written == [tmp_path / "ptb" / VALID]
+    assert corpus_file("ptb", VALID, data_dir=tmp_path).read_bytes() == src.read_bytes()
+
+
+def test_download_with_a_wrong_hash_writes_nothing(tmp_path, corpus, no_env):
+    src = corpus / "ptb" / VALID
+    with pytest.raises(DataError) as info:
+        fetch("ptb", data_dir=tmp_path, manifest=valid_manifest(src.as_uri(), "0" * 64))
+    assert "0" * 64 in str(info.value) and VALID in str(info.value)
+    assert list((tmp_path / "ptb").iterdir()) == []
+
+
+def test_unreachable_url_suggests_source(tmp_path, no_env):
+    missing = (tmp_path / "nowhere" / VALID).as_uri()
+    with pytest.raises(DataError, match="--source DIR"):
+        fetch("ptb", data_dir=tmp_path, manifest=valid_manifest(missing, "0" * 64))
+
+
+def test_training_without_the_corpus_names_the_fetch_command(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(
+        "train", "experiment=ptb_tiny", "device=cpu", cwd=tmp_path, env={"RNNLAB_DATA": str(empty)}
+    )
+    assert result.returncode == 2
+    assert "rnnlab data fetch ptb" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_interrupted_copy_leaves_nothing(tmp_path, corpus, no_env, monkeypatch):
+    """A copy that dies mid-stream (disk full, Ctrl-C) leaves neither target nor temp file."""
+    import rnnlab.data.fetch as fetch_module
+
+    class Failing:
+        name = "failing"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def read(self, n: int) -> bytes:
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError("disk vanished")
+            return b"x" * 10
+
+    entry = load_manifest("ptb").entry(VALID)
+    target = tmp_path / "ptb" / VALID
+    with pytest.raises(OSError, match="disk vanished"):
+        fetch_module._copy_verified(Failing(), entry, target, total=None)
+    assert list((tmp_path / "ptb").iterdir()) == []
