@@ -129,7 +129,97 @@ CASES = {
         ["Checksum mismatch for ptb.train.txt", "expected sha256", "nothing was written"],
         setup="corrupt_source",
     ),
+    "missing dataset": Case(
+        ["train", "experiment=ptb_tiny", "device=cpu"],
+        2,
+        ["Missing data file", "ptb.train.txt", "rnnlab data fetch ptb"],
+        setup="no_data",
+    ),
+    "checksum mismatch": Case(
+        ["train", "experiment=ptb_tiny", "device=cpu"],
+        2,
+        ["Checksum mismatch for", "expected sha256", "rnnlab data fetch ptb"],
+        setup="edited_corpus",
+    ),
+    "empty corpus file": Case(
+        ["train", "experiment=ptb_tiny", "device=cpu"],
+        2,
+        ["Checksum mismatch for", "ptb.valid.txt", "delete it"],
+        setup="empty_corpus",
+    ),
+    "corpus with invalid UTF-8": Case(
+        ["train", "experiment=ptb_tiny", "device=cpu"],
+        2,
+        ["Checksum mismatch for", "ptb.test.txt"],
+        setup="invalid_utf8_corpus",
+    ),
+    "truncated gzip": Case(
+        ["train", "experiment=multi30k_tiny", "device=cpu"],
+        2,
+        ["Checksum mismatch for", "train.de.gz", "rnnlab data fetch multi30k"],
+        setup="truncated_gzip",
+    ),
+    "bptt larger than the data": Case(
+        ["train", "experiment=ptb_tiny", "task.bptt=100000", "device=cpu"],
+        2,
+        ["task.bptt=100000 is larger than the training data", "task.bptt below"],
+        setup="shared_corpus",
+    ),
 }
+
+
+def shared_corpora() -> Path:
+    from conftest import shared_datasets_dir
+
+    found = shared_datasets_dir()
+    if found is None:
+        pytest.skip("the shared corpora (../shared/datasets) are not present")
+    return found
+
+
+def corpus_copy(workdir: Path, name: str) -> Path:
+    """A fresh data root holding a copy of one shared corpus."""
+    import shutil
+
+    root = workdir / f"data-{name}"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(shared_corpora() / name, root / name)
+    return root
+
+
+def setup_no_data(workdir: Path) -> dict[str, str]:
+    (workdir / "no-data").mkdir(exist_ok=True)
+    return {"RNNLAB_DATA": str(workdir / "no-data")}
+
+
+def setup_shared_corpus(workdir: Path) -> dict[str, str]:
+    return {"RNNLAB_DATA": str(shared_corpora())}
+
+
+def setup_edited_corpus(workdir: Path) -> dict[str, str]:
+    root = corpus_copy(workdir, "ptb")
+    with (root / "ptb" / "ptb.train.txt").open("a") as handle:
+        handle.write(" an extra line\n")
+    return {"RNNLAB_DATA": str(root)}
+
+
+def setup_empty_corpus(workdir: Path) -> dict[str, str]:
+    root = corpus_copy(workdir, "ptb")
+    (root / "ptb" / "ptb.valid.txt").write_bytes(b"")
+    return {"RNNLAB_DATA": str(root)}
+
+
+def setup_invalid_utf8_corpus(workdir: Path) -> dict[str, str]:
+    root = corpus_copy(workdir, "ptb")
+    (root / "ptb" / "ptb.test.txt").write_bytes(b"the \xff\xfe market\n")
+    return {"RNNLAB_DATA": str(root)}
+
+
+def setup_truncated_gzip(workdir: Path) -> dict[str, str]:
+    root = corpus_copy(workdir, "multi30k")
+    path = root / "multi30k" / "train.de.gz"
+    path.write_bytes(path.read_bytes()[:5000])
+    return {"RNNLAB_DATA": str(root)}
 
 
 def setup_bad_cell(workdir: Path) -> dict[str, str]:

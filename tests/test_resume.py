@@ -129,3 +129,47 @@ def test_checkpoints_refuse_foreign_files(tmp_path):
     ours = save_checkpoint(tmp_path / "ours.pt", model={"w": torch.ones(1)})
     assert load_checkpoint(ours)["model"]["w"].item() == 1.0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+PTB = [
+    "experiment=ptb_tiny",
+    "task.max_tokens=40000",
+    "cell.dropout=0.3",
+    "trainer.max_epochs=4",
+    "trainer.checkpoint_every=25",
+    "device=cpu",
+]
+
+
+def test_ptb_sigkill_mid_epoch_then_resume_is_bit_exact(workdir, client, shared_data):
+    """Dropout and a carried TBPTT state make this the demanding case: both come back."""
+    proc = start(["train", *PTB], workdir)
+    deadline = time.monotonic() + 240
+    while True:  # wait for a mid-epoch checkpoint (batches_done > 0) past the first epoch
+        assert time.monotonic() < deadline, "no mid-epoch checkpoint appeared"
+        assert proc.poll() is None, f"the run ended before a checkpoint: {proc.communicate()}"
+        found = None
+        for path in workdir.glob("mlartifacts/*/*/artifacts/checkpoints/last.pt"):
+            try:
+                progress = load_checkpoint(path)["progress"]
+            except Exception:
+                continue
+            if progress["epoch"] >= 2 and progress["batches_done"] > 0:
+                found = progress
+        if found:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (killed,) = runs_of(client, "ptb")
+    resumed = run_cli("train", f"resume={killed.info.run_id}", "device=cpu", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = run_cli("train", *PTB, cwd=workdir)
+    assert reference.returncode == 0, reference.stderr
+    runs = {r.info.run_id: r for r in runs_of(client, "ptb")}
+    done = runs.pop(killed.info.run_id)
+    (ref,) = runs.values()
+    assert done.info.status == "FINISHED"
+    for key in ("val/ppl", "test/ppl", "train/loss", "val/loss"):
+        assert done.data.metrics[key] == ref.data.metrics[key], key
+    assert metric_steps(client, done.info.run_id, "val/ppl") == [1, 2, 3, 4]

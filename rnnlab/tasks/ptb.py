@@ -169,7 +169,14 @@ class PennTreebank(Task):
         """The epoch's windows in corpus order, with a progress bar on a terminal."""
         from tqdm.auto import tqdm
 
-        streams = self.split_streams("train")
+        streams = self.split_streams("train")  # (T, B)
+        if self.bptt >= streams.shape[0]:
+            raise ConfigError(
+                f"task.bptt={self.bptt} is larger than the training data allows: each of the "
+                f"{self.batch_size} streams holds only {streams.shape[0]} tokens",
+                f"Use task.bptt below {streams.shape[0]} (or a smaller task.batch_size, or more "
+                "data via task.max_tokens)",
+            )
         return tqdm(
             windows(streams, self.bptt),
             total=num_windows(streams, self.bptt),
