@@ -283,3 +283,29 @@ def test_a_failed_sweep_job_does_not_stop_the_others(workdir, client):
     assert by_name["elman-sgd-lr1e-5"] == "FINISHED"
     parent = [r for r in runs if r.data.tags.get("sweep_role") == "parent"][0]
     assert parent.info.status == "FAILED"
+
+
+def test_tracking_uri_precedence(workdir, monkeypatch, tmp_path):
+    from rnnlab.tracking.uri import resolve_tracking_uri
+
+    assert resolve_tracking_uri(None) == f"sqlite:///{workdir / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
+    assert resolve_tracking_uri(None) == f"sqlite:///{workdir / 'from-env.db'}"
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    # end to end: the environment and tracking.uri each pick the store the run lands in
+    env_store = tmp_path / "env-store"
+    env_store.mkdir()
+    by_env = run_cli(
+        "train", *FAST, cwd=workdir, env={"MLFLOW_TRACKING_URI": f"sqlite:///{env_store / 'a.db'}"}
+    )
+    assert by_env.returncode == 0, by_env.stderr
+    by_cfg = run_cli(
+        "train", *FAST, f"tracking.uri=sqlite:///{env_store / 'b.db'}", "tracking.experiment=demo",
+        cwd=workdir, env={"MLFLOW_TRACKING_URI": f"sqlite:///{env_store / 'a.db'}"},
+    )  # fmt: skip
+    assert by_cfg.returncode == 0, by_cfg.stderr
+    from mlflow.tracking import MlflowClient
+
+    assert len(runs_of(MlflowClient(f"sqlite:///{env_store / 'a.db'}"), "bitcount")) == 1
+    assert len(runs_of(MlflowClient(f"sqlite:///{env_store / 'b.db'}"), "demo")) == 1
+    assert not (workdir / "mlflow.db").exists()
