@@ -203,18 +203,11 @@ def resume_checkpoint(run_id: str, uri: str) -> dict[str, Any]:
     from pathlib import Path
 
     from rnnlab.restore import download_checkpoint
-    from rnnlab.tracking.store import connect
+    from rnnlab.tracking.store import connect, get_run
     from rnnlab.train.checkpoint import load_checkpoint
 
     client = connect(uri)
-    try:
-        run = client.get_run(run_id)
-    except Exception as exc:
-        raise ConfigError(
-            f"resume={run_id}: there is no run with that id in {uri}",
-            "List run ids with 'rnnlab runs', or point tracking.uri / MLFLOW_TRACKING_URI at "
-            "the store that holds the run",
-        ) from exc
+    run = get_run(client, run_id, uri=uri, asked_as=f"resume={run_id}")
     if run.info.status == "FINISHED":
         raise ConfigError(
             f"resume={run_id}: run {run.info.run_name} already FINISHED",
@@ -228,7 +221,6 @@ def train_from_config(cfg: DictConfig) -> float:
     """Compose typed objects from ``cfg``, run training, print the summary; returns the objective."""
     from rnnlab.tracking.store import RunLogger
     from rnnlab.tracking.uri import resolve_tracking_uri
-    from rnnlab.train.run import train_run
 
     started = time.perf_counter()
     uri = resolve_tracking_uri(cfg.tracking.uri)
@@ -243,18 +235,7 @@ def train_from_config(cfg: DictConfig) -> float:
         )
         epoch = checkpoint["progress"]["epoch"]
         print(f"resuming run {logger.run_name} ({resume_id}) at epoch {epoch}", flush=True)
-        outcome = train_run(
-            task=parts.task,
-            stack=parts.stack,
-            optimizer=parts.optimizer,
-            scheduler=parts.scheduler,
-            settings=parts.settings,
-            logger=logger,
-            device=parts.device,
-            seed=int(run_cfg.seed),
-            config_yaml=checkpoint["config"],
-            resume=checkpoint,
-        )
+        outcome = run_parts(parts, logger, run_cfg, checkpoint["config"], resume=checkpoint)
         return finish(outcome, logger, uri, started, 0.0, parts.device)
 
     parts = compose(cfg)
@@ -273,7 +254,16 @@ def train_from_config(cfg: DictConfig) -> float:
     )
     setup_mlflow = time.perf_counter() - mlflow_start
     logger.log_params(flatten(cfg))
-    outcome = train_run(
+    outcome = run_parts(parts, logger, cfg, OmegaConf.to_yaml(cfg, resolve=True))
+    return finish(outcome, logger, uri, started, setup_mlflow, parts.device)
+
+
+def run_parts(
+    parts: Components, logger: Any, cfg: DictConfig, config_yaml: str, resume: Any = None
+) -> Any:
+    from rnnlab.train.run import train_run
+
+    return train_run(
         task=parts.task,
         stack=parts.stack,
         optimizer=parts.optimizer,
@@ -282,9 +272,9 @@ def train_from_config(cfg: DictConfig) -> float:
         logger=logger,
         device=parts.device,
         seed=int(cfg.seed),
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        config_yaml=config_yaml,
+        resume=resume,
     )
-    return finish(outcome, logger, uri, started, setup_mlflow, parts.device)
 
 
 def finish(outcome: Any, logger: Any, uri: str, started: float, setup: float, device: Any) -> float:

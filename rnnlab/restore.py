@@ -43,17 +43,11 @@ def download_checkpoint(client: Any, run_id: str, which: str, dst: Path) -> Path
 def load_run(run_id: str, *, uri: str, which: str = "best", device: str | None = None) -> Restored:
     """The run's task and model with the ``which`` checkpoint loaded, in eval mode."""
     from rnnlab.app import compose
-    from rnnlab.tracking.store import connect
+    from rnnlab.tracking.store import connect, get_run
     from rnnlab.train.checkpoint import load_checkpoint
 
     client = connect(uri)
-    try:
-        run = client.get_run(run_id)
-    except Exception as exc:
-        raise RnnlabError(
-            f"No run with id '{run_id}' in {uri}",
-            "List run ids with 'rnnlab runs', or point --uri / MLFLOW_TRACKING_URI at the right store",
-        ) from exc
+    run = get_run(client, run_id, uri=uri, asked_as=f"Run '{run_id}'")
     with tempfile.TemporaryDirectory(prefix="rnnlab-restore-") as tmp:
         checkpoint = load_checkpoint(download_checkpoint(client, run_id, which, Path(tmp)))
     cfg = OmegaConf.create(checkpoint["config"])

@@ -111,7 +111,7 @@ CASES = {
         ["directory that does not exist", "tracking.uri"],
     ),
     "eval of an unknown run": Case(
-        ["eval", "feedbeef"], 2, ["No run with id 'feedbeef'", "rnnlab runs"]
+        ["eval", "feedbeef"], 2, ["Run 'feedbeef': there is no run with that id", "rnnlab runs"]
     ),
     "runs of an unknown experiment": Case(
         ["runs", "--experiment", "nope"], 2, ["No experiment named 'nope'", "Known experiments"]

@@ -87,7 +87,7 @@ def test_plot_default_name_and_errors(workdir, elman_runs):
     assert missing.exit_code == 2
     assert "has no metric 'val/ppl'" in missing.stderr and "train/loss" in missing.stderr
     unknown = CliRunner().invoke(cli, ["plot", "0123456789abcdef"])
-    assert unknown.exit_code == 2 and "No run with id" in unknown.stderr
+    assert unknown.exit_code == 2 and "there is no run with that id" in unknown.stderr
 
 
 def test_landscape_draws_paths_and_logs_the_png_to_each_run(workdir, client, elman_runs):

@@ -37,21 +37,14 @@ class RunInfo:
 
 def load_runs(run_ids: Sequence[str], *, uri: str) -> list[RunInfo]:
     """The runs ``run_ids`` from the store at ``uri`` (a clear error for an unknown id)."""
-    from rnnlab.tracking.store import connect
+    from rnnlab.tracking.store import connect, get_run
 
     if not run_ids:
         raise RnnlabError("No run ids given", "List run ids with 'rnnlab runs -c run_id,run_name'")
     client = connect(uri)
     runs = []
     for run_id in run_ids:
-        try:
-            run = client.get_run(run_id)
-        except Exception as exc:
-            raise RnnlabError(
-                f"No run with id '{run_id}' in {uri}",
-                "List run ids with 'rnnlab runs -c run_id,run_name', or point --uri / "
-                "MLFLOW_TRACKING_URI at the right store",
-            ) from exc
+        run = get_run(client, run_id, uri=uri, asked_as=f"Run '{run_id}'")
         runs.append(
             RunInfo(
                 run_id=run.info.run_id,

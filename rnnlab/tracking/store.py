@@ -118,6 +118,18 @@ def connect(uri: str):
     return client
 
 
+def get_run(client: Any, run_id: str, *, uri: str, asked_as: str) -> Any:
+    """The MLflow run ``run_id``, or an error naming how it was asked for and the fix."""
+    try:
+        return client.get_run(run_id)
+    except Exception as exc:
+        raise TrackingError(
+            f"{asked_as}: there is no run with that id in {uri}",
+            "List run ids with 'rnnlab runs', or point tracking.uri / --uri / "
+            "MLFLOW_TRACKING_URI at the store that holds the run",
+        ) from exc
+
+
 def experiment_id(client, name: str, *, uri: str) -> str:
     """The id of experiment ``name``, creating it (artifacts beside a sqlite file) if needed."""
     experiment = client.get_experiment_by_name(name)
