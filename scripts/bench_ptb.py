@@ -1,30 +1,37 @@
 """Training throughput of rnnlab's ``ptb`` task against the textbook loop, side by side.
 
-Both train a 2x200 LSTM on the same PTB token streams (batch 20, bptt 35, 10k vocabulary,
-SGD with gradient clipping) on the CPU. rnnlab's side is the real path: the task and model
-built from the composed config (``experiment=ptb_small task.bptt=35``) and driven by
-``rnnlab.train.loop.fit``, whose per-epoch ``tokens_per_s`` is read back. Rounds alternate
-(reference, rnnlab, ...) so a busy machine slows both alike, and the ratio is taken within
-each round (adjacent measurements) before the median over rounds; the first round is a
-warm-up. Prints each side's median tokens/s and the median ratio rnnlab / reference.
+Every side trains a 2x200 LSTM on the same PTB token streams (batch 20, bptt 35, 10k
+vocabulary, SGD with gradient clipping) on the CPU, each in its own worker process so that
+no process-wide state (allocator, thread pools) leaks from one side into another:
 
-    python scripts/bench_ptb.py [--tokens 14000] [--rounds 5]
+* ``reference``: the textbook loop of ``ptb_reference.py`` in a plain Python process;
+* ``rnnlab fp32`` / ``rnnlab bf16``: the real path, as ``rnnlab train`` runs it: the task and
+  model built from the composed config (``experiment=ptb_small task.bptt=35``), the process
+  set up by ``train_run``'s allocator tuning (``rnnlab.train.allocator``), driven by
+  ``rnnlab.train.loop.fit`` with ``trainer.precision=fp32`` or ``bf16``; the per-epoch
+  ``tokens_per_s`` is read back;
+* ``reference + malloc``: the textbook loop with rnnlab's allocator tuning, to show how much
+  of the difference is that process setting rather than the loop.
+
+Each round asks every worker for one epoch in turn, in a rotating order, so a busy machine
+slows all sides alike; ratios to the reference are taken within a round before the median
+over rounds; the first round is a warm-up.
+
+    python scripts/bench_ptb.py [--tokens 28000] [--rounds 5] [--bptt 35]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing as mp
 import os
 import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ptb_reference import ReferenceLM, train_epoch  # noqa: E402
+SIDES = ("reference", "reference + malloc", "rnnlab fp32", "rnnlab bf16")
 
 
 class Sink:
@@ -45,64 +52,39 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tokens", type=int, default=14000, help="training tokens per round")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per side")
-    args = parser.parse_args()
-    if "RNNLAB_DATA" not in os.environ and (ROOT.parent / "shared" / "datasets").is_dir():
-        os.environ["RNNLAB_DATA"] = str(ROOT.parent / "shared" / "datasets")
-
+def build_rnnlab(*, precision: str, tokens: int, bptt: int):
+    """The rnnlab side: config -> task, model, optimizer; a function that trains one epoch."""
     from dataclasses import replace
 
+    import torch
+
     from rnnlab.app import compose as build
-    from rnnlab.errors import RnnlabError
+    from rnnlab.train.allocator import tune_malloc
     from rnnlab.train.loop import fit
 
+    tune_malloc()  # as train_run does
     cfg = compose(
         [
             "experiment=ptb_small",
-            "task.bptt=35",
-            f"task.max_tokens={args.tokens}",
+            f"task.bptt={bptt}",
+            f"task.max_tokens={tokens}",
             "trainer.max_epochs=1",
             "trainer.progress=false",
+            f"trainer.precision={precision}",
             "device=cpu",
         ]
     )
     torch.manual_seed(0)
-    try:
-        parts = build(cfg)
-        task = parts.task
-        data = task.split_streams("train")  # (T, 20): the same streams for both sides
-        model = task.build_model(stack=parts.stack)
-    except RnnlabError as exc:
-        print(f"bench_ptb: {exc}", file=sys.stderr)
-        return 2
+    parts = build(cfg)
+    model = parts.task.build_model(stack=parts.stack)
     optimizer = parts.optimizer(model.parameters())
     settings = replace(parts.settings, eval_every=10**6)
-    vocab = len(task.get_vocab())
 
-    reference = ReferenceLM(vocab)
-    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=20.0)
-
-    print(
-        f"PTB training throughput, CPU ({torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}): 2x200 LSTM, batch 20, bptt 35, vocab {vocab}, "
-        f"{data.numel()} tokens per round, {args.rounds} timed rounds after a warm-up"
-    )
-    ref_rates: list[float] = []
-    ours_rates: list[float] = []
-    ratios: list[float] = []
-
-    def run_reference() -> float:
-        _, tokens, seconds = train_epoch(reference, ref_optimizer, data, bptt=35)
-        return tokens / seconds
-
-    def run_rnnlab() -> float:
+    def epoch() -> float:
         sink = Sink()
         fit(
             model=model,
-            task=task,
+            task=parts.task,
             optimizer=optimizer,
             scheduler=None,
             settings=settings,
@@ -110,25 +92,123 @@ def main() -> int:
         )
         return next(m["tokens_per_s"] for m in sink.metrics if "tokens_per_s" in m)
 
-    for round_no in range(args.rounds + 1):
-        if round_no % 2 == 0:  # alternate who goes first, so neither always meets the same load
-            ref, ours = run_reference(), run_rnnlab()
+    return epoch
+
+
+def build_reference(*, tokens: int, bptt: int, malloc: bool):
+    """The textbook side on the same streams (the rnnlab task only supplies the data)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ptb_reference import ReferenceLM, train_epoch
+
+    from rnnlab.app import compose as build
+    from rnnlab.train.allocator import tune_malloc
+
+    if malloc:
+        tune_malloc()
+    cfg = compose(["experiment=ptb_small", f"task.max_tokens={tokens}", "device=cpu"])
+    task = build(cfg).task
+    data = task.split_streams("train")  # (T, 20): the same streams as every other side
+    torch.manual_seed(0)
+    model = ReferenceLM(len(task.get_vocab()))
+    optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
+
+    def epoch() -> float:
+        _, count, seconds = train_epoch(model, optimizer, data, bptt=bptt)
+        return count / seconds
+
+    return epoch
+
+
+def worker(side: str, tokens: int, bptt: int, conn) -> None:
+    """Build ``side``, then train one epoch per request and send back its tokens/s."""
+    try:
+        if side.startswith("rnnlab"):
+            epoch = build_rnnlab(precision=side.split()[-1], tokens=tokens, bptt=bptt)
         else:
-            ours, ref = run_rnnlab(), run_reference()
-        tag = "warm-up" if round_no == 0 else f"round {round_no}"
+            epoch = build_reference(tokens=tokens, bptt=bptt, malloc=side.endswith("malloc"))
+        conn.send(("ready", None))
+        while conn.recv() == "epoch":
+            conn.send(("rate", epoch()))
+    except Exception as exc:  # the parent prints it and stops every worker
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=28000, help="training tokens per round")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per side")
+    parser.add_argument(
+        "--bptt", type=int, default=35, help="window length (35: the textbook; ptb_small: 20)"
+    )
+    args = parser.parse_args()
+    if "RNNLAB_DATA" not in os.environ and (ROOT.parent / "shared" / "datasets").is_dir():
+        os.environ["RNNLAB_DATA"] = str(ROOT.parent / "shared" / "datasets")
+
+    import torch
+
+    from rnnlab.train.precision import native_bf16
+
+    ctx = mp.get_context("spawn")
+    pipes, procs = {}, []
+    for side in SIDES:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=worker, args=(side, args.tokens, args.bptt, child), daemon=True)
+        proc.start()
+        pipes[side] = parent
+        procs.append(proc)
+
+    def ask(side: str, what: str) -> float | None:
+        if what == "epoch":
+            pipes[side].send("epoch")
+        kind, value = pipes[side].recv()
+        if kind == "error":
+            raise RuntimeError(f"{side}: {value}")
+        return value
+
+    print(
+        f"PTB training throughput, CPU ({torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, native bf16: {native_bf16(torch.device('cpu'))}): 2x200 LSTM, "
+        f"batch 20, bptt {args.bptt}, vocab 10000, ~{args.tokens} tokens per epoch, "
+        f"{args.rounds} timed rounds after a warm-up, one process per side",
+        flush=True,
+    )
+    rates: dict[str, list[float]] = {side: [] for side in SIDES}
+    ratios: dict[str, list[float]] = {side: [] for side in SIDES[1:]}
+    try:
+        for side in SIDES:
+            ask(side, "ready")
+        for round_no in range(args.rounds + 1):
+            shift = round_no % len(SIDES)  # rotate who goes first
+            order = SIDES[shift:] + SIDES[:shift]
+            rate = {side: ask(side, "epoch") for side in order}
+            tag = "warm-up" if round_no == 0 else f"round {round_no}"
+            cells = [f"{rate['reference']:6.0f}"] + [
+                f"{rate[side]:6.0f} ({rate[side] / rate['reference']:.2f}x)" for side in SIDES[1:]
+            ]
+            print(f"  {tag:8s} " + "   ".join(cells), flush=True)
+            if round_no > 0:
+                for side in SIDES:
+                    rates[side].append(rate[side])
+                for side in ratios:
+                    ratios[side].append(rate[side] / rate["reference"])
+    except RuntimeError as exc:
+        print(f"bench_ptb: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        for pipe in pipes.values():
+            with contextlib.suppress(OSError):  # a worker that failed has gone already
+                pipe.send("stop")
+        for proc in procs:
+            proc.join(timeout=10)
+    print("  (columns: " + ", ".join(SIDES) + "; tok/s and ratio to the reference)")
+    print(f"{'reference (textbook loop)':28s}: {statistics.median(rates['reference']):7.0f} tok/s")
+    for side in ratios:
         print(
-            f"  {tag:8s} reference {ref:8.0f} tok/s   rnnlab {ours:8.0f} tok/s"
-            f"   ratio {ours / ref:.2f}x",
-            flush=True,
+            f"{side:28s}: {statistics.median(rates[side]):7.0f} tok/s, "
+            f"{statistics.median(ratios[side]):.2f}x the reference (median per round)"
         )
-        if round_no > 0:
-            ref_rates.append(ref)
-            ours_rates.append(ours)
-            ratios.append(ours / ref)
-    ref_med, ours_med = statistics.median(ref_rates), statistics.median(ours_rates)
-    print(f"reference loop (fused nn.LSTM): {ref_med:8.0f} tok/s (median)")
-    print(f"rnnlab ptb task + loop        : {ours_med:8.0f} tok/s (median)")
-    print(f"ratio rnnlab / reference      : {statistics.median(ratios):.2f}x (median per round)")
     return 0
 
 

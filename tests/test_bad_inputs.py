@@ -63,6 +63,11 @@ CASES = {
     "negative clip": Case(
         ["train", "trainer.clip_grad_norm=-1", *FAST], 2, ["clip_grad_norm must be positive"]
     ),
+    "unknown precision": Case(
+        ["train", "trainer.precision=fp16", *FAST],
+        2,
+        ["trainer.precision must be one of fp32, bf16, got 'fp16'", "trainer.*"],
+    ),
     "negative momentum": Case(
         ["train", "optim=sgd", "optim.momentum=-1", *FAST], 2, ["momentum", "optim.*"]
     ),

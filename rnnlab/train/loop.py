@@ -23,6 +23,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from rnnlab.errors import DivergenceError
 from rnnlab.tasks.base import Task
+from rnnlab.train.precision import autocast
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.signals import StopRequest
 
@@ -153,7 +154,8 @@ def fit(
             for index, batch in enumerate(task.train_batches(epoch=epoch)):
                 if index < p.batches_done:
                     continue  # resumed mid-epoch: these batches were trained before the stop
-                loss, carry, batch_weight = task.train_loss(model, batch, carry)
+                with autocast(settings.precision, task.device):
+                    loss, carry, batch_weight = task.train_loss(model, batch, carry)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 sampled = (p.step + 1) % settings.log_every == 0

@@ -8,6 +8,7 @@ artifact store (temp file + rename), or uploaded after an atomic local write oth
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -21,9 +22,11 @@ from rnnlab.models.stack import RecurrentStack, StackSpec
 from rnnlab.tasks.base import Task
 from rnnlab.tracking.store import RunLogger
 from rnnlab.train import rng
+from rnnlab.train.allocator import tune_malloc
 from rnnlab.train.checkpoint import save_checkpoint
 from rnnlab.train.device import seed_everything
 from rnnlab.train.loop import Progress, Stopped, fit, model_scalars
+from rnnlab.train.precision import precision_warning
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.signals import Interrupted
 
@@ -98,6 +101,7 @@ def train_run(
 ) -> RunOutcome:
     """Train (or resume) and evaluate; on failure the run is marked failed, metrics kept."""
     start = time.perf_counter()
+    tune_malloc()  # process-wide: freed activations stay in the heap (rnnlab.train.allocator)
     try:
         set_deterministic(settings.deterministic)
         seed_everything(seed)
@@ -114,8 +118,11 @@ def train_run(
             progress = Progress.from_state_dict(resume["progress"])
             rng.restore(resume["rng"])
         path = rnn_path(model)
-        logger.set_tags({"rnn_path": path, "device": str(device)})
-        print(f"rnn path: {path}", flush=True)
+        logger.set_tags({"rnn_path": path, "device": str(device), "precision": settings.precision})
+        print(f"rnn path: {path}, training precision: {settings.precision}", flush=True)
+        warning = precision_warning(settings.precision, device)
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
         common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
         save_last = checkpoint_writer(
             logger=logger, model=model, optimizer=opt, scheduler=sched, common=common

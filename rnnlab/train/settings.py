@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rnnlab.train.precision import PRECISIONS
+
 
 @dataclass(frozen=True)
 class TrainerSettings:
@@ -24,6 +26,8 @@ class TrainerSettings:
     checkpoint_every_epochs: int = 1
     #: make CUDA kernels deterministic (torch.use_deterministic_algorithms); slower on GPU
     deterministic: bool = False
+    #: ``fp32``, or ``bf16`` mixed precision for the training forward pass (rnnlab.train.precision)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.max_epochs <= 0:
@@ -39,6 +43,10 @@ class TrainerSettings:
         if self.checkpoint_every_epochs <= 0:
             raise ValueError(
                 f"trainer.checkpoint_every_epochs must be positive, got {self.checkpoint_every_epochs}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"trainer.precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'"
             )
         if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
             raise ValueError(
