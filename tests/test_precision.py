@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import compose, run_cli, runs_of, train
 
-from rnnlab.train.precision import native_bf16, precision_warning
+from rnnlab.train.precision import autocast, native_bf16, precision_warning
 
 
 class Sink:
@@ -99,3 +99,21 @@ def test_emulated_bf16_is_warned_about_and_fp32_never_is():
         assert warning is None
     else:
         assert "trainer.precision=fp32" in warning and "emulated" in warning
+
+
+@pytest.mark.gpu
+def test_bf16_trains_the_lstm_language_model_on_cuda():
+    from rnnlab.app import compose as build
+    from rnnlab.data.vocab import Vocab
+
+    parts = build(compose(["task=ptb", "cell=lstm", "trainer.precision=bf16", "device=cuda"]))
+    task = parts.task.to(torch.device("cuda"))
+    task.load_state_dict({"vocab": Vocab(["<unk>", "<eos>", *"abcdefgh"]).state_dict()})
+    model = task.build_model(stack=parts.stack).cuda()
+    x = torch.randint(0, 10, (35, task.batch_size), device="cuda")  # (t, B)
+    carry = task.init_carry(model)
+    with autocast("bf16", torch.device("cuda")):
+        loss, carry, _ = task.train_loss(model, (x, x), carry)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
