@@ -141,9 +141,12 @@ PTB = [
 ]
 
 
-def test_ptb_sigkill_mid_epoch_then_resume_is_bit_exact(workdir, client, shared_data):
-    """Dropout and a carried TBPTT state make this the demanding case: both come back."""
-    proc = start(["train", *PTB], workdir)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_ptb_sigkill_mid_epoch_then_resume_is_bit_exact(workdir, client, shared_data, precision):
+    """Dropout and a carried TBPTT state make this the demanding case: both come back (in
+    bf16 the carried state is a bfloat16 tensor)."""
+    args = [*PTB, f"trainer.precision={precision}"]
+    proc = start(["train", *args], workdir)
     deadline = time.monotonic() + 240
     while True:  # wait for a mid-epoch checkpoint (batches_done > 0) past the first epoch
         assert time.monotonic() < deadline, "no mid-epoch checkpoint appeared"
@@ -164,12 +167,13 @@ def test_ptb_sigkill_mid_epoch_then_resume_is_bit_exact(workdir, client, shared_
     (killed,) = runs_of(client, "ptb")
     resumed = run_cli("train", f"resume={killed.info.run_id}", "device=cpu", cwd=workdir)
     assert resumed.returncode == 0, resumed.stderr
-    reference = run_cli("train", *PTB, cwd=workdir)
+    reference = run_cli("train", *args, cwd=workdir)
     assert reference.returncode == 0, reference.stderr
     runs = {r.info.run_id: r for r in runs_of(client, "ptb")}
     done = runs.pop(killed.info.run_id)
     (ref,) = runs.values()
     assert done.info.status == "FINISHED"
+    assert done.data.tags["precision"] == precision
     for key in ("val/ppl", "test/ppl", "train/loss", "val/loss"):
         assert done.data.metrics[key] == ref.data.metrics[key], key
     assert metric_steps(client, done.info.run_id, "val/ppl") == [1, 2, 3, 4]

@@ -3,7 +3,9 @@
 With ``bf16`` the task's forward pass and loss run under autocast: matrix products (the
 recurrent kernels, the decoder) in bfloat16, softmax/cross-entropy and norms in float32, and
 parameters, gradients and optimizer state stay float32 (no loss scaling is needed: bfloat16
-has float32's range). Evaluation always runs in float32, so ``val/*`` and ``test/*`` mean
+has float32's range). A state the task carries between windows (PTB's TBPTT hidden state)
+leaves autocast as bfloat16 and is carried so; a checkpoint keeps it as it is, so resuming
+stays exact. Evaluation always runs in float32, so ``val/*`` and ``test/*`` mean
 the same thing whatever the training precision, and ``rnnlab eval`` reproduces them.
 
 bfloat16 pays off where the hardware has it natively: CPUs with AVX512-BF16 or AMX, and
