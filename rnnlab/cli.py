@@ -22,21 +22,21 @@ from rnnlab.commands.runs import runs
 from rnnlab.commands.train import train
 from rnnlab.commands.translate import translate
 from rnnlab.commands.ui import ui
+from rnnlab.errors import DEBUG_VAR, debug_enabled, report, user_error
 
 
 class RnnlabGroup(click.Group):
-    """Prints :class:`~rnnlab.errors.RnnlabError` as one paragraph, without a traceback."""
+    """Applies rnnlab's one error policy (:mod:`rnnlab.errors`) to every sub-command."""
 
     def invoke(self, ctx: click.Context):
-        from rnnlab.errors import RnnlabError
-
         try:
             return super().invoke(ctx)
-        except RnnlabError as exc:
-            if os.environ.get("RNNLAB_DEBUG"):
+        except Exception as exc:
+            error = user_error(exc)
+            if error is None or debug_enabled():
                 raise
-            click.echo(f"rnnlab: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            report(error)
+            sys.exit(error.exit_code)
 
 
 @click.group(cls=RnnlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,7 +53,7 @@ def cli(debug: bool) -> None:
       rnnlab ui
     """
     if debug:
-        os.environ["RNNLAB_DEBUG"] = "1"
+        os.environ[DEBUG_VAR] = "1"
 
 
 for command in (train, evaluate, generate, translate, data, runs, plot, landscape, ui, bench):

@@ -1,10 +1,21 @@
-"""User-facing errors: each names the problem and the fix in one paragraph.
+"""User-facing errors, and the one policy for reporting them.
 
-The CLI prints ``str(error)`` without a traceback (unless ``--debug``) and exits with
-``error.exit_code``. Nothing here imports torch or mlflow.
+Each error names the problem and the fix in one paragraph. The click group and the Hydra job
+both go through :func:`user_error` and :func:`report`: a failure the user can fix is printed as
+``rnnlab: error: ...`` without a traceback and exits with ``error.exit_code``; anything else is
+a bug and keeps its traceback. ``--debug`` (``RNNLAB_DEBUG=1``) shows tracebacks for all.
+Nothing here imports torch or mlflow.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+import sys
+
+DEBUG_VAR = "RNNLAB_DEBUG"
+#: an OSError with one of these errnos is a full, read-only or forbidden place to write
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG}
 
 
 class RnnlabError(Exception):
@@ -50,3 +61,28 @@ class DivergenceError(RnnlabError):
             "Try a lower learning rate (optim.lr=...), an adaptive optimizer (optim=rmsprop "
             "or optim=adam), or gradient clipping (trainer.clip_grad_norm=1.0)",
         )
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks are wanted (``rnnlab --debug`` sets ``RNNLAB_DEBUG=1``)."""
+    return os.environ.get(DEBUG_VAR, "") not in ("", "0")
+
+
+def user_error(exc: BaseException) -> RnnlabError | None:
+    """The error as the user should read it, or None when it is a bug (keep the traceback)."""
+    if isinstance(exc, RnnlabError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        error = RnnlabError(
+            f"Cannot write {exc.filename or 'a file'}: {exc.strerror}",
+            "Free disk space, run from a writable directory, or point tracking.uri / "
+            "MLFLOW_TRACKING_URI at a store on another disk",
+        )
+        error.__cause__ = exc
+        return error
+    return None
+
+
+def report(error: RnnlabError) -> None:
+    """Print ``error`` as the one-paragraph message users see."""
+    print(f"rnnlab: error: {error}", file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ no process-wide state (allocator, thread pools) leaks from one side into another
 * ``reference``: the textbook loop of ``ptb_reference.py`` in a plain Python process;
 * ``rnnlab fp32`` / ``rnnlab bf16``: the real path, as ``rnnlab train`` runs it: the task and
   model built from the composed config (``experiment=ptb_small task.bptt=35``), the process
-  set up by ``train_run``'s allocator tuning (``rnnlab.train.allocator``), driven by
+  set up by ``train_model``'s allocator tuning (``rnnlab.train.allocator``), driven by
   ``rnnlab.train.loop.fit`` with ``trainer.precision=fp32`` or ``bf16``; the per-epoch
   ``tokens_per_s`` is read back;
 * ``reference + malloc``: the textbook loop with rnnlab's allocator tuning, to show how much
@@ -34,14 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SIDES = ("reference", "reference + malloc", "rnnlab fp32", "rnnlab bf16")
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.metrics: list[dict[str, float]] = []
-
-    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
-        self.metrics.append(dict(metrics))
-
-
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -58,11 +50,12 @@ def build_rnnlab(*, precision: str, tokens: int, bptt: int):
 
     import torch
 
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
     from rnnlab.train.allocator import tune_malloc
     from rnnlab.train.loop import fit
+    from rnnlab.train.recorder import MemoryRecorder
 
-    tune_malloc()  # as train_run does
+    tune_malloc()  # as train_model does
     cfg = compose(
         [
             "experiment=ptb_small",
@@ -78,19 +71,19 @@ def build_rnnlab(*, precision: str, tokens: int, bptt: int):
     parts = build(cfg)
     model = parts.task.build_model(stack=parts.stack)
     optimizer = parts.optimizer(model.parameters())
-    settings = replace(parts.settings, eval_every=10**6)
+    settings = replace(parts.trainer, eval_every=10**6)
 
     def epoch() -> float:
-        sink = Sink()
+        recorder = MemoryRecorder()
         fit(
             model=model,
             task=parts.task,
             optimizer=optimizer,
             scheduler=None,
             settings=settings,
-            sink=sink,
+            recorder=recorder,
         )
-        return next(m["tokens_per_s"] for m in sink.metrics if "tokens_per_s" in m)
+        return next(m["tokens_per_s"] for _, m in recorder.metrics if "tokens_per_s" in m)
 
     return epoch
 
@@ -102,7 +95,7 @@ def build_reference(*, tokens: int, bptt: int, malloc: bool):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from ptb_reference import ReferenceLM, train_epoch
 
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
     from rnnlab.train.allocator import tune_malloc
 
     if malloc:

@@ -28,6 +28,27 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(skip)
 
 
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether this CPU's oneDNN runs the fused LSTM under bfloat16 autocast: CPUs without
+    AVX512-BF16/AMX (and without AVX-512 at all) refuse the primitive outright."""
+    import torch
+
+    lstm = torch.nn.LSTM(4, 4)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(2, 1, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
+#: for tests of the bf16 LSTM on the CPU; they skip, saying why, where oneDNN cannot run it
+needs_cpu_bf16_lstm = pytest.mark.skipif(
+    not cpu_runs_bf16_lstm(),
+    reason="this CPU's oneDNN cannot run the LSTM under bf16 autocast (no AVX512-BF16/AMX)",
+)
+
+
 def shared_datasets_dir() -> Path | None:
     """The corpora copy for tests: $RNNLAB_TEST_DATA, else ../shared/datasets beside the repo."""
     candidate = Path(os.environ.get("RNNLAB_TEST_DATA", ROOT.parent / "shared" / "datasets"))
@@ -79,9 +100,51 @@ def compose(overrides: list[str]):
 
 def train(overrides: list[str]) -> float:
     """Run one training job in-process from composed config (no Hydra runtime)."""
-    from rnnlab.app import train_from_config
+    from rnnlab.session.run import run_job
 
-    return train_from_config(compose(overrides))
+    return run_job(compose(overrides))
+
+
+def override_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def task_from_config(name: str, **options):
+    """Task ``name`` with its YAML defaults and ``options`` over them, as compose builds it."""
+    from rnnlab.compose.build import build_task
+
+    overrides = [f"task.{k}={override_value(v)}" for k, v in options.items()]
+    return build_task(compose([f"task={name}", *overrides]).task, progress=False)
+
+
+def yaml_defaults(path: str) -> dict:
+    import yaml
+
+    from rnnlab.paths import config_dir
+
+    return yaml.safe_load((config_dir() / path).read_text())
+
+
+def stack_spec(cell, hidden_sizes, **options):
+    """A StackSpec with the stack keys of conf/cell_base/stack.yaml and ``options`` over them."""
+    from rnnlab.models.stack import StackSpec
+
+    base = yaml_defaults("cell_base/stack.yaml")
+    keys = ("dropout", "bidirectional", "locked_dropout", "zoneout", "compile", "compile_chunk")
+    values = {k: base[k] for k in keys}
+    values.update(options)
+    return StackSpec(cell=cell, hidden_sizes=tuple(hidden_sizes), name="test", **values)
+
+
+def fused_cell(cls, **options):
+    """A fused-kernel cell factory with the layer keys of conf/cell_base/fused_layer.yaml."""
+    from functools import partial
+
+    return partial(cls, **{**yaml_defaults("cell_base/fused_layer.yaml"), **options})
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):

@@ -40,6 +40,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     setup: str | None = None  # name of a setup function below
     skip_if: str | None = None
+    creates_no_run: bool = False  # refused while composing: no MLflow run may exist after
 
 
 FAST = ["trainer.max_epochs=2", "device=cpu"]
@@ -52,13 +53,35 @@ CASES = {
         ["train", "optim.lr=abc", *FAST], 2, ["optimizer", "optim.*", "optim.lr=1e-3"]
     ),
     "negative hidden size": Case(
-        ["train", "cell=lstm", "cell.hidden_size=-3", *FAST], 2, ["cell sizes", "positive"]
+        ["train", "cell=lstm", "cell.hidden_size=-3", *FAST],
+        2,
+        ["cell.hidden_size must be a positive integer", "cell.*"],
     ),
     "zero sequences": Case(
-        ["train", "task.n_train=0", *FAST], 2, ["task.n_train must be a positive", "task values"]
+        ["train", "task.n_train=0", *FAST], 2, ["task.n_train must be a positive", "task.* values"]
     ),
     "zero epochs": Case(
-        ["train", "trainer.max_epochs=0"], 2, ["trainer.max_epochs must be positive", "trainer.*"]
+        ["train", "trainer.max_epochs=0"],
+        2,
+        ["trainer.max_epochs must be a positive integer", "trainer.*"],
+    ),
+    "fractional epochs": Case(
+        ["train", "trainer.max_epochs=2.5", "device=cpu"],
+        2,
+        ["trainer.max_epochs", "could not be converted to Integer", "trainer.*"],
+        creates_no_run=True,
+    ),
+    "infinite learning rate": Case(
+        ["train", "optim.lr=inf", *FAST],
+        2,
+        ["optim.lr=inf", "must be finite", "optim.lr=1e-3"],
+        creates_no_run=True,
+    ),
+    "non-numeric seed": Case(
+        ["train", "seed=abc", *FAST],
+        2,
+        ["Invalid seed", "could not be converted to Integer", "seed, device"],
+        creates_no_run=True,
     ),
     "negative clip": Case(
         ["train", "trainer.clip_grad_norm=-1", *FAST], 2, ["clip_grad_norm must be positive"]
@@ -253,6 +276,11 @@ def artifact_digest(root: Path) -> dict[str, str]:
     }
 
 
+def all_run_ids(client) -> set[str]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return {r.info.run_id for r in client.search_runs(experiments, max_results=10_000)}
+
+
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory):
     """A finished run whose record and files every bad input must leave alone."""
@@ -273,6 +301,7 @@ def test_bad_input(name, earlier):
     if case.skip_if == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     env = globals()[f"setup_{case.setup}"](workdir) if case.setup else {}
+    runs_before = all_run_ids(client)
     result = run_cli(*case.args, cwd=workdir, env=env)
     assert result.returncode == case.code, result.stderr
     err = result.stderr
@@ -282,6 +311,8 @@ def test_bad_input(name, earlier):
     if result.returncode != 1:  # our own errors: one paragraph on one line
         lines = [line for line in err.splitlines() if line.startswith("rnnlab: error:")]
         assert len(lines) == 1, err
+    if case.creates_no_run:
+        assert all_run_ids(client) == runs_before
     # the earlier run is untouched
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED"

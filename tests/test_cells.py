@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import ROOT, compose, run_cli, runs_of, train
+from conftest import ROOT, compose, fused_cell, run_cli, runs_of, stack_spec, train
 from torch import nn
 from torch.func import functional_call
 
@@ -19,13 +19,20 @@ from rnnlab.cells.lstm import LSTMCell
 from rnnlab.cells.rnn import RNNReLUCell, RNNTanhCell
 from rnnlab.errors import ConfigError
 from rnnlab.models.regularisers import EmbeddingDropout, LockedDropout, embedding_dropout
-from rnnlab.models.stack import StackSpec
 
 USER_CELL_DIR = ROOT / "examples" / "user_cell"
 sys.path.insert(0, str(USER_CELL_DIR))
 from mgu import MGUCell  # noqa: E402
 
-FUSED = {"rnn_tanh": RNNTanhCell, "rnn_relu": RNNReLUCell, "lstm": LSTMCell, "gru": GRUCell}
+FUSED = {
+    name: fused_cell(cls)
+    for name, cls in {
+        "rnn_tanh": RNNTanhCell,
+        "rnn_relu": RNNReLUCell,
+        "lstm": LSTMCell,
+        "gru": GRUCell,
+    }.items()
+}
 TORCH_CELLS = {
     "rnn_tanh": partial(nn.RNNCell, nonlinearity="tanh"),
     "rnn_relu": partial(nn.RNNCell, nonlinearity="relu"),
@@ -103,13 +110,13 @@ def test_each_stepwise_cell_matches_torch_cell_with_copied_weights(name):
 
 
 ALL_CELLS = {
-    **{f"{n}-fused": partial(c, fused=True) for n, c in FUSED.items()},
-    **{f"{n}-stepwise": partial(c, fused=False) for n, c in FUSED.items()},
-    "lstm-layer_norm": partial(LSTMCell, layer_norm=True),
-    "gru-layer_norm": partial(GRUCell, layer_norm=True),
+    **{f"{n}-fused": fused_cell(c, fused=True) for n, c in FUSED.items()},
+    **{f"{n}-stepwise": fused_cell(c, fused=False) for n, c in FUSED.items()},
+    "lstm-layer_norm": fused_cell(LSTMCell, layer_norm=True),
+    "gru-layer_norm": fused_cell(GRUCell, layer_norm=True),
     "elman": partial(ElmanCell, init_w_x=None, init_w_rec=None),
     "gfrnn": partial(GatedFeedbackRNN, layers=3),
-    "mgu-user-cell": MGUCell,
+    "mgu-user-cell": partial(MGUCell, forget_bias=1.0),
 }
 
 
@@ -163,9 +170,9 @@ def test_gfrnn_state_holds_every_inner_layer_and_feeds_back_across_layers():
 
 @pytest.mark.usefixtures("float64")
 def test_weight_drop_is_dropconnect_on_the_fused_path_and_off_in_eval():
-    plain = LSTMCell(input_size=IN, hidden_size=H, fused=True)
-    fused = LSTMCell(input_size=IN, hidden_size=H, fused=True, weight_drop=0.5)
-    stepwise = LSTMCell(input_size=IN, hidden_size=H, fused=False, weight_drop=0.5)
+    plain = fused_cell(LSTMCell, fused=True)(input_size=IN, hidden_size=H)
+    fused = fused_cell(LSTMCell, fused=True, weight_drop=0.5)(input_size=IN, hidden_size=H)
+    stepwise = fused_cell(LSTMCell, fused=False, weight_drop=0.5)(input_size=IN, hidden_size=H)
     fused.load_state_dict(plain.state_dict())
     stepwise.load_state_dict(plain.state_dict())
     assert fused.path == "fused"
@@ -186,7 +193,7 @@ def test_weight_drop_is_dropconnect_on_the_fused_path_and_off_in_eval():
 
 @pytest.mark.usefixtures("float64")
 def test_zoneout_keeps_units_in_training_and_uses_its_expectation_in_eval():
-    spec = StackSpec(cell=partial(GRUCell, fused=True), hidden_sizes=(H,), zoneout=0.5)
+    spec = stack_spec(fused_cell(GRUCell, fused=True), (H,), zoneout=0.5)
     stack = spec.build(input_size=IN)
     (layer,) = stack.layers
     assert stack.path == "stepwise"  # zoneout is per step: not fused
@@ -214,7 +221,7 @@ def test_locked_dropout_mask_is_constant_over_time_and_off_in_eval():
     assert set(y.unique().tolist()) == {0.0, 2.0}
     assert not torch.equal(drop(x), y)  # a new mask per sequence
     assert torch.equal(drop.eval()(x), x)
-    stack = StackSpec(cell=LSTMCell, hidden_sizes=(H, H), dropout=0.5, locked_dropout=True).build(
+    stack = stack_spec(fused_cell(LSTMCell), (H, H), dropout=0.5, locked_dropout=True).build(
         input_size=IN
     )
     assert isinstance(stack.dropout, LockedDropout) and stack.path == "fused"
@@ -241,7 +248,7 @@ def test_embedding_dropout_drops_whole_words_and_is_off_in_eval():
 
 @pytest.mark.usefixtures("float64")
 def test_layer_norm_runs_stepwise_and_trains_its_gains():
-    cell = LSTMCell(input_size=IN, hidden_size=H, layer_norm=True)
+    cell = fused_cell(LSTMCell, layer_norm=True)(input_size=IN, hidden_size=H)
     assert cell.path == "stepwise"
     out, _ = cell.sequence(torch.randn(T, B, IN) * 100, cell.init_state(B))
     out.sum().backward()
@@ -258,8 +265,8 @@ def test_compiled_loop_equals_eager_and_does_not_recompile_for_new_batch_or_leng
     torch.manual_seed(0)
     torch._dynamo.reset()
     counters.clear()
-    eager = LSTMCell(input_size=IN, hidden_size=H, fused=False)
-    compiled = LSTMCell(input_size=IN, hidden_size=H, fused=False)
+    eager = fused_cell(LSTMCell, fused=False)(input_size=IN, hidden_size=H)
+    compiled = fused_cell(LSTMCell, fused=False)(input_size=IN, hidden_size=H)
     compiled.load_state_dict(eager.state_dict())
     compiled.set_loop_options(compiled=True, chunk=2)
     assert compiled.path == "compiled"
@@ -277,7 +284,7 @@ def test_compiled_loop_equals_eager_and_does_not_recompile_for_new_batch_or_leng
 
 
 def test_per_layer_hidden_sizes_from_config():
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
 
     parts = build(compose(["cell=lstm", "cell.hidden_sizes=[12,7]", "device=cpu"]))
     model = parts.task.build_model(stack=parts.stack)
@@ -318,14 +325,14 @@ def test_cell_options_train_on_bitcount_and_tag_the_path(overrides, path, workdi
     ],
 )
 def test_bad_cell_options_are_config_errors(override, words):
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
 
     with pytest.raises(ConfigError, match=words):
         build(compose(["cell=lstm", override, "device=cpu"]))
 
 
 def test_unimportable_user_cell_says_to_set_pythonpath(monkeypatch):
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
 
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(USER_CELL_DIR)])
     monkeypatch.delitem(sys.modules, "mgu")

@@ -44,13 +44,22 @@ def test_version_prints_package_version(tmp_path):
     assert __version__ in result.stdout
 
 
+def selectable_groups() -> list[str]:
+    """The groups of train.yaml's defaults list (cell_base/ and task_defaults/ are included
+    by other configs, and task_optim/ is picked by interpolation)."""
+    import yaml
+
+    defaults = yaml.safe_load((config_dir() / "train.yaml").read_text())["defaults"]
+    names = [next(iter(entry)) for entry in defaults if isinstance(entry, dict)]
+    return [n for n in names if not n.startswith("optional ")]
+
+
 def group_options() -> list[tuple[str, str]]:
     base = config_dir()
     return [
-        (group.name, path.stem)
-        for group in sorted(base.iterdir())
-        if group.is_dir() and group.name != "hydra"
-        for path in sorted(group.glob("*.yaml"))
+        (group, path.stem)
+        for group in selectable_groups()
+        for path in sorted((base / group).glob("*.yaml"))
     ]
 
 
@@ -65,11 +74,28 @@ def test_every_config_group_option_composes(group, option):
         assert key in cfg.trainer
 
 
-def test_train_yaml_holds_only_the_defaults_list():
+def test_train_yaml_holds_the_defaults_list_and_the_top_level_keys_only():
     import yaml
 
     data = yaml.safe_load((config_dir() / "train.yaml").read_text())
-    assert list(data) == ["defaults"]
+    assert list(data) == ["defaults", "seed", "device", "resume", "paths"]
+    hydra_settings = yaml.safe_load((config_dir() / "hydra_settings.yaml").read_text())
+    assert "callbacks" in hydra_settings  # Hydra's own settings live in their own file
+
+
+def test_global_package_is_used_only_by_presets():
+    """experiment/ and task_defaults/ are presets (they set several groups); nothing else is."""
+    base = config_dir()
+    global_files = sorted(
+        str(path.relative_to(base))
+        for path in base.rglob("*.yaml")
+        if "@package _global_" in path.read_text()
+    )
+    assert global_files and all(
+        f.startswith(("experiment/", "task_defaults/")) for f in global_files
+    ), global_files
+    for path in (base / "task").glob("*.yaml"):
+        assert f"/task_defaults/{path.stem}@_global_" in path.read_text()
 
 
 def test_task_default_cell_and_command_line_precedence():

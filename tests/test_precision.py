@@ -11,17 +11,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import compose, run_cli, runs_of, train
+from conftest import compose, needs_cpu_bf16_lstm, run_cli, runs_of, train
 
 from rnnlab.train.precision import autocast, native_bf16, precision_warning
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.metrics: dict[str, float] = {}
-
-    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None:
-        self.metrics.update(metrics)
 
 
 def fit_preset(
@@ -29,8 +21,9 @@ def fit_preset(
 ) -> tuple[dict[str, float], list]:
     """Train a preset in-process; returns its last metrics and the output dtypes of the
     model's vocabulary projection ``head`` as (training?, dtype) pairs, from a forward hook."""
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
     from rnnlab.train.loop import fit
+    from rnnlab.train.recorder import MemoryRecorder
 
     parts = build(compose([*overrides, "device=cpu", "trainer.progress=false"]))
     torch.manual_seed(0)
@@ -39,19 +32,22 @@ def fit_preset(
     getattr(model, head).register_forward_hook(
         lambda mod, args, out: seen.append((mod.training, out.dtype))
     )
-    sink = Sink()
+    recorder = MemoryRecorder()
     fit(
         model=model,
         task=parts.task,
         optimizer=parts.optimizer(model.parameters()),
         scheduler=None,
-        settings=replace(parts.settings, max_epochs=epochs),
-        sink=sink,
+        settings=replace(parts.trainer, max_epochs=epochs),
+        recorder=recorder,
     )
-    return sink.metrics, seen
+    merged: dict[str, float] = {}
+    for _, metrics in recorder.metrics:
+        merged.update(metrics)
+    return merged, seen
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_cpu_bf16_lstm)])
 def test_training_runs_in_the_chosen_precision_and_evaluation_in_fp32(shared_data, precision):
     metrics, seen = fit_preset(["experiment=ptb_tiny", f"trainer.precision={precision}"], epochs=1)
     trained = {dtype for training, dtype in seen if training}
@@ -62,6 +58,7 @@ def test_training_runs_in_the_chosen_precision_and_evaluation_in_fp32(shared_dat
     assert math.isfinite(metrics["val/ppl"])
 
 
+@needs_cpu_bf16_lstm
 def test_bf16_reaches_the_fp32_perplexity(shared_data):
     """Same seed, same data: bf16 training lands within 2 % of fp32's validation perplexity
     (ptb_small's full-size figures are in the README)."""
@@ -80,6 +77,7 @@ def test_the_translation_task_trains_in_bf16(shared_data):
     assert math.isfinite(metrics["val/loss"])
 
 
+@needs_cpu_bf16_lstm
 def test_a_bf16_run_is_tagged_and_eval_reproduces_its_fp32_test_ppl(shared_data, workdir, client):
     train(["experiment=ptb_tiny", "trainer.max_epochs=1", "trainer.precision=bf16", "device=cpu"])
     (run,) = runs_of(client, "ptb")
@@ -103,7 +101,7 @@ def test_emulated_bf16_is_warned_about_and_fp32_never_is():
 
 @pytest.mark.gpu
 def test_bf16_trains_the_lstm_language_model_on_cuda():
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
     from rnnlab.data.vocab import Vocab
 
     parts = build(compose(["task=ptb", "cell=lstm", "trainer.precision=bf16", "device=cuda"]))

@@ -9,18 +9,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose, run_cli, runs_of, shared_datasets_dir, train
+from conftest import (
+    compose,
+    fused_cell,
+    run_cli,
+    runs_of,
+    shared_datasets_dir,
+    stack_spec,
+    task_from_config,
+    train,
+)
 
 from rnnlab.cells.lstm import LSTMCell
 from rnnlab.data.bptt import batchify, num_windows, windows
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.stack import StackSpec
-from rnnlab.tasks.ptb import PennTreebank
 from rnnlab.train.schedules import zaremba_decay
 
 
 def lstm_stack(*sizes: int) -> StackSpec:
-    return StackSpec(cell=LSTMCell, hidden_sizes=sizes)
+    return stack_spec(fused_cell(LSTMCell), sizes)
+
+
+def language_model(*, stack: StackSpec, vocab_size: int, **options) -> LanguageModel:
+    """A LanguageModel with PTB's YAML defaults for the options not given (dropout 0 here)."""
+    defaults = {"embedding_size": None, "dropout": 0.0, "tie_weights": False, "init_range": 0.1}
+    return LanguageModel(stack=stack, vocab_size=vocab_size, **{**defaults, **options})
 
 
 def test_batchify_lays_the_corpus_out_as_contiguous_streams():
@@ -50,8 +64,8 @@ def test_batching_rejects_too_little_data():
 def test_hidden_state_is_detached_between_windows():
     torch.manual_seed(0)
     vocab = 20
-    model = LanguageModel(stack=lstm_stack(8, 8), vocab_size=vocab, init_range=0.1)
-    task = PennTreebank(batch_size=2, bptt=3)
+    model = language_model(stack=lstm_stack(8, 8), vocab_size=vocab, init_range=0.1)
+    task = task_from_config("ptb", batch_size=2, bptt=3)
     first = torch.tensor([[1, 2], [3, 4], [5, 6]])  # (t, B): tokens 1..6
     second = torch.tensor([[11, 12], [13, 14], [15, 16]])  # tokens 11..16, disjoint
     carry = model.init_state(2)
@@ -77,8 +91,8 @@ def test_sum_over_time_scales_the_gradient_not_the_logged_loss():
     grads, values = [], []
     for summed in (False, True):
         torch.manual_seed(0)
-        model = LanguageModel(stack=lstm_stack(8), vocab_size=10, init_range=0.1)
-        task = PennTreebank(batch_size=2, bptt=4, sum_over_time=summed)
+        model = language_model(stack=lstm_stack(8), vocab_size=10, init_range=0.1)
+        task = task_from_config("ptb", batch_size=2, bptt=4, sum_over_time=summed)
         loss, _, _ = task.train_loss(model, batch, model.init_state(2))
         loss.backward()
         values.append(loss.item())
@@ -88,27 +102,27 @@ def test_sum_over_time_scales_the_gradient_not_the_logged_loss():
 
 
 def test_tie_weights_shares_the_matrix_and_checks_sizes():
-    model = LanguageModel(stack=lstm_stack(16), vocab_size=30, tie_weights=True)
+    model = language_model(stack=lstm_stack(16), vocab_size=30, tie_weights=True)
     assert model.decoder.weight is model.embedding.weight
     assert model(torch.zeros(3, 2, dtype=torch.long))[0].shape == (3, 2, 30)
     with pytest.raises(ValueError, match="tie_weights needs the last hidden size"):
-        LanguageModel(stack=lstm_stack(16), vocab_size=30, embedding_size=8, tie_weights=True)
+        language_model(stack=lstm_stack(16), vocab_size=30, embedding_size=8, tie_weights=True)
 
 
 def test_a_bad_model_option_is_a_config_error_naming_the_fix():
     from rnnlab.data.vocab import Vocab
     from rnnlab.errors import ConfigError
 
-    task = PennTreebank(embedding_size=8, tie_weights=True)
+    task = task_from_config("ptb", embedding_size=8, tie_weights=True)
     task.load_state_dict({"vocab": Vocab(["<unk>", "<eos>", "a", "b"]).state_dict()})
     with pytest.raises(ConfigError, match="task.embedding_size=16"):
         task.build_model(stack=lstm_stack(16))
-    with pytest.raises(ValueError, match="task.max_tokens=50 is too small"):
-        PennTreebank(max_tokens=50)
+    with pytest.raises(ConfigError, match="task.max_tokens=50 is too small"):
+        task_from_config("ptb", max_tokens=50)
 
 
 def test_init_range_bounds_every_weight():
-    model = LanguageModel(stack=lstm_stack(16, 16), vocab_size=30, init_range=0.05)
+    model = language_model(stack=lstm_stack(16, 16), vocab_size=30, init_range=0.05)
     for param in model.parameters():
         assert param.abs().max() <= 0.05
 
@@ -155,23 +169,25 @@ def test_task_ptb_picks_sgd_at_lr_1_but_the_command_line_wins():
 
 
 def test_vocabulary_is_the_10k_words_of_train_with_eos(shared_data):
-    task = PennTreebank()
+    task = task_from_config("ptb")
     vocab = task.get_vocab()
     assert len(vocab) == 10000
     assert "<eos>" in vocab and "<unk>" in vocab
     streams = task.split_streams("val")
-    assert streams.shape[1] == task.eval_batch_size
+    assert streams.shape[1] == task.options.eval_batch_size
     assert (streams != vocab.unk_index).float().mean() > 0.9  # val words are in the vocabulary
 
 
 def test_evaluation_is_exact_across_windows(shared_data):
     torch.manual_seed(0)
-    task = PennTreebank(batch_size=4, bptt=7, eval_batch_size=3, vocab_size=200, max_tokens=600)
-    model = LanguageModel(stack=lstm_stack(16, 16), vocab_size=200).eval()
-    windowed = task.evaluate(model, "val")
+    task = task_from_config(
+        "ptb", batch_size=4, bptt=7, eval_batch_size=3, vocab_size=200, max_tokens=600
+    )
+    model = language_model(stack=lstm_stack(16, 16), vocab_size=200).eval()
+    windowed = task.evaluate(model, "val").metrics
     # the same streams in one window: carrying the state across windows changes nothing
     task.bptt = 10_000
-    whole = task.evaluate(model, "val")
+    whole = task.evaluate(model, "val").metrics
     assert windowed["val/loss"] == pytest.approx(whole["val/loss"], rel=1e-5)
     assert windowed["val/ppl"] == pytest.approx(math.exp(windowed["val/loss"]), rel=1e-12)
     streams = task.split_streams("val")
@@ -274,7 +290,7 @@ def test_generate_samples_the_requested_number_of_known_words(tiny_run, tmp_path
 
 @pytest.mark.parametrize("cell", ["elman", "rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_any_cell_of_the_cell_group_runs_the_language_model(cell):
-    from rnnlab.app import compose as build
+    from rnnlab.compose import compose as build
     from rnnlab.data.vocab import Vocab
 
     cfg = compose(["task=ptb", f"cell={cell}", "cell.hidden_size=8", "device=cpu"])

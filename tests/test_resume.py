@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RNNLAB, run_cli, runs_of
+from conftest import RNNLAB, needs_cpu_bf16_lstm, run_cli, runs_of
 
 from rnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -141,7 +141,7 @@ PTB = [
 ]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_cpu_bf16_lstm)])
 def test_ptb_sigkill_mid_epoch_then_resume_is_bit_exact(workdir, client, shared_data, precision):
     """Dropout and a carried TBPTT state make this the demanding case: both come back (in
     bf16 the carried state is a bfloat16 tensor)."""

@@ -147,7 +147,7 @@ def test_a_sweep_that_aborts_still_closes_its_parent(workdir, client):
     closed as FAILED (not left RUNNING) with the job counts."""
     done = run_cli("train", "-m", "trainer.max_epochs=2,-1", "device=cpu", cwd=workdir)
     assert done.returncode != 0
-    assert "trainer.max_epochs must be positive" in done.stderr
+    assert "trainer.max_epochs must be a positive integer" in done.stderr
     parent, children = sweep_runs(client)
     assert parent.info.status == "FAILED"
     assert parent.data.tags["sweep_aborted"] == "true"
@@ -158,7 +158,8 @@ def test_a_sweep_that_aborts_still_closes_its_parent(workdir, client):
 def test_a_store_locked_past_the_busy_timeout_is_a_clear_error(workdir, store_uri):
     """Another process holds the sqlite write lock longer than MLflow's 20 s busy timeout."""
     from rnnlab.errors import TrackingError
-    from rnnlab.tracking.store import SQLITE_BUSY_TIMEOUT_S, RunLogger
+    from rnnlab.tracking.logger import RunLogger
+    from rnnlab.tracking.store import SQLITE_BUSY_TIMEOUT_S
 
     logger = RunLogger(uri=store_uri, experiment="locked", run_name="r", flush_every_s=3600)
     logger.log_metrics({"a": 1.0}, step=1)

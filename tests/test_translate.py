@@ -7,12 +7,19 @@ import gzip
 import shutil
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, runs_of, shared_datasets_dir, train
+from conftest import (
+    fused_cell,
+    run_cli,
+    runs_of,
+    shared_datasets_dir,
+    stack_spec,
+    task_from_config,
+    train,
+)
 
 from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
@@ -23,7 +30,6 @@ from rnnlab.errors import DataError
 from rnnlab.models.attention import KINDS, build_attention
 from rnnlab.models.beam import beam_decode, greedy_decode
 from rnnlab.models.seq2seq import Seq2Seq
-from rnnlab.models.stack import StackSpec
 
 PAD, BOS, EOS = 0, 2, 3
 
@@ -37,7 +43,7 @@ def small_model(
     fused: bool = True,
     attention: str = "dot",
 ):
-    spec = StackSpec(cell=partial(cell, fused=fused), hidden_sizes=(hidden,) * layers)
+    spec = stack_spec(fused_cell(cell, fused=fused), (hidden,) * layers)
     return Seq2Seq(
         stack=spec,
         src_vocab_size=vocab,
@@ -46,6 +52,7 @@ def small_model(
         embed_dim=16,
         attention=attention,
         dropout=0.0,
+        tie_embeddings=False,
     )
 
 
@@ -202,13 +209,11 @@ def copy_corpus(tmp_path: Path, shared: Path) -> Path:
 
 
 def test_task_data_errors_missing_and_corrupt(tmp_path, monkeypatch, shared_data):
-    from rnnlab.tasks.translate import Translate
-
     monkeypatch.setenv("RNNLAB_DATA", str(tmp_path / "empty"))
     with pytest.raises(
         DataError, match=r"Missing data file .*train\.de\.gz.*rnnlab data fetch multi30k"
     ):
-        Translate(max_train=10).split("train")
+        task_from_config("translate", max_train=10).split("train")
     root = copy_corpus(tmp_path, shared_data)
     monkeypatch.setenv("RNNLAB_DATA", str(root))
     target = root / "multi30k" / "train.en.gz"
@@ -216,7 +221,7 @@ def test_task_data_errors_missing_and_corrupt(tmp_path, monkeypatch, shared_data
     with pytest.raises(
         DataError, match=r"Checksum mismatch for .*train\.en\.gz.*rnnlab data fetch multi30k"
     ):
-        Translate(max_train=10).split("train")
+        task_from_config("translate", max_train=10).split("train")
 
 
 def test_fetch_from_source_refuses_corrupt_copies(tmp_path, monkeypatch, shared_data):

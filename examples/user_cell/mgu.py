@@ -28,7 +28,7 @@ from rnnlab.cells import Cell, State
 class MGUCell(Cell):
     """Minimal gated unit; the state is ``(h,)``."""
 
-    def __init__(self, *, input_size: int, hidden_size: int, forget_bias: float = 1.0) -> None:
+    def __init__(self, *, input_size: int, hidden_size: int, forget_bias: float) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size)
         self.x2fh = nn.Linear(input_size, 2 * hidden_size)  # [W_f; W_h] and [b_f; b_h]
         self.h2f = nn.Linear(hidden_size, hidden_size, bias=False)  # U_f

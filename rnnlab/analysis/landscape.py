@@ -63,7 +63,7 @@ def check_supported(run: RunInfo) -> None:
 
 
 def task_kwargs(run: RunInfo) -> dict:
-    """The bitcount task's constructor arguments, from the run's ``task.*`` params."""
+    """The bitcount task's options, from the run's ``task.*`` params."""
     return {
         key[len("task.") :]: parse_param(value)
         for key, value in run.params.items()
@@ -73,16 +73,20 @@ def task_kwargs(run: RunInfo) -> dict:
 
 def training_set(run: RunInfo) -> tuple[np.ndarray, np.ndarray]:
     """The run's own training inputs (T, n) and counts (n,), regenerated from its seed."""
-    from rnnlab.tasks.bitcount import BitCount
+    from rnnlab.data.bits import training_bits
 
+    options = task_kwargs(run)
     try:
-        task = BitCount(**task_kwargs(run))
-    except (TypeError, ValueError) as exc:
+        x, y = training_bits(  # (T, n, 1), (n,)
+            seed=int(options["seed"]),
+            n_train=int(options["n_train"]),
+            seq_len=int(options["seq_len"]),
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise RnnlabError(
             f"Cannot rebuild the training set of run {run.run_id} from its task.* params: {exc}",
             "The run was logged by another rnnlab version; retrain it with this one",
         ) from exc
-    x, y = task.splits["train"]  # (T, n, 1), (n,)
     return x.squeeze(-1).double().numpy(), y.double().numpy()  # (T, n), (n,)
 
 

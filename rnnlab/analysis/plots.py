@@ -1,9 +1,10 @@
-"""Matplotlib figures: learning curves from a run's history."""
+"""Matplotlib figures: learning curves from a run's history, attention heatmaps."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def use_headless_backend() -> None:
@@ -46,6 +47,26 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def attention_heatmap(attention: Any, path: Path) -> Path:
+    """One :class:`~rnnlab.tasks.base.AttentionMap` as a PNG: target steps x source tokens."""
+    use_headless_backend()
+    import matplotlib.pyplot as plt
+
+    weights = attention.weights  # (T, S)
+    fig, ax = plt.subplots(
+        figsize=(1.0 + 0.45 * len(attention.source), 1.0 + 0.4 * len(attention.target)), dpi=100
+    )
+    ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(attention.source)), attention.source, rotation=60, ha="right")
+    ax.set_yticks(range(weights.shape[0]), attention.target[: weights.shape[0]])
+    ax.set_title(attention.title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

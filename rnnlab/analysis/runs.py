@@ -62,9 +62,7 @@ def search_frame(
 ) -> pd.DataFrame:
     """MLflow's own ``search_runs`` frame (params.*, metrics.*, tags.* columns) plus
     ``experiment`` and ``run_name``; empty if nothing matches."""
-    import mlflow
-
-    from rnnlab.tracking.store import connect
+    from rnnlab.tracking.store import connect, search_runs_frame
 
     client = connect(uri)
     if experiments:
@@ -82,20 +80,12 @@ def search_frame(
         found = client.search_experiments()
     if not found:
         return pd.DataFrame()
-    mlflow.set_tracking_uri(uri)
-    try:
-        frame = mlflow.search_runs(
-            experiment_ids=[e.experiment_id for e in found],
-            filter_string=filter_string,
-            max_results=max_results,
-            output_format="pandas",
-        )
-    except mlflow.exceptions.MlflowException as exc:
-        raise RnnlabError(
-            f'MLflow could not use the filter "{filter_string}": {exc.message}',
-            "Write it in MLflow's search syntax, e.g. --where \"params.optim._target_ LIKE "
-            '\'%RMSprop%\'" or --where "metrics.`val/loss` < 1" (backquote keys with / or -)',
-        ) from exc
+    frame = search_runs_frame(
+        uri,
+        [e.experiment_id for e in found],
+        filter_string=filter_string,
+        max_results=max_results,
+    )
     if frame.empty:
         return frame
     names = {e.experiment_id: e.name for e in found}

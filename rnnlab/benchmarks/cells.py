@@ -39,15 +39,17 @@ from rnnlab.models.stack import RecurrentStack, StackSpec
 USER_CELL_DIR = Path(__file__).resolve().parents[2] / "examples" / "user_cell"
 
 SIZE, LAYERS, BATCH, BPTT = 200, 2, 20, 35
+#: a fused-kernel cell without regularisers (``fused`` is set per configuration)
+PLAIN = {"weight_drop": 0.0, "layer_norm": False}
 
 
 def cells_available() -> dict[str, tuple[Callable, tuple[int, ...], bool]]:
     """name -> (cell factory taking ``fused``, stack widths, has a fused kernel)."""
     table = {
-        "lstm": (LSTMCell, (SIZE,) * LAYERS, True),
-        "gru": (GRUCell, (SIZE,) * LAYERS, True),
-        "rnn_tanh": (RNNTanhCell, (SIZE,) * LAYERS, True),
-        "rnn_relu": (RNNReLUCell, (SIZE,) * LAYERS, True),
+        "lstm": (partial(LSTMCell, **PLAIN), (SIZE,) * LAYERS, True),
+        "gru": (partial(GRUCell, **PLAIN), (SIZE,) * LAYERS, True),
+        "rnn_tanh": (partial(RNNTanhCell, **PLAIN), (SIZE,) * LAYERS, True),
+        "rnn_relu": (partial(RNNReLUCell, **PLAIN), (SIZE,) * LAYERS, True),
         # one GF-RNN block holding both layers (the feedback spans them)
         "gfrnn": (partial(GatedFeedbackRNN, layers=LAYERS), (SIZE,), False),
     }
@@ -56,7 +58,8 @@ def cells_available() -> dict[str, tuple[Callable, tuple[int, ...], bool]]:
     try:
         from mgu import MGUCell
 
-        table["mgu"] = (MGUCell, (SIZE,) * LAYERS, False)  # the example user cell
+        # the example user cell
+        table["mgu"] = (partial(MGUCell, forget_bias=1.0), (SIZE,) * LAYERS, False)
     except ImportError:
         pass
     return table
@@ -64,7 +67,17 @@ def cells_available() -> dict[str, tuple[Callable, tuple[int, ...], bool]]:
 
 def build(factory, widths, fused: bool, compiled: bool, chunk: int, device) -> RecurrentStack:
     cell = partial(factory, fused=fused) if fused is not None else factory
-    spec = StackSpec(cell=cell, hidden_sizes=widths, compile=compiled, compile_chunk=chunk)
+    spec = StackSpec(
+        cell=cell,
+        hidden_sizes=widths,
+        dropout=0.0,
+        name="bench",
+        bidirectional=False,
+        locked_dropout=False,
+        zoneout=0.0,
+        compile=compiled,
+        compile_chunk=chunk,
+    )
     return spec.build(input_size=SIZE).to(device)
 
 

@@ -25,8 +25,8 @@ class ElmanCell(Cell):
         *,
         input_size: int,
         hidden_size: int,
-        init_w_x: float | None = 1.2,
-        init_w_rec: float | None = 1.2,
+        init_w_x: float | None,
+        init_w_rec: float | None,
     ) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size)
         self.w_x = nn.Parameter(torch.empty(hidden_size, input_size))  # (H, I)

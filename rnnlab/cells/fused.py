@@ -70,9 +70,9 @@ class FusedCell(Cell):
         *,
         input_size: int,
         hidden_size: int,
-        fused: bool = True,
-        weight_drop: float = 0.0,
-        layer_norm: bool = False,
+        fused: bool,
+        weight_drop: float,
+        layer_norm: bool,
     ) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size)
         if not 0.0 <= weight_drop < 1.0:

@@ -29,7 +29,7 @@ from rnnlab.cells.base import Cell, State
 class GatedFeedbackRNN(Cell):
     """An L-layer gated-feedback tanh RNN as one cell; the state is ``(h^1, ..., h^L)``."""
 
-    def __init__(self, *, input_size: int, hidden_size: int, layers: int = 3) -> None:
+    def __init__(self, *, input_size: int, hidden_size: int, layers: int) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size)
         if layers < 1:
             raise ValueError(f"a gated-feedback RNN needs at least one inner layer, got {layers}")

@@ -19,7 +19,7 @@ def evaluate(run_id: str, split: str, which: str, device: str | None, uri: str |
     Prints the task's headline metric (loss, ppl, bleu) to two decimals, as logged.
     """
     from rnnlab.errors import RnnlabError
-    from rnnlab.restore import load_run
+    from rnnlab.session.restore import load_run
     from rnnlab.tracking.uri import resolve_tracking_uri
 
     split = split.removeprefix("split=")
@@ -30,6 +30,6 @@ def evaluate(run_id: str, split: str, which: str, device: str | None, uri: str |
         raise RnnlabError(
             f"Task {task.name} has no split '{split}'", f"Choose one of: {', '.join(known)}"
         )
-    metrics = task.evaluate(restored.model, split)
+    metrics = task.evaluate(restored.model, split).metrics
     key = f"{split}/{task.headline}"
     click.echo(f"{key}: {metrics[key]:.2f}")

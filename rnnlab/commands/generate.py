@@ -41,10 +41,9 @@ def generate(
     The model first reads the prime words (or a sentence start, <eos>), then each sampled
     word is fed back in. Output: the sampled words only, a line break after each <eos>.
     """
-    import torch
-
     from rnnlab.errors import RnnlabError
-    from rnnlab.restore import load_run
+    from rnnlab.session.restore import load_run
+    from rnnlab.tasks.base import Samples
     from rnnlab.tracking.uri import resolve_tracking_uri
 
     if temperature <= 0:
@@ -53,24 +52,13 @@ def generate(
             "Use 1.0 for the model's own distribution, lower (0.7) for safer text",
         )
     restored = load_run(run_id, uri=resolve_tracking_uri(uri), which=which, device=device)
-    vocab = getattr(restored.task, "vocab", None)
-    if vocab is None or not hasattr(restored.model, "sample"):
+    task = restored.task
+    if not isinstance(task, Samples):
         raise RnnlabError(
-            f"Run {run_id} is a {restored.task.name} run, not a language model",
+            f"Run {run_id} is a {task.name} run, not a language model",
             "Pass the id of a ptb run (rnnlab runs --experiment ptb lists them)",
         )
-    prime_words = prime.split() if prime else ["<eos>"]
-    unknown = [w for w in prime_words if w not in vocab]
-    if unknown:
-        raise RnnlabError(
-            f"Prime word(s) not in the run's vocabulary: {', '.join(unknown)}",
-            "Use words the model knows (PTB is lower-case, numbers are written N), or write "
-            "<unk> for a rare word; the vocabulary is the run's samples/vocab.txt artifact",
-        )
-    prime_ids = torch.tensor(vocab.encode(prime_words), device=restored.device)
-    generator = torch.Generator(device=restored.device).manual_seed(seed)
-    ids = restored.model.sample(
-        prime_ids, steps=words, temperature=temperature, generator=generator
+    text = task.sample_text(
+        restored.model, prime=prime, steps=words, temperature=temperature, seed=seed
     )
-    text = " ".join(vocab.decode(ids)).replace("<eos> ", "<eos>\n")
     click.echo(text)

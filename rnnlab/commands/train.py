@@ -43,7 +43,7 @@ def train(overrides: tuple[str, ...]) -> None:
     rnnlab train --cfg job          # print the composed config
     """
     check_writable_cwd(overrides)
-    from rnnlab import app
+    from rnnlab.session import job
 
     sys.argv = ["rnnlab-train", *overrides]
-    app.main()
+    job.main()

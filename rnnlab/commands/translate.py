@@ -32,7 +32,8 @@ def translate(
       rnnlab translate 3f2a... < sentences.de
     """
     from rnnlab.errors import RnnlabError
-    from rnnlab.restore import load_run
+    from rnnlab.session.restore import load_run
+    from rnnlab.tasks.base import Translates
     from rnnlab.tracking.uri import resolve_tracking_uri
 
     if beam_size is not None and beam_size < 1:
@@ -40,7 +41,7 @@ def translate(
     lines = list(sentences) if sentences else [line.rstrip("\n") for line in sys.stdin]
     restored = load_run(run_id, uri=resolve_tracking_uri(uri), which=which, device=device)
     task = restored.task
-    if not callable(getattr(task, "translate", None)):
+    if not isinstance(task, Translates):
         raise RnnlabError(
             f"Run {run_id} is a '{task.name}' run, not a translation run",
             "Pass the id of a run trained with task=translate (see 'rnnlab runs -e translate')",

@@ -23,10 +23,10 @@ class LanguageModel(nn.Module):
         *,
         stack: StackSpec,
         vocab_size: int,
-        embedding_size: int | None = None,
-        dropout: float = 0.0,
-        tie_weights: bool = False,
-        init_range: float | None = 0.1,
+        embedding_size: int | None,
+        dropout: float,
+        tie_weights: bool,
+        init_range: float | None,
     ) -> None:
         super().__init__()
         if vocab_size <= 1:

@@ -84,10 +84,10 @@ class Seq2Seq(nn.Module):
         src_vocab_size: int,
         tgt_vocab_size: int,
         pad_index: int,
-        embed_dim: int = 256,
-        attention: str = "general",
-        dropout: float = 0.3,
-        tie_embeddings: bool = False,
+        embed_dim: int,
+        attention: str,
+        dropout: float,
+        tie_embeddings: bool,
     ) -> None:
         super().__init__()
         if any(h % 2 for h in stack.hidden_sizes):

@@ -32,13 +32,13 @@ class StackSpec:
 
     cell: CellFactory
     hidden_sizes: tuple[int, ...]
-    dropout: float = 0.0
-    name: str = "cell"
-    bidirectional: bool = False
-    locked_dropout: bool = False
-    zoneout: float = 0.0
-    compile: bool = False
-    compile_chunk: int = 8
+    dropout: float
+    name: str
+    bidirectional: bool
+    locked_dropout: bool
+    zoneout: float
+    compile: bool
+    compile_chunk: int
 
     def build(self, *, input_size: int, bidirectional: bool | None = None) -> RecurrentStack:
         """The stack for ``input_size`` features; ``bidirectional=None`` takes the spec's."""
@@ -107,12 +107,12 @@ class RecurrentStack(nn.Module):
         cell: CellFactory,
         input_size: int,
         hidden_sizes: Sequence[int],
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        locked_dropout: bool = False,
-        zoneout: float = 0.0,
-        compile: bool = False,
-        compile_chunk: int = 8,
+        dropout: float,
+        bidirectional: bool,
+        locked_dropout: bool,
+        zoneout: float,
+        compile: bool,
+        compile_chunk: int,
     ) -> None:
         super().__init__()
         if not hidden_sizes:

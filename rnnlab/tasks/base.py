@@ -1,22 +1,47 @@
-"""The Task interface the training loop drives.
+"""The Task interface the training loop drives, and what every task shares.
 
-A task builds its model from a :class:`~rnnlab.models.stack.StackSpec`, yields training
-batches, computes the loss of one batch (optionally threading a ``carry`` such as a
-truncated-BPTT hidden state from batch to batch), and evaluates a model on a split into
-named metrics (``val/loss``, ``test/ppl``, ...). Metric names are the MLflow keys.
+A task is built from its options (a frozen dataclass of its ``task.*`` keys, validated by
+:mod:`rnnlab.options`; the defaults live in ``conf/task/<name>.yaml``). It builds its model
+from a :class:`~rnnlab.models.stack.StackSpec`, yields training batches, computes the loss of
+one batch (optionally threading a ``carry`` such as a truncated-BPTT hidden state from batch
+to batch), and evaluates a model on a split into an :class:`EvalResult`: named metrics
+(``val/loss``, ``test/ppl``, ...; the names are the MLflow keys), outputs worth keeping as
+artifacts, and tags. Evaluation returns everything it found; a task caches nothing of it.
+
+What a task can do beyond training is declared by the protocols at the end of this module
+(:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`); commands check them with
+``isinstance`` rather than guessing from attributes.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+import math
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from rnnlab.models.stack import StackSpec
+from rnnlab.options import Options
+
+#: perplexity is reported as exp(loss) with the loss capped here, so a diverged loss still
+#: gives a finite number (exp(709) is the largest float64)
+MAX_LOG_PPL = 700.0
+
+
+def perplexity(loss: float) -> float:
+    """exp(``loss``) for a loss in nats, capped at exp(:data:`MAX_LOG_PPL`)."""
+    return math.exp(min(loss, MAX_LOG_PPL))
+
+
+def progress_enabled(setting: bool | None) -> bool:
+    """Progress bars are on when asked for, or (``None``) when stderr is a terminal."""
+    return sys.stderr.isatty() if setting is None else setting
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -25,10 +50,34 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+@dataclass
+class EvalResult:
+    """What evaluating a model on one split found."""
+
+    #: ``<split>/<metric>`` -> value
+    metrics: dict[str, float]
+    #: per-example outputs worth saving (e.g. ``hypotheses``: one detokenized line each)
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+    #: run tags the evaluation determines (e.g. the sacreBLEU signature)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AttentionMap:
+    """The attention weights of one decoded sentence, for a heatmap."""
+
+    title: str
+    source: list[str]
+    target: list[str]
+    weights: Any  # (T, S) array: target step x source token
+
+
 class Task(abc.ABC):
-    """Base class for a task. Subclasses take typed keyword arguments only."""
+    """Base class for a task: subclasses set :attr:`Options` and take one options object."""
 
     name: ClassVar[str]
+    #: the dataclass of this task's ``task.*`` keys
+    Options: ClassVar[type[Options]]
     #: the metric a sweep minimises and that picks the best checkpoint
     objective: ClassVar[str] = "val/loss"
     #: splits evaluated every epoch, and once at the end with the best model
@@ -38,19 +87,38 @@ class Task(abc.ABC):
     headline: ClassVar[str] = "loss"
 
     device: torch.device = torch.device("cpu")
+    #: progress bars (``trainer.progress``): None = only when stderr is a terminal
+    progress: bool | None = None
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
 
     def to(self, device: torch.device) -> Task:
         """Move the task's tensors to ``device``; returns self."""
         self.device = device
         return self
 
+    def bar(self, iterable: Iterable[Any], *, desc: str, unit: str, total: int | None = None):
+        """``iterable`` with a progress bar when :attr:`progress` allows one."""
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc,
+            unit=unit,
+            disable=not progress_enabled(self.progress),
+            leave=False,
+            dynamic_ncols=True,
+        )
+
     @abc.abstractmethod
     def build_model(self, *, stack: StackSpec) -> nn.Module:
         """The model for this task, with the given recurrent stack inside."""
 
     @abc.abstractmethod
-    def train_batches(self, *, epoch: int) -> Iterable[Any]:
-        """The batches of one training epoch (shuffled from the task's own generator)."""
+    def train_batches(self, *, epoch: int) -> Iterator[Any]:
+        """The batches of one training epoch (ordered by :func:`epoch_generator`)."""
 
     def init_carry(self, model: nn.Module) -> Any:
         """State threaded from batch to batch within an epoch; None by default."""
@@ -60,9 +128,7 @@ class Task(abc.ABC):
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
         """(loss to back-propagate, new carry, weight of this batch in the epoch mean)."""
 
-    def train_metrics(
-        self, mean_loss: float, *, weight: float = 0.0, seconds: float = 0.0
-    ) -> dict[str, float]:
+    def train_metrics(self, mean_loss: float, *, weight: float, seconds: float) -> dict[str, float]:
         """Epoch-level training metrics from the weighted mean batch loss.
 
         ``weight`` is the epoch's summed batch weights (tokens, for a language model) and
@@ -71,8 +137,8 @@ class Task(abc.ABC):
         return {"train/loss": mean_loss}
 
     @abc.abstractmethod
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        """Metrics on ``split``, keyed ``<split>/<metric>``."""
+    def evaluate(self, model: nn.Module, split: str) -> EvalResult:
+        """Metrics (keyed ``<split>/<metric>``), outputs and tags of ``model`` on ``split``."""
 
     def state_dict(self) -> dict[str, Any]:
         """Task state worth saving with a checkpoint (vocabularies, ...)."""
@@ -82,14 +148,41 @@ class Task(abc.ABC):
         """Restore what :meth:`state_dict` saved (before :meth:`build_model`)."""
         return None
 
-    def write_artifacts(self, model: nn.Module, out_dir: Path) -> list[Path]:
-        """Task-specific artifacts (samples, translations) written into out_dir."""
+    def write_artifacts(
+        self, model: nn.Module, out_dir: Path, results: dict[str, EvalResult]
+    ) -> list[Path]:
+        """Task-specific text artifacts (samples, translations) written into ``out_dir``,
+        from the model and the final evaluation ``results`` (split -> result)."""
         return []
 
     def summary(self, model: nn.Module) -> list[str]:
         """Lines for the end-of-run console summary."""
         return []
 
-    def tags(self) -> dict[str, str]:
-        """Run tags known only after the final evaluation (e.g. a metric's signature)."""
-        return {}
+
+@runtime_checkable
+class Samples(Protocol):
+    """A task whose model generates text (``rnnlab generate``)."""
+
+    def sample_text(
+        self, model: nn.Module, *, prime: str | None, steps: int, temperature: float, seed: int
+    ) -> str:
+        """``steps`` sampled tokens after ``prime`` (a sentence start when None), as text."""
+
+
+@runtime_checkable
+class Translates(Protocol):
+    """A task whose model translates raw sentences (``rnnlab translate``)."""
+
+    def translate(
+        self, model: nn.Module, sentences: list[str], *, beam_size: int | None = None
+    ) -> list[str]:
+        """One detokenized translation per sentence."""
+
+
+@runtime_checkable
+class ShowsAttention(Protocol):
+    """A task whose model attends over its input; the run draws heatmaps of it."""
+
+    def attention_maps(self, model: nn.Module) -> list[AttentionMap]:
+        """Attention of a few decoded validation sentences."""

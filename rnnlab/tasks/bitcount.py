@@ -9,64 +9,55 @@ A test set of longer sequences (length 50 by default) tells counting from memori
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from rnnlab.data.bits import make_bits
 from rnnlab.models.seq2one import SequenceRegressor
 from rnnlab.models.stack import StackSpec
-from rnnlab.tasks.base import Task, epoch_generator
+from rnnlab.options import POSITIVE, Options, option
+from rnnlab.tasks.base import EvalResult, Task, epoch_generator
 
 
-def make_bits(n: int, seq_len: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``n`` random binary sequences (T, n, 1), time-major, and their counts (n,)."""
-    bits = torch.randint(0, 2, (n, seq_len), generator=generator).float()  # (n, T)
-    x = bits.T.unsqueeze(-1).contiguous()  # (T, n, 1)
-    return x, bits.sum(dim=1)
+@dataclass(frozen=True)
+class BitCountOptions(Options):
+    """``task.*`` of ``conf/task/bitcount.yaml``."""
+
+    section: ClassVar[str] = "task"
+
+    seed: int = option()
+    n_train: int = option(POSITIVE)
+    seq_len: int = option(POSITIVE)
+    #: None: full batch
+    batch_size: int | None = option(POSITIVE)
+    n_val: int = option(POSITIVE)
+    n_test: int = option(POSITIVE)
+    n_test_long: int = option(POSITIVE)
+    test_long_seq_len: int = option(POSITIVE)
 
 
 class BitCount(Task):
     """Sequence-to-one regression on random bit strings, generated from ``seed``."""
 
     name: ClassVar[str] = "bitcount"
+    Options = BitCountOptions
     final_splits: ClassVar[tuple[str, ...]] = ("test", "test_long")
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        n_train: int = 20,
-        seq_len: int = 10,
-        batch_size: int | None = None,
-        n_val: int = 20,
-        n_test: int = 20,
-        n_test_long: int = 20,
-        test_long_seq_len: int = 50,
-    ) -> None:
-        for key, value in {
-            "n_train": n_train,
-            "seq_len": seq_len,
-            "n_val": n_val,
-            "n_test": n_test,
-            "n_test_long": n_test_long,
-            "test_long_seq_len": test_long_seq_len,
-        }.items():
-            if value <= 0:
-                raise ValueError(f"task.{key} must be a positive integer, got {value}")
-        if batch_size is not None and batch_size <= 0:
-            raise ValueError(
-                f"task.batch_size must be positive or null (full batch), got {batch_size}"
-            )
-        self.batch_size = batch_size or n_train
-        generator = torch.Generator().manual_seed(seed)
+    def __init__(self, options: BitCountOptions) -> None:
+        super().__init__(options)
+        o = options
+        self.batch_size = o.batch_size or o.n_train
+        generator = torch.Generator().manual_seed(o.seed)  # draws train first: data.bits
         self.splits: dict[str, tuple[Tensor, Tensor]] = {
-            "train": make_bits(n_train, seq_len, generator),
-            "val": make_bits(n_val, seq_len, generator),
-            "test": make_bits(n_test, seq_len, generator),
-            "test_long": make_bits(n_test_long, test_long_seq_len, generator),
+            "train": make_bits(o.n_train, o.seq_len, generator),
+            "val": make_bits(o.n_val, o.seq_len, generator),
+            "test": make_bits(o.n_test, o.seq_len, generator),
+            "test_long": make_bits(o.n_test_long, o.test_long_seq_len, generator),
         }
-        self.seed = seed
+        self.seed = o.seed
 
     def to(self, device: torch.device) -> BitCount:
         self.device = device
@@ -96,9 +87,9 @@ class BitCount(Task):
         return self.sse(model, x, y), carry, 1
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: str) -> EvalResult:
         x, y = self.splits[split]
-        return {f"{split}/loss": self.sse(model, x, y).item()}
+        return EvalResult({f"{split}/loss": self.sse(model, x, y).item()})
 
     def summary(self, model: nn.Module) -> list[str]:
         weights = model.scalars()

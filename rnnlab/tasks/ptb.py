@@ -13,9 +13,8 @@ true perplexity either way.
 
 from __future__ import annotations
 
-import math
-import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,10 +26,11 @@ from rnnlab.cells.base import State
 from rnnlab.data.bptt import batchify, num_windows, windows
 from rnnlab.data.fetch import corpus_file
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.stack import StackSpec
-from rnnlab.tasks.base import Task
+from rnnlab.options import FRACTION, POSITIVE, Options, option
+from rnnlab.tasks.base import EvalResult, Task, perplexity
 
 CORPUS = "ptb"
 EOS = "<eos>"
@@ -58,67 +58,64 @@ def detach(state: Carry) -> Carry:
     return [tuple(s.detach() for s in layer) for layer in state]
 
 
+@dataclass(frozen=True)
+class PTBOptions(Options):
+    """``task.*`` of ``conf/task/ptb.yaml``."""
+
+    section: ClassVar[str] = "task"
+
+    batch_size: int = option(POSITIVE)
+    bptt: int = option(POSITIVE)
+    eval_batch_size: int = option(POSITIVE)
+    vocab_size: int = option(POSITIVE)
+    #: use only the first max_tokens tokens of each split (None: all)
+    max_tokens: int | None = option(POSITIVE)
+    #: None: the last hidden size
+    embedding_size: int | None = option(POSITIVE)
+    dropout: float = option(FRACTION)
+    tie_weights: bool = option()
+    #: uniform init in [-init_range, init_range] (None: PyTorch's defaults)
+    init_range: float | None = option(POSITIVE)
+    sum_over_time: bool = option()
+    data_dir: str | None = option()
+
+    def check(self) -> None:
+        smallest = 4 * max(self.batch_size, self.eval_batch_size)
+        if self.max_tokens is not None and self.max_tokens < smallest:
+            raise ValueError(
+                f"task.max_tokens={self.max_tokens} is too small for batch size "
+                f"{self.batch_size}; use null (the whole corpus) or a few thousand tokens"
+            )
+
+
 class PennTreebank(Task):
     """Word-level LM on PTB; ``{split}/loss`` is nats per token, ``{split}/ppl`` its exp."""
 
     name: ClassVar[str] = "ptb"
+    Options = PTBOptions
     objective: ClassVar[str] = "val/ppl"
     headline: ClassVar[str] = "ppl"
     eval_splits: ClassVar[tuple[str, ...]] = ("val",)
     final_splits: ClassVar[tuple[str, ...]] = ("test",)
 
-    def __init__(
-        self,
-        *,
-        batch_size: int = 20,
-        bptt: int = 35,
-        eval_batch_size: int = 10,
-        vocab_size: int = 10000,
-        max_tokens: int | None = None,
-        embedding_size: int | None = None,
-        dropout: float = 0.0,
-        tie_weights: bool = False,
-        init_range: float | None = 0.1,
-        sum_over_time: bool = True,
-        data_dir: str | None = None,
-    ) -> None:
-        for key, value in {
-            "batch_size": batch_size,
-            "bptt": bptt,
-            "eval_batch_size": eval_batch_size,
-            "vocab_size": vocab_size,
-        }.items():
-            if value <= 0:
-                raise ValueError(f"task.{key} must be a positive integer, got {value}")
-        if max_tokens is not None and max_tokens < 4 * max(batch_size, eval_batch_size):
-            raise ValueError(
-                f"task.max_tokens={max_tokens} is too small for batch size {batch_size}; "
-                "use null (the whole corpus) or a few thousand tokens"
-            )
-        self.batch_size = batch_size
-        self.bptt = bptt
-        self.eval_batch_size = eval_batch_size
-        self.vocab_size = vocab_size
-        self.max_tokens = max_tokens
-        self.embedding_size = embedding_size
-        self.dropout = dropout
-        self.tie_weights = tie_weights
-        self.init_range = init_range
-        self.sum_over_time = sum_over_time
-        self.data_dir = data_dir
+    def __init__(self, options: PTBOptions) -> None:
+        super().__init__(options)
+        self.batch_size = options.batch_size
+        self.bptt = options.bptt
         self.vocab: Vocab | None = None
         self.streams: dict[str, Tensor] = {}  # split -> (T, B) ids on self.device
 
     # --- data -------------------------------------------------------------------------------
 
     def path(self, split: str) -> Path:
-        return corpus_file(CORPUS, FILES[split], data_dir=self.data_dir)
+        return corpus_file(CORPUS, FILES[split], data_dir=self.options.data_dir)
 
     def get_vocab(self) -> Vocab:
         """The vocabulary: restored from a checkpoint, else built from the training text."""
         if self.vocab is None:
             words = read_tokens(self.path("train"))
-            self.vocab = Vocab.build(words, specials=(UNK, EOS), max_size=self.vocab_size, unk=UNK)
+            size = self.options.vocab_size
+            self.vocab = Vocab.build(words, specials=(UNK, EOS), max_size=size, unk=UNK)
         return self.vocab
 
     def split_streams(self, split: str) -> Tensor:
@@ -128,9 +125,9 @@ class PennTreebank(Task):
         if split not in self.streams:
             vocab = self.get_vocab()
             ids = torch.tensor(
-                vocab.encode(read_tokens(self.path(split), max_tokens=self.max_tokens))
+                vocab.encode(read_tokens(self.path(split), max_tokens=self.options.max_tokens))
             )
-            rows = self.batch_size if split == "train" else self.eval_batch_size
+            rows = self.batch_size if split == "train" else self.options.eval_batch_size
             self.streams[split] = batchify(ids, rows).to(self.device)  # (T, B)
         return self.streams[split]
 
@@ -154,10 +151,10 @@ class PennTreebank(Task):
             return LanguageModel(
                 stack=stack,
                 vocab_size=len(self.get_vocab()),
-                embedding_size=self.embedding_size,
-                dropout=self.dropout,
-                tie_weights=self.tie_weights,
-                init_range=self.init_range,
+                embedding_size=self.options.embedding_size,
+                dropout=self.options.dropout,
+                tie_weights=self.options.tie_weights,
+                init_range=self.options.init_range,
             )
         except ValueError as exc:
             raise ConfigError(
@@ -166,9 +163,7 @@ class PennTreebank(Task):
             ) from exc
 
     def train_batches(self, *, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's windows in corpus order, with a progress bar on a terminal."""
-        from tqdm.auto import tqdm
-
+        """The epoch's windows in corpus order, with a progress bar (:meth:`Task.bar`)."""
         streams = self.split_streams("train")  # (T, B)
         if self.bptt >= streams.shape[0]:
             raise ConfigError(
@@ -177,14 +172,11 @@ class PennTreebank(Task):
                 f"Use task.bptt below {streams.shape[0]} (or a smaller task.batch_size, or more "
                 "data via task.max_tokens)",
             )
-        return tqdm(
+        return self.bar(
             windows(streams, self.bptt),
             total=num_windows(streams, self.bptt),
             desc=f"epoch {epoch}",
             unit="window",
-            disable=not sys.stderr.isatty(),
-            leave=False,
-            dynamic_ncols=True,
         )
 
     def init_carry(self, model: nn.Module) -> Carry:
@@ -196,7 +188,7 @@ class PennTreebank(Task):
         x, y = batch  # (t, B) each
         logits, state = model(x, detach(carry))  # (t, B, V)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1))  # per token
-        if self.sum_over_time:
+        if self.options.sum_over_time:
             # gradient of the loss summed over the t steps (Zaremba's), value still per token
             steps = x.shape[0]
             loss = loss * steps - (loss * (steps - 1)).detach()
@@ -205,12 +197,12 @@ class PennTreebank(Task):
     def train_metrics(self, mean_loss: float, *, weight: float, seconds: float) -> dict[str, float]:
         return {
             "train/loss": mean_loss,
-            "train/ppl": math.exp(min(mean_loss, 700.0)),
+            "train/ppl": perplexity(mean_loss),
             "tokens_per_s": weight / seconds if seconds > 0 else 0.0,
         }
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: str) -> EvalResult:
         """Exact token-weighted loss and perplexity over every window of ``split``."""
         streams = self.split_streams(split)
         state = model.init_state(streams.shape[1], self.device)
@@ -224,20 +216,39 @@ class PennTreebank(Task):
             total += loss.double()
             count += y.numel()
         mean = (total / count).item()
-        return {f"{split}/loss": mean, f"{split}/ppl": math.exp(min(mean, 700.0))}
+        return EvalResult({f"{split}/loss": mean, f"{split}/ppl": perplexity(mean)})
 
-    def write_artifacts(self, model: nn.Module, out_dir: Path) -> list[Path]:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    def sample_text(
+        self, model: nn.Module, *, prime: str | None, steps: int, temperature: float, seed: int
+    ) -> str:
+        """Sampled words after ``prime`` (default: a sentence start), a line break after
+        each ``<eos>``; prime words outside the vocabulary are refused, not mapped to <unk>."""
         vocab = self.get_vocab()
-        path = out_dir / "vocab.txt"
-        path.write_text("\n".join(vocab.itos) + "\n", encoding="utf-8")
-        # a fixed-seed sample of the (best) model, read free from a sentence start
+        prime_words = prime.split() if prime else [EOS]
+        unknown = [w for w in prime_words if w not in vocab]
+        if unknown:
+            raise RnnlabError(
+                f"Prime word(s) not in the run's vocabulary: {', '.join(unknown)}",
+                "Use words the model knows (PTB is lower-case, numbers are written N), or "
+                "write <unk> for a rare word; the vocabulary is the run's samples/vocab.txt "
+                "artifact",
+            )
         model.eval()
-        start = torch.tensor([vocab.index(EOS)], device=self.device)
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        ids = model.sample(start, steps=SAMPLE_WORDS, generator=generator)
+        prime_ids = torch.tensor(vocab.encode(prime_words), device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        ids = model.sample(prime_ids, steps=steps, temperature=temperature, generator=generator)
+        return " ".join(vocab.decode(ids)).replace(f"{EOS} ", f"{EOS}\n")
+
+    def write_artifacts(
+        self, model: nn.Module, out_dir: Path, results: dict[str, EvalResult]
+    ) -> list[Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "vocab.txt"
+        path.write_text("\n".join(self.get_vocab().itos) + "\n", encoding="utf-8")
+        # a fixed-seed sample of the (best) model, read free from a sentence start
         sample = out_dir / "sample.txt"
-        sample.write_text(" ".join(vocab.decode(ids)).replace(f"{EOS} ", f"{EOS}\n") + "\n")
+        text = self.sample_text(model, prime=None, steps=SAMPLE_WORDS, temperature=1.0, seed=0)
+        sample.write_text(text + "\n")
         return [path, sample]
 
     def summary(self, model: nn.Module) -> list[str]:

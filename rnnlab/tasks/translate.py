@@ -17,8 +17,6 @@ epoch to epoch and, as a maximised number, would need a second negated metric ke
 
 from __future__ import annotations
 
-import math
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +26,23 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.data.buckets import bucketed_batches, pad, sorted_batches
-from rnnlab.data.text import MosesText, check_language
+from rnnlab.data.text import LANGUAGES, MosesText
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import RnnlabError
+from rnnlab.models.attention import KINDS
 from rnnlab.models.beam import beam_decode, greedy_decode
 from rnnlab.models.seq2seq import Seq2Seq
 from rnnlab.models.stack import StackSpec
-from rnnlab.tasks.base import Task, epoch_generator
+from rnnlab.options import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    Options,
+    one_of,
+    option,
+)
+from rnnlab.tasks.base import AttentionMap, EvalResult, Task, epoch_generator, perplexity
 
 CORPUS = "multi30k"
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -61,92 +69,59 @@ class Batch:
     tokens: int
 
 
+@dataclass(frozen=True)
+class TranslateOptions(Options):
+    """``task.*`` of ``conf/task/translate.yaml``."""
+
+    section: ClassVar[str] = "task"
+
+    seed: int = option()
+    data_dir: str | None = option()
+    src_lang: str = option(one_of(*LANGUAGES))
+    tgt_lang: str = option(one_of(*LANGUAGES))
+    lowercase: bool = option()
+    min_freq: int = option(POSITIVE)
+    max_train: int | None = option(POSITIVE)
+    max_eval: int | None = option(POSITIVE)
+    max_train_len: int = option(POSITIVE)
+    batch_size: int = option(POSITIVE)
+    eval_batch_size: int = option(POSITIVE)
+    embed_dim: int = option(POSITIVE)
+    attention: str = option(one_of(*KINDS))
+    dropout: float = option(FRACTION)
+    tie_embeddings: bool = option()
+    teacher_forcing: float = option(PROBABILITY)
+    label_smoothing: float = option(FRACTION)
+    beam_size: int = option(POSITIVE)
+    length_penalty: float = option()
+    max_decode_len: int = option(POSITIVE)
+    heatmaps: int = option(NON_NEGATIVE)
+
+    def check(self) -> None:
+        if self.src_lang == self.tgt_lang:
+            raise ValueError(
+                f"task.src_lang and task.tgt_lang must differ, both are '{self.src_lang}'"
+            )
+
+
 class Translate(Task):
     """Translate ``src_lang`` into ``tgt_lang`` (de, en, fr) on Multi30k."""
 
     name: ClassVar[str] = "translate"
+    Options = TranslateOptions
     objective: ClassVar[str] = "val/loss"
     headline: ClassVar[str] = "bleu"
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        data_dir: str | None = None,
-        src_lang: str = "de",
-        tgt_lang: str = "en",
-        lowercase: bool = False,
-        min_freq: int = 2,
-        max_train: int | None = None,
-        max_eval: int | None = None,
-        max_train_len: int = 80,
-        batch_size: int = 64,
-        eval_batch_size: int = 128,
-        embed_dim: int = 256,
-        attention: str = "general",
-        dropout: float = 0.3,
-        tie_embeddings: bool = False,
-        teacher_forcing: float = 1.0,
-        label_smoothing: float = 0.0,
-        beam_size: int = 5,
-        length_penalty: float = 0.6,
-        max_decode_len: int = 80,
-        heatmaps: int = 4,
-    ) -> None:
-        check_language(src_lang, "task.src_lang")
-        check_language(tgt_lang, "task.tgt_lang")
-        if src_lang == tgt_lang:
-            raise ValueError(f"task.src_lang and task.tgt_lang must differ, both are '{src_lang}'")
-        for key, value in {
-            "min_freq": min_freq,
-            "batch_size": batch_size,
-            "eval_batch_size": eval_batch_size,
-            "embed_dim": embed_dim,
-            "beam_size": beam_size,
-            "max_decode_len": max_decode_len,
-            "max_train_len": max_train_len,
-        }.items():
-            if value <= 0:
-                raise ValueError(f"task.{key} must be a positive integer, got {value}")
-        for key, value in {"max_train": max_train, "max_eval": max_eval}.items():
-            if value is not None and value <= 0:
-                raise ValueError(f"task.{key} must be positive or null (all), got {value}")
-        if not 0.0 <= teacher_forcing <= 1.0:
-            raise ValueError(f"task.teacher_forcing must be in [0, 1], got {teacher_forcing}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"task.dropout must be in [0, 1), got {dropout}")
-        from rnnlab.models.attention import KINDS
-
-        if attention not in KINDS:
-            raise ValueError(f"task.attention must be one of {', '.join(KINDS)}, got '{attention}'")
-        self.data_dir = data_dir
-        self.src_lang, self.tgt_lang = src_lang, tgt_lang
-        self.lowercase = lowercase
-        self.min_freq = min_freq
-        self.max_train, self.max_eval, self.max_train_len = max_train, max_eval, max_train_len
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.model_kwargs = {
-            "embed_dim": embed_dim,
-            "attention": attention,
-            "dropout": dropout,
-            "tie_embeddings": tie_embeddings,
-        }
-        self.teacher_forcing = teacher_forcing
-        self.label_smoothing = label_smoothing
-        self.beam_size, self.length_penalty = beam_size, length_penalty
-        self.max_decode_len = max_decode_len
-        self.heatmaps = heatmaps
-        self.src_text = MosesText(src_lang, lowercase=lowercase)
-        self.tgt_text = MosesText(tgt_lang, lowercase=lowercase)
+    def __init__(self, options: TranslateOptions) -> None:
+        super().__init__(options)
+        o = options
+        self.src_lang, self.tgt_lang = o.src_lang, o.tgt_lang
+        self.src_text = MosesText(o.src_lang, lowercase=o.lowercase)
+        self.tgt_text = MosesText(o.tgt_lang, lowercase=o.lowercase)
         self.src_vocab: Vocab | None = None
         self.tgt_vocab: Vocab | None = None
         self._splits: dict[str, Split] = {}
         self._tokens: dict[str, tuple[list[list[str]], list[list[str]], list[str], list[str]]] = {}
-        self.outputs: dict[str, list[str]] = {}
-        self.signature: str | None = None
-        self.seed = seed
 
     # -- data --------------------------------------------------------------------------
     def read_split(self, split: str) -> tuple[list[str], list[str]]:
@@ -155,7 +130,8 @@ class Translate(Task):
 
         sides = []
         for lang in (self.src_lang, self.tgt_lang):
-            path = corpus_file(CORPUS, f"{SPLIT_FILES[split]}.{lang}.gz", data_dir=self.data_dir)
+            name = f"{SPLIT_FILES[split]}.{lang}.gz"
+            path = corpus_file(CORPUS, name, data_dir=self.options.data_dir)
             sides.append(read_gzip_lines(path, fetch_hint=fetch_command(CORPUS)))
         src, tgt = sides
         if len(src) != len(tgt):
@@ -164,7 +140,7 @@ class Translate(Task):
                 f"lines, {len(tgt)} {self.tgt_lang} lines)",
                 f"Re-fetch the corpus with 'rnnlab data fetch {CORPUS}'",
             )
-        limit = self.max_train if split == "train" else self.max_eval
+        limit = self.options.max_train if split == "train" else self.options.max_eval
         return (src[:limit], tgt[:limit]) if limit else (src, tgt)
 
     def tokens(self, split: str):
@@ -182,7 +158,7 @@ class Translate(Task):
         if self.src_vocab is not None and self.tgt_vocab is not None:
             return
         src_tok, tgt_tok, _, _ = self.tokens("train")
-        build = {"specials": SPECIALS, "min_freq": self.min_freq}
+        build = {"specials": SPECIALS, "min_freq": self.options.min_freq}
         self.src_vocab = Vocab.build((t for s in src_tok for t in s), **build)
         self.tgt_vocab = Vocab.build((t for s in tgt_tok for t in s), **build)
 
@@ -197,10 +173,11 @@ class Translate(Task):
             src_ids = [self.src_vocab.encode(s) for s in src_tok]
             tgt_ids = [self.tgt_vocab.encode(t) for t in tgt_tok]
             if name == "train":  # drop empty and overlong pairs from training only
+                longest = self.options.max_train_len
                 keep = [
                     i
                     for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True))
-                    if 0 < len(s) <= self.max_train_len and 0 < len(t) <= self.max_train_len
+                    if 0 < len(s) <= longest and 0 < len(t) <= longest
                 ]
                 src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
                 src_raw, tgt_raw = [src_raw[i] for i in keep], [tgt_raw[i] for i in keep]
@@ -222,19 +199,24 @@ class Translate(Task):
     # -- Task interface ----------------------------------------------------------------
     def build_model(self, *, stack: StackSpec) -> nn.Module:
         self.ensure_vocab()
+        o = self.options
         return Seq2Seq(
             stack=stack,
             src_vocab_size=len(self.src_vocab),
             tgt_vocab_size=len(self.tgt_vocab),
             pad_index=PAD,
-            **self.model_kwargs,
+            embed_dim=o.embed_dim,
+            attention=o.attention,
+            dropout=o.dropout,
+            tie_embeddings=o.tie_embeddings,
         )
 
     def train_batches(self, *, epoch: int) -> Iterator[Batch]:
         data = self.split("train")
         lengths = [len(s) for s in data.src_ids]
-        order = epoch_generator(self.seed, epoch)  # resumable: depends on (seed, epoch) only
-        for idx in bucketed_batches(lengths, batch_size=self.batch_size, generator=order):
+        order = epoch_generator(self.options.seed, epoch)  # resumable: (seed, epoch) only
+        size = self.options.batch_size
+        for idx in bucketed_batches(lengths, batch_size=size, generator=order):
             yield self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
 
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
@@ -248,27 +230,21 @@ class Translate(Task):
         )
 
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
-        total = self.loss_sum(model, batch, smoothing=self.label_smoothing, tf=self.teacher_forcing)
+        o = self.options
+        total = self.loss_sum(model, batch, smoothing=o.label_smoothing, tf=o.teacher_forcing)
         return total / batch.tokens, carry, batch.tokens
 
     def decode(
         self, model: nn.Module, src_ids: list[list[int]], *, beam_size: int
     ) -> list[list[int]]:
         """Target ids for each source sentence, in order (greedy when beam_size is 1)."""
-        from tqdm.auto import tqdm
-
         out: list[list[int]] = [[] for _ in src_ids]
-        batches = list(sorted_batches([len(s) for s in src_ids], batch_size=self.eval_batch_size))
-        bar = tqdm(
-            batches,
-            desc=f"decode (beam {beam_size})",
-            unit="batch",
-            disable=not sys.stderr.isatty(),
-            leave=False,
-        )
+        size = self.options.eval_batch_size
+        batches = list(sorted_batches([len(s) for s in src_ids], batch_size=size))
+        bar = self.bar(batches, desc=f"decode (beam {beam_size})", unit="batch")
         for idx in bar:
             batch = self.make_batch([src_ids[i] for i in idx], None)
-            kwargs = {"bos_index": BOS, "eos_index": EOS, "max_len": self.max_decode_len}
+            kwargs = {"bos_index": BOS, "eos_index": EOS, "max_len": self.options.max_decode_len}
             if beam_size == 1:
                 hyps, _ = greedy_decode(model, batch.src, batch.src_lengths, **kwargs)
             else:
@@ -277,7 +253,7 @@ class Translate(Task):
                     batch.src,
                     batch.src_lengths,
                     beam_size=beam_size,
-                    alpha=self.length_penalty,
+                    alpha=self.options.length_penalty,
                     **kwargs,
                 )
             for i, hyp in zip(idx, hyps, strict=True):
@@ -287,35 +263,33 @@ class Translate(Task):
     def detokenize(self, ids: list[int]) -> str:
         return self.tgt_text.detokenize(self.tgt_vocab.decode(ids))
 
-    def bleu(self, hypotheses: list[str], references: list[str]) -> float:
+    def bleu(self, hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+        """sacreBLEU's corpus BLEU and its signature."""
         from sacrebleu.metrics import BLEU
 
-        metric = BLEU(lowercase=self.lowercase)
+        metric = BLEU(lowercase=self.options.lowercase)
         score = metric.corpus_score(hypotheses, [references])
-        self.signature = str(metric.get_signature())
-        return float(score.score)
+        return float(score.score), str(metric.get_signature())
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: str) -> EvalResult:
         data = self.split(split)
         was_training = model.training
         model.eval()
         total, tokens = 0.0, 0
-        order = sorted_batches([len(s) for s in data.src_ids], batch_size=self.eval_batch_size)
+        size = self.options.eval_batch_size
+        order = sorted_batches([len(s) for s in data.src_ids], batch_size=size)
         for idx in order:
             batch = self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
             total += self.loss_sum(model, batch, smoothing=0.0, tf=1.0).item()
             tokens += batch.tokens
-        beam = 1 if split == "val" else self.beam_size
+        beam = 1 if split == "val" else self.options.beam_size
         hyps = [self.detokenize(h) for h in self.decode(model, data.src_ids, beam_size=beam)]
-        self.outputs[split] = hyps
         model.train(was_training)
         loss = total / max(tokens, 1)
-        return {
-            f"{split}/loss": loss,
-            f"{split}/ppl": math.exp(min(loss, 50.0)),
-            f"{split}/bleu": self.bleu(hyps, data.tgt_raw),
-        }
+        bleu, signature = self.bleu(hyps, data.tgt_raw)
+        metrics = {f"{split}/loss": loss, f"{split}/ppl": perplexity(loss), f"{split}/bleu": bleu}
+        return EvalResult(metrics, outputs={"hypotheses": hyps}, tags={"sacrebleu": signature})
 
     @torch.no_grad()
     def translate(self, model: nn.Module, sentences: list[str], *, beam_size: int | None = None):
@@ -323,11 +297,8 @@ class Translate(Task):
         self.ensure_vocab()
         model.eval()
         ids = [self.src_vocab.encode(self.src_text.tokenize(s)) for s in sentences]
-        hyps = self.decode(model, ids, beam_size=beam_size or self.beam_size)
+        hyps = self.decode(model, ids, beam_size=beam_size or self.options.beam_size)
         return [self.detokenize(h) for h in hyps]
-
-    def tags(self) -> dict[str, str]:
-        return {"sacrebleu": self.signature} if self.signature else {}
 
     def state_dict(self) -> dict[str, Any]:
         self.ensure_vocab()
@@ -339,58 +310,48 @@ class Translate(Task):
             self.tgt_vocab = Vocab.from_state_dict(state["tgt_vocab"])
 
     # -- artifacts ---------------------------------------------------------------------
-    def write_artifacts(self, model: nn.Module, out_dir: Path) -> list[Path]:
+    def write_artifacts(
+        self, model: nn.Module, out_dir: Path, results: dict[str, EvalResult]
+    ) -> list[Path]:
+        """``translations_test.tsv``: source, reference and hypothesis of every test pair."""
         out_dir.mkdir(parents=True, exist_ok=True)
         data = self.split("test")
-        if "test" not in self.outputs:
-            self.evaluate(model, "test")
+        test = results.get("test") or self.evaluate(model, "test")
         tsv = out_dir / "translations_test.tsv"
         rows = ["source\treference\thypothesis"]
-        for row in zip(data.src_raw, data.tgt_raw, self.outputs["test"], strict=True):
+        hypotheses = test.outputs["hypotheses"]
+        for row in zip(data.src_raw, data.tgt_raw, hypotheses, strict=True):
             rows.append("\t".join(cell.replace("\t", " ") for cell in row))
         tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
-        return [tsv, *self.attention_heatmaps(model, out_dir)]
+        return [tsv]
 
     @torch.no_grad()
-    def attention_heatmaps(self, model: nn.Module, out_dir: Path) -> list[Path]:
-        """PNG heatmaps of greedy-decoding attention for the first few val sentences."""
-        if self.heatmaps <= 0:
-            return []
-        from rnnlab.analysis.plots import use_headless_backend
-
-        use_headless_backend()
-        import matplotlib.pyplot as plt
-
+    def attention_maps(self, model: nn.Module) -> list[AttentionMap]:
+        """Greedy-decoding attention of the first ``heatmaps`` validation sentences."""
         data = self.split("val")
         model.eval()
-        paths = []
-        for i in range(min(self.heatmaps, len(data.src_ids))):
+        maps = []
+        for i in range(min(self.options.heatmaps, len(data.src_ids))):
             batch = self.make_batch([data.src_ids[i]], None)
-            hyps, maps = greedy_decode(
+            hyps, weights = greedy_decode(
                 model,
                 batch.src,
                 batch.src_lengths,
                 bos_index=BOS,
                 eos_index=EOS,
-                max_len=self.max_decode_len,
+                max_len=self.options.max_decode_len,
                 return_attention=True,
             )
-            src_tokens = self.src_vocab.decode(data.src_ids[i])
-            hyp_tokens = [*self.tgt_vocab.decode(hyps[0]), "</s>"]
-            weights = maps[0][: len(hyp_tokens)].numpy()  # (T, S)
-            fig, ax = plt.subplots(
-                figsize=(1.0 + 0.45 * len(src_tokens), 1.0 + 0.4 * len(hyp_tokens)), dpi=100
+            target = [*self.tgt_vocab.decode(hyps[0]), "</s>"]
+            maps.append(
+                AttentionMap(
+                    title=f"val sentence {i}",
+                    source=self.src_vocab.decode(data.src_ids[i]),
+                    target=target,
+                    weights=weights[0][: len(target)].numpy(),  # (T, S)
+                )
             )
-            ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-            ax.set_xticks(range(len(src_tokens)), src_tokens, rotation=60, ha="right")
-            ax.set_yticks(range(weights.shape[0]), hyp_tokens[: weights.shape[0]])
-            ax.set_title(f"val sentence {i}", fontsize=9)
-            fig.tight_layout()
-            path = out_dir / f"attention_val_{i}.png"
-            fig.savefig(path)
-            plt.close(fig)
-            paths.append(path)
-        return paths
+        return maps
 
     def summary(self, model: nn.Module) -> list[str]:
         if not self.src_vocab:

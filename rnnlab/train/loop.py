@@ -1,35 +1,36 @@
-"""The training loop: plain functions, no task-specific code.
+"""The training loop: named steps, no task-specific code, no tracking backend.
 
-``fit`` runs epochs of ``task.train_batches``, back-propagates ``task.train_loss``, clips,
-steps the optimizer and scheduler, evaluates the task's validation splits, keeps the best
-weights by the task's objective, and stops at the first non-finite loss. Everything needed to
-continue bit-exactly lives in a :class:`Progress`, which ``checkpoint`` receives every
-``checkpoint_every`` steps, at epoch ends, and on a stop signal; ``fit(start=...)`` resumes it.
+:func:`fit` runs epochs until ``trainer.max_epochs``. Each epoch is four steps, each a method
+of :class:`Fit`: ``train_epoch`` (every batch: the task's loss, backward, clip, optimizer
+step, sampled step metrics, checkpoints every ``checkpoint_every`` steps), ``epoch_metrics``
+(training metrics, and the validation splits when an evaluation is due), ``keep_best`` (the
+weights with the best ``task.objective``) and ``end_epoch`` (scheduler, checkpoint if due,
+stop if a signal asked). A non-finite loss stops training with a
+:class:`~rnnlab.errors.DivergenceError`.
+
+Everything needed to continue bit-exactly lives in a :class:`Progress`, which the
+``checkpoint`` callback receives; ``fit(start=...)`` continues from one.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from rnnlab.errors import DivergenceError
-from rnnlab.tasks.base import Task
+from rnnlab.tasks.base import Task, progress_enabled
 from rnnlab.train.precision import autocast
+from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.signals import StopRequest
-
-
-class MetricSink(Protocol):
-    def log_metrics(self, metrics: dict[str, float], *, step: int) -> None: ...
 
 
 @dataclass
@@ -80,10 +81,6 @@ class Stopped(Exception):
         self.progress = progress
 
 
-def progress_enabled(setting: bool | None) -> bool:
-    return sys.stderr.isatty() if setting is None else setting
-
-
 def model_scalars(model: nn.Module) -> dict[str, float]:
     scalars = getattr(model, "scalars", None)
     return scalars() if callable(scalars) else {}
@@ -107,6 +104,153 @@ def step_scheduler(scheduler: Any, objective: float | None) -> None:
         scheduler.step()
 
 
+@dataclass
+class Fit:
+    """One training run's fixed parts; its methods are the named steps of an epoch."""
+
+    model: nn.Module
+    task: Task
+    optimizer: torch.optim.Optimizer
+    scheduler: Any | None
+    settings: TrainerSettings
+    recorder: Recorder
+    checkpoint: Callable[[Progress], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+    def run(self, p: Progress) -> FitResult:
+        """Train from ``p`` until the last epoch; ``p`` is updated in place."""
+        if p.best_state is None:
+            p.best_state = copy.deepcopy(self.model.state_dict())
+        began = time.perf_counter()
+        with StopRequest() as stop, self.epoch_bar(p) as bar:
+            while p.epoch <= self.settings.max_epochs:
+                mean_loss = self.train_epoch(p, stop)
+                metrics = self.epoch_metrics(p, mean_loss)
+                self.keep_best(p, metrics)
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
+                self.end_epoch(p, stop, objective=metrics.get(self.task.objective))
+        if p.best_epoch == 0:  # no validation metric: the last weights are the best we know
+            p.best_state = copy.deepcopy(self.model.state_dict())
+            p.best_epoch = self.settings.max_epochs
+        return FitResult(
+            epochs=self.settings.max_epochs,
+            steps=p.step,
+            final=p.metrics,
+            best_epoch=p.best_epoch,
+            best_value=p.best_value,
+            best_state=p.best_state,
+            history=p.history,
+            seconds=time.perf_counter() - began,
+        )
+
+    def epoch_bar(self, p: Progress):
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.settings.max_epochs,
+            initial=p.epoch - 1,
+            desc=self.task.name,
+            unit="epoch",
+            disable=not progress_enabled(self.settings.progress),
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def save(self, p: Progress) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(p)
+
+    def train_epoch(self, p: Progress, stop: StopRequest) -> float:
+        """Train the batches of epoch ``p.epoch`` not yet done; the epoch's mean loss."""
+        self.model.train()
+        if p.batches_done == 0:
+            p.carry = self.task.init_carry(self.model)
+            p.total = torch.zeros((), device=self.task.device)
+            p.weight, p.seconds = 0, 0.0
+        epoch_start = time.perf_counter() - p.seconds
+        carry = p.carry
+        for index, batch in enumerate(self.task.train_batches(epoch=p.epoch)):
+            if index < p.batches_done:
+                continue  # resumed mid-epoch: these batches were trained before the stop
+            carry = self.train_step(p, batch, carry)
+            p.batches_done = index + 1
+            every = self.settings.checkpoint_every
+            if (every is not None and p.step % every == 0) or stop.signum is not None:
+                p.carry = detach_carry(carry)
+                p.seconds = time.perf_counter() - epoch_start
+                self.save(p)
+                if stop.signum is not None:
+                    raise Stopped(stop.signum, p)
+        mean_loss = (p.total / max(p.weight, 1)).item()  # syncs the device: epoch done
+        p.seconds = time.perf_counter() - epoch_start
+        if not math.isfinite(mean_loss):
+            raise DivergenceError(epoch=p.epoch, step=p.step, loss=mean_loss)
+        return mean_loss
+
+    def train_step(self, p: Progress, batch: Any, carry: Any) -> Any:
+        """One optimizer step on ``batch``; returns the task's new carry."""
+        with autocast(self.settings.precision, self.task.device):
+            loss, carry, batch_weight = self.task.train_loss(self.model, batch, carry)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.settings.clip_grad_norm
+        sampled = (p.step + 1) % self.settings.log_every == 0
+        grad_norm = None
+        if clip is not None or sampled:
+            grad_norm = nn.utils.clip_grad_norm_(
+                self.params, clip if clip is not None else math.inf
+            )
+        self.optimizer.step()
+        p.step += 1
+        p.total = p.total + loss.detach() * batch_weight
+        p.weight += batch_weight
+        if sampled:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise DivergenceError(epoch=p.epoch, step=p.step, loss=value)
+            metrics = {"train/step_loss": value, "grad_norm": float(grad_norm)}
+            self.recorder.log_metrics(metrics, step=p.step)
+        return carry
+
+    def epoch_metrics(self, p: Progress, mean_loss: float) -> dict[str, float]:
+        """The epoch's metrics (validation too when due), recorded at step ``p.epoch``."""
+        epoch = p.epoch
+        metrics = self.task.train_metrics(mean_loss, weight=p.weight, seconds=p.seconds)
+        if epoch % self.settings.eval_every == 0 or epoch == self.settings.max_epochs:
+            self.model.eval()
+            for split in self.task.eval_splits:
+                metrics.update(self.task.evaluate(self.model, split).metrics)
+        metrics.update(model_scalars(self.model))
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.recorder.log_metrics(metrics, step=epoch)
+        for key, value in metrics.items():
+            p.history.setdefault(key, []).append((epoch, value))
+        p.metrics = metrics
+        return metrics
+
+    def keep_best(self, p: Progress, metrics: dict[str, float]) -> None:
+        """Keep a copy of the weights when the objective improved."""
+        objective = metrics.get(self.task.objective)
+        if objective is not None and math.isfinite(objective) and objective < p.best_value:
+            p.best_value, p.best_epoch = objective, p.epoch
+            p.best_state = copy.deepcopy(self.model.state_dict())
+
+    def end_epoch(self, p: Progress, stop: StopRequest, *, objective: float | None) -> None:
+        """Step the scheduler, move to the next epoch, checkpoint if due, stop if asked."""
+        if self.scheduler is not None:
+            step_scheduler(self.scheduler, objective)
+        epoch = p.epoch
+        p.epoch, p.batches_done, p.carry, p.total = epoch + 1, 0, None, None
+        last = epoch == self.settings.max_epochs
+        if last or epoch % self.settings.checkpoint_every_epochs == 0 or stop.signum is not None:
+            self.save(p)
+        if stop.signum is not None and not last:
+            raise Stopped(stop.signum, p)
+
+
 def fit(
     *,
     model: nn.Module,
@@ -114,117 +258,10 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler: Any | None,
     settings: TrainerSettings,
-    sink: MetricSink,
+    recorder: Recorder,
     start: Progress | None = None,
     checkpoint: Callable[[Progress], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``task``; metrics go to ``sink`` (per epoch, plus sampled steps)."""
-    from tqdm.auto import tqdm
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    clip = settings.clip_grad_norm
-    p = start or Progress()
-    if p.best_state is None:
-        p.best_state = copy.deepcopy(model.state_dict())
-    began = time.perf_counter()
-    bar = tqdm(
-        total=settings.max_epochs,
-        initial=p.epoch - 1,
-        desc=task.name,
-        unit="epoch",
-        disable=not progress_enabled(settings.progress),
-        dynamic_ncols=True,
-        leave=False,
-    )
-
-    def save() -> None:
-        if checkpoint is not None:
-            checkpoint(p)
-
-    with StopRequest() as stop:
-        while p.epoch <= settings.max_epochs:
-            epoch = p.epoch
-            model.train()
-            if p.batches_done == 0:
-                p.carry = task.init_carry(model)
-                p.total = torch.zeros((), device=task.device)
-                p.weight, p.seconds = 0, 0.0
-            epoch_start = time.perf_counter() - p.seconds
-            carry = p.carry
-            for index, batch in enumerate(task.train_batches(epoch=epoch)):
-                if index < p.batches_done:
-                    continue  # resumed mid-epoch: these batches were trained before the stop
-                with autocast(settings.precision, task.device):
-                    loss, carry, batch_weight = task.train_loss(model, batch, carry)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                sampled = (p.step + 1) % settings.log_every == 0
-                grad_norm = None
-                if clip is not None or sampled:
-                    grad_norm = nn.utils.clip_grad_norm_(
-                        params, clip if clip is not None else math.inf
-                    )
-                optimizer.step()
-                p.step += 1
-                p.batches_done = index + 1
-                p.total = p.total + loss.detach() * batch_weight
-                p.weight += batch_weight
-                if sampled:
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise DivergenceError(epoch=epoch, step=p.step, loss=value)
-                    sink.log_metrics(
-                        {"train/step_loss": value, "grad_norm": float(grad_norm)}, step=p.step
-                    )
-                checkpoint_due = (
-                    settings.checkpoint_every is not None
-                    and p.step % settings.checkpoint_every == 0
-                )
-                if checkpoint_due or stop.signum is not None:
-                    p.carry = detach_carry(carry)
-                    p.seconds = time.perf_counter() - epoch_start
-                    save()
-                    if stop.signum is not None:
-                        raise Stopped(stop.signum, p)
-            mean_loss = (p.total / max(p.weight, 1)).item()  # syncs the device: epoch done
-            p.seconds = time.perf_counter() - epoch_start
-            if not math.isfinite(mean_loss):
-                raise DivergenceError(epoch=epoch, step=p.step, loss=mean_loss)
-            metrics = task.train_metrics(mean_loss, weight=p.weight, seconds=p.seconds)
-            if epoch % settings.eval_every == 0 or epoch == settings.max_epochs:
-                model.eval()
-                for split in task.eval_splits:
-                    metrics.update(task.evaluate(model, split))
-            metrics.update(model_scalars(model))
-            metrics["lr"] = optimizer.param_groups[0]["lr"]
-            sink.log_metrics(metrics, step=epoch)
-            for key, value in metrics.items():
-                p.history.setdefault(key, []).append((epoch, value))
-            p.metrics = metrics
-            objective = metrics.get(task.objective)
-            if objective is not None and math.isfinite(objective) and objective < p.best_value:
-                p.best_value, p.best_epoch = objective, epoch
-                p.best_state = copy.deepcopy(model.state_dict())
-            if scheduler is not None:
-                step_scheduler(scheduler, objective)
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
-            p.epoch, p.batches_done, p.carry, p.total = epoch + 1, 0, None, None
-            last = epoch == settings.max_epochs
-            if last or epoch % settings.checkpoint_every_epochs == 0 or stop.signum is not None:
-                save()
-            if stop.signum is not None and not last:
-                raise Stopped(stop.signum, p)
-    bar.close()
-    if p.best_epoch == 0:  # no validation metric: the last weights are the best we know
-        p.best_state, p.best_epoch = copy.deepcopy(model.state_dict()), settings.max_epochs
-    return FitResult(
-        epochs=settings.max_epochs,
-        steps=p.step,
-        final=p.metrics,
-        best_epoch=p.best_epoch,
-        best_value=p.best_value,
-        best_state=p.best_state,
-        history=p.history,
-        seconds=time.perf_counter() - began,
-    )
+    """Train ``model`` on ``task``; metrics go to ``recorder`` (per epoch, sampled steps)."""
+    loop = Fit(model, task, optimizer, scheduler, settings, recorder, checkpoint)
+    return loop.run(start or Progress())

@@ -1,48 +1,47 @@
-"""One tracked training run: build, fit (or resume), evaluate the best weights, log artifacts.
+"""Train one model from typed parts: build, fit (or resume), evaluate the best weights.
 
-Everything here takes typed objects; :mod:`rnnlab.app` turns the Hydra config into them.
-The resumable checkpoint ``checkpoints/last.pt`` is written atomically straight into a local
-artifact store (temp file + rename), or uploaded after an atomic local write otherwise.
+Everything here takes typed objects (:mod:`rnnlab.compose` makes them from a config) and
+writes through a :class:`~rnnlab.train.recorder.Recorder`: metrics, tags, and the two
+checkpoints, ``last`` (resumable, every time the loop asks) and ``best`` (the weights that
+scored best on the task's objective, at the end). Ending the run, artifacts and plots are
+the session's business (:mod:`rnnlab.session`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from rnnlab.models.stack import RecurrentStack, StackSpec
-from rnnlab.tasks.base import Task
-from rnnlab.tracking.store import RunLogger
+from rnnlab.tasks.base import EvalResult, Task
 from rnnlab.train import rng
 from rnnlab.train.allocator import tune_malloc
 from rnnlab.train.checkpoint import save_checkpoint
 from rnnlab.train.device import seed_everything
-from rnnlab.train.loop import Progress, Stopped, fit, model_scalars
+from rnnlab.train.loop import FitResult, Progress, fit, model_scalars
 from rnnlab.train.precision import precision_warning
+from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
-from rnnlab.train.signals import Interrupted
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
 @dataclass
-class RunOutcome:
-    """The numbers a finished run reports."""
+class TrainOutcome:
+    """A trained model (best weights loaded, eval mode) and what its training found."""
 
-    run_id: str
-    metrics: dict[str, float]
-    objective: float
+    model: torch.nn.Module
+    fit: FitResult
+    #: the final evaluation of the best weights, split -> result
+    results: dict[str, EvalResult]
+    metrics: dict[str, float] = field(default_factory=dict)
     summary: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def rnn_path(model: torch.nn.Module) -> str:
@@ -62,13 +61,11 @@ def set_deterministic(enabled: bool) -> None:
 
 
 def checkpoint_writer(
-    *, logger: RunLogger, model: torch.nn.Module, optimizer: Any, scheduler: Any, common: dict
+    *, recorder: Recorder, model: torch.nn.Module, optimizer: Any, scheduler: Any, common: dict
 ) -> Callable[[Progress], None]:
-    """A callback that saves everything needed to resume as ``checkpoints/last.pt``."""
-    local = logger.local_artifact_dir()
+    """A callback that saves everything needed to resume as checkpoint ``last``."""
 
     def write(progress: Progress) -> None:
-        logger.flush()  # the store holds every metric up to the checkpoint: resume loses none
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -77,120 +74,85 @@ def checkpoint_writer(
             "rng": rng.capture(),
             **common,
         }
-        if local is not None:
-            save_checkpoint(local / "checkpoints" / "last.pt", **payload)
-            return
-        with tempfile.TemporaryDirectory(prefix="rnnlab-ckpt-") as tmp:
-            logger.log_artifact(save_checkpoint(Path(tmp) / "last.pt", **payload), "checkpoints")
+        recorder.write_checkpoint("last", lambda path: save_checkpoint(path, **payload))
 
     return write
 
 
-def train_run(
+def restore(model: Any, optimizer: Any, scheduler: Any, resume: dict[str, Any]) -> Progress:
+    """Load a ``last`` checkpoint's state into the fresh objects; where training stood."""
+    model.load_state_dict(resume["model"])
+    optimizer.load_state_dict(resume["optimizer"])
+    if scheduler is not None and resume.get("scheduler") is not None:
+        scheduler.load_state_dict(resume["scheduler"])
+    rng.restore(resume["rng"])
+    return Progress.from_state_dict(resume["progress"])
+
+
+def train_model(
     *,
     task: Task,
     stack: StackSpec,
     optimizer: OptimizerFactory,
     scheduler: SchedulerFactory | None,
     settings: TrainerSettings,
-    logger: RunLogger,
+    recorder: Recorder,
     device: torch.device,
     seed: int,
     config_yaml: str,
     resume: dict[str, Any] | None = None,
-) -> RunOutcome:
-    """Train (or resume) and evaluate; on failure the run is marked failed, metrics kept."""
-    start = time.perf_counter()
-    tune_malloc()  # process-wide: freed activations stay in the heap (rnnlab.train.allocator)
-    try:
-        set_deterministic(settings.deterministic)
-        seed_everything(seed)
-        task.to(device)
-        model = task.build_model(stack=stack).to(device)
-        opt = optimizer(model.parameters())
-        sched = scheduler(opt) if scheduler is not None else None
-        progress = None
-        if resume is not None:
-            model.load_state_dict(resume["model"])
-            opt.load_state_dict(resume["optimizer"])
-            if sched is not None and resume.get("scheduler") is not None:
-                sched.load_state_dict(resume["scheduler"])
-            progress = Progress.from_state_dict(resume["progress"])
-            rng.restore(resume["rng"])
-        path = rnn_path(model)
-        logger.set_tags({"rnn_path": path, "device": str(device), "precision": settings.precision})
-        print(f"rnn path: {path}, training precision: {settings.precision}", flush=True)
-        warning = precision_warning(settings.precision, device)
-        if warning is not None:
-            print(warning, file=sys.stderr, flush=True)
-        common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
-        save_last = checkpoint_writer(
-            logger=logger, model=model, optimizer=opt, scheduler=sched, common=common
-        )
-        try:
-            result = fit(
-                model=model,
-                task=task,
-                optimizer=opt,
-                scheduler=sched,
-                settings=settings,
-                sink=logger,
-                start=progress,
-                checkpoint=save_last,
-            )
-        except Stopped as stop:
-            logger.fail(f"stopped by signal {stop.signum}; resumable", status="KILLED")
-            raise Interrupted(
-                signum=stop.signum,
-                run_id=logger.run_id,
-                epoch=stop.progress.epoch,
-                step=stop.progress.step,
-            ) from None
-        summary = [f"final train loss: {result.final.get('train/loss', float('nan')):.6g}"]
-        summary += task.summary(model)
-        model.load_state_dict(result.best_state)
-        model.eval()
-        final: dict[str, float] = {}
-        for split in task.final_splits:
-            final.update(task.evaluate(model, split))
-        logger.log_metrics(final, step=result.epochs)
-        if task_tags := task.tags():
-            logger.set_tags(task_tags)
-        with tempfile.TemporaryDirectory(prefix="rnnlab-") as tmp:
-            out = Path(tmp)
-            (out / "config.yaml").write_text(config_yaml)
-            save_checkpoint(
-                out / "checkpoints" / "best.pt",
-                model=result.best_state,
-                epoch=result.best_epoch,
-                **common,
-            )
-            from rnnlab.analysis.plots import plot_curves
+) -> TrainOutcome:
+    """Train (or resume), then evaluate the best weights on the task's final splits.
 
-            curves = {k: v for k, v in result.history.items() if k.endswith("/loss")}
-            plot_curves(curves, out / "plots" / "loss_curve.png", title=logger.run_name)
-            extra = task.write_artifacts(model, out / "samples")
-            logger.log_artifact(out / "config.yaml")
-            logger.log_artifact(out / "checkpoints" / "best.pt", "checkpoints")
-            logger.log_artifact(out / "plots" / "loss_curve.png", "plots")
-            for path in extra:
-                logger.log_artifact(path, "samples")
-        for split in task.final_splits:
-            summary += [f"{k}: {v:.6g}" for k, v in final.items() if k.startswith(f"{split}/")]
-        logger.end("FINISHED")
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:
-        logger.fail("interrupted by the user (Ctrl-C)", status="KILLED")
-        raise
-    except BaseException as exc:
-        logger.fail(f"{type(exc).__name__}: {exc}")
-        raise
-    metrics = {**result.final, **final, **model_scalars(model)}
-    return RunOutcome(
-        run_id=logger.run_id,
-        metrics=metrics,
-        objective=result.best_value,
-        summary=summary,
-        seconds=time.perf_counter() - start,
+    Raises :class:`~rnnlab.train.loop.Stopped` after a stop signal (a checkpoint is saved).
+    """
+    tune_malloc()  # process-wide: freed activations stay in the heap (rnnlab.train.allocator)
+    set_deterministic(settings.deterministic)
+    seed_everything(seed)
+    task.to(device)
+    model = task.build_model(stack=stack).to(device)
+    opt = optimizer(model.parameters())
+    sched = scheduler(opt) if scheduler is not None else None
+    start = restore(model, opt, sched, resume) if resume is not None else None
+    path = rnn_path(model)
+    recorder.set_tags({"rnn_path": path, "device": str(device), "precision": settings.precision})
+    print(f"rnn path: {path}, training precision: {settings.precision}", flush=True)
+    warning = precision_warning(settings.precision, device)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
+    save_last = checkpoint_writer(
+        recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common
     )
+    result = fit(
+        model=model,
+        task=task,
+        optimizer=opt,
+        scheduler=sched,
+        settings=settings,
+        recorder=recorder,
+        start=start,
+        checkpoint=save_last,
+    )
+    return evaluate_best(task, model, result, recorder=recorder, common=common)
+
+
+def evaluate_best(
+    task: Task, model: torch.nn.Module, result: FitResult, *, recorder: Recorder, common: dict
+) -> TrainOutcome:
+    """Load the best weights, evaluate the final splits, record them and checkpoint ``best``."""
+    summary = [f"final train loss: {result.final.get('train/loss', float('nan')):.6g}"]
+    summary += task.summary(model)
+    model.load_state_dict(result.best_state)
+    model.eval()
+    results = {split: task.evaluate(model, split) for split in task.final_splits}
+    final = {k: v for r in results.values() for k, v in r.metrics.items()}
+    recorder.log_metrics(final, step=result.epochs)
+    tags = {k: v for r in results.values() for k, v in r.tags.items()}
+    if tags:
+        recorder.set_tags(tags)
+    best = {"model": result.best_state, "epoch": result.best_epoch, **common}
+    recorder.write_checkpoint("best", lambda path: save_checkpoint(path, **best))
+    summary += [f"{k}: {v:.6g}" for k, v in final.items()]
+    metrics = {**result.final, **final, **model_scalars(model)}
+    return TrainOutcome(model=model, fit=result, results=results, metrics=metrics, summary=summary)

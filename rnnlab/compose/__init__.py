@@ -1,0 +1,86 @@
+"""Composition: a composed config (DictConfig) becomes a typed, fully validated :class:`RunSpec`.
+
+No Hydra runtime and no MLflow here: ``rnnlab train`` (through :mod:`rnnlab.session`), the
+commands that rebuild a finished run (``eval``, ``generate``, ``translate``) and the
+benchmark scripts all call :func:`compose` on a config, and either get everything a run is
+made of or a :class:`~rnnlab.errors.ConfigError` naming the key to fix; nothing has been
+created by then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.compose.build import (
+    OptimizerFactory,
+    SchedulerFactory,
+    build_optimizer,
+    build_scheduler,
+    build_stack,
+    build_task,
+)
+from rnnlab.compose.naming import flatten, run_name
+from rnnlab.compose.read import check_finite, read_options
+from rnnlab.compose.schema import RunOptions, TrackingOptions
+from rnnlab.models.stack import StackSpec
+from rnnlab.tasks.base import Task
+from rnnlab.train.device import resolve_device
+from rnnlab.train.settings import TrainerSettings
+
+__all__ = ["RunSpec", "compose"]
+
+
+@dataclass
+class RunSpec:
+    """Everything one run is made of, typed and checked."""
+
+    task: Task
+    stack: StackSpec
+    optimizer: OptimizerFactory
+    scheduler: SchedulerFactory | None
+    trainer: TrainerSettings
+    tracking: TrackingOptions
+    device: torch.device
+    seed: int
+    resume: str | None
+    #: the MLflow experiment and run name, and the tags that say what ran
+    experiment: str
+    run_name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    #: the resolved config, flattened (MLflow params) and as YAML (artifact, checkpoints)
+    params: dict[str, Any] = field(default_factory=dict)
+    config_yaml: str = ""
+
+
+def compose(cfg: DictConfig) -> RunSpec:
+    """Turn a composed config into a RunSpec (no MLflow, no training)."""
+    check_finite(cfg)
+    run = read_options(RunOptions, {k: cfg.get(k) for k in ("seed", "device", "resume")})
+    trainer = read_options(TrainerSettings, cfg.trainer)
+    tracking = read_options(TrackingOptions, cfg.tracking)
+    device = resolve_device(run.device)
+    task = build_task(cfg.task, progress=trainer.progress)
+    stack = build_stack(cfg.cell)
+    optimizer = build_optimizer(cfg.optim)
+    scheduler = build_scheduler(cfg.sched, optimizer)
+    names = {"task": str(cfg.task.name), "cell": str(cfg.cell.name), "optim": str(cfg.optim.name)}
+    return RunSpec(
+        task=task,
+        stack=stack,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trainer=trainer,
+        tracking=tracking,
+        device=device,
+        seed=run.seed,
+        resume=run.resume,
+        experiment=tracking.experiment or names["task"],
+        run_name=run_name(cell=names["cell"], optim=names["optim"], lr=float(cfg.optim.lr)),
+        tags=names,
+        params=flatten(cfg),
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )

@@ -1,0 +1,62 @@
+"""Option groups that belong to no lower layer: the stack (``cell.*``), tracking and the
+top-level keys. Defaults live in ``conf/``; these dataclasses hold the types and rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rnnlab.options import FRACTION, NON_NEGATIVE, POSITIVE, Options, option
+
+
+@dataclass(frozen=True)
+class StackOptions(Options):
+    """``cell.*`` except ``cell.layer`` (the cell's own keyword arguments)."""
+
+    section: ClassVar[str] = "cell"
+
+    name: str = option()
+    hidden_size: int = option(POSITIVE)
+    num_layers: int = option(POSITIVE)
+    #: per-layer widths; None: hidden_size for each of num_layers layers
+    hidden_sizes: list[int] | None = option(POSITIVE)
+    dropout: float = option(FRACTION)
+    locked_dropout: bool = option()
+    bidirectional: bool = option()
+    zoneout: float = option(FRACTION)
+    compile: bool = option()
+    compile_chunk: int = option(POSITIVE)
+
+    def check(self) -> None:
+        if self.hidden_sizes is not None and not self.hidden_sizes:
+            raise ValueError("cell.hidden_sizes must list at least one width, or be null")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The width of every layer."""
+        return tuple(self.hidden_sizes or [self.hidden_size] * self.num_layers)
+
+
+@dataclass(frozen=True)
+class TrackingOptions(Options):
+    """``tracking.*`` (``conf/tracking/mlflow.yaml``)."""
+
+    section: ClassVar[str] = "tracking"
+
+    #: None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory
+    uri: str | None = option()
+    #: None: the task's name
+    experiment: str | None = option()
+    #: seconds between batched metric writes (0: write every metric at once)
+    flush_every_s: float = option(NON_NEGATIVE)
+
+
+@dataclass(frozen=True)
+class RunOptions(Options):
+    """The top-level keys of ``conf/train.yaml``."""
+
+    seed: int = option()
+    #: auto | cpu | cuda (checked by rnnlab.train.device.resolve_device)
+    device: str = option()
+    #: continue this unfinished run from its latest checkpoint
+    resume: str | None = option()

@@ -1,0 +1,65 @@
+"""The Hydra entry point of ``rnnlab train``: one job (also each job of a multirun).
+
+It reads the sweep context Hydra gives the job, hands the config to :func:`run_job`, and
+applies rnnlab's one error policy (:mod:`rnnlab.errors`). A failed single run exits with the
+error's code. In a multirun, a job that diverges is a FAILED MLflow run and returns +inf, so
+the sweep goes on (and Optuna learns to avoid that region); an interrupt stops the sweep; any
+other error fails the job, and the launcher stops the sweep as Hydra does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import hydra
+from omegaconf import DictConfig
+
+from rnnlab.errors import DivergenceError, debug_enabled, report, user_error
+from rnnlab.paths import config_dir
+
+
+def sweep_context() -> tuple[dict[str, str], str | None]:
+    """Tags and parent run id for a Hydra multirun job; the overrides only outside one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}, None
+    hc = HydraConfig.get()
+    overrides = " ".join(hc.overrides.task)
+    tags = {"overrides": overrides} if overrides else {}
+    if hc.mode != RunMode.MULTIRUN:
+        return tags, None
+    from rnnlab.tracking.sweep import read_parent_run_id
+
+    parent = read_parent_run_id(hc.sweep.dir)
+    tags["sweep"] = parent or str(hc.sweep.dir)
+    tags["sweep_job"] = str(hc.job.num)
+    return tags, parent
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Run one job; returns the run's best objective (``task.objective``) for sweepers."""
+    from rnnlab.session.run import run_job
+    from rnnlab.train.signals import Interrupted
+
+    try:
+        return run_job(cfg, sweep=sweep_context())
+    except BaseException as exc:
+        error = user_error(exc)
+        if error is None or debug_enabled():
+            raise
+        report(error)
+        if in_multirun() and not isinstance(error, Interrupted):
+            if isinstance(error, DivergenceError):
+                return math.inf
+            raise error from None
+        raise SystemExit(error.exit_code) from None

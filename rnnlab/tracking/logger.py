@@ -1,0 +1,195 @@
+"""Writes one MLflow run: params, tags, buffered metrics, checkpoints, artifacts, status.
+
+It is the :class:`~rnnlab.train.recorder.Recorder` that training writes to. Metrics are
+buffered in memory and written with ``log_batch`` (1000 per call) every ``flush_every_s``
+seconds, before every checkpoint, at the end, and before a failure is recorded: a long run
+spends its time training rather than writing to the store, and a checkpoint never runs ahead
+of the metrics it implies.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rnnlab.tracking.store import connect, experiment_id, is_locked, locked_error
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+class RunLogger:
+    """Writes one MLflow run: params, tags, buffered metrics, artifacts, final status."""
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        flush_every_s: float = 5.0,
+    ) -> None:
+        self.uri = uri
+        self.client = connect(uri)
+        self.experiment_id = experiment_id(self.client, experiment, uri=uri)
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self._write(
+            self.client.create_run, self.experiment_id, run_name=run_name, tags=all_tags
+        )
+        self._init_state(run, flush_every_s)
+
+    def _init_state(self, run: Any, flush_every_s: float) -> None:
+        self.run_id: str = run.info.run_id
+        self.run_name: str = run.info.run_name
+        self.artifact_uri: str = run.info.artifact_uri
+        self.flush_every_s = flush_every_s
+        self._buffer: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._floor: dict[str, int] = {}
+        self.seconds_in_mlflow = 0.0
+        self.ended = False
+
+    @classmethod
+    def reopen(cls, *, uri: str, run_id: str, flush_every_s: float = 5.0) -> RunLogger:
+        """Continue an existing run: status back to RUNNING, and metric points at steps it
+        already holds are dropped, so a resumed run has no duplicate steps."""
+        self = cls.__new__(cls)
+        self.uri = uri
+        self.client = connect(uri)
+        run = self.client.get_run(run_id)
+        self.experiment_id = run.info.experiment_id
+        self._init_state(run, flush_every_s)
+        for key in run.data.metrics:
+            steps = [m.step for m in self.client.get_metric_history(run_id, key)]
+            self._floor[key] = max(steps, default=-1)
+        self.client.update_run(run_id, status="RUNNING")
+        return self
+
+    # -- writing -----------------------------------------------------------------------
+    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One store write; a sqlite lock that outlasts MLflow's busy timeout is a clear error."""
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if is_locked(exc):
+                raise locked_error(self.uri, exc) from exc
+            raise
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        start = time.monotonic()
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self._write(
+                self.client.log_batch, self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH]
+            )
+        self.seconds_in_mlflow += time.monotonic() - start
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        start = time.monotonic()
+        self._write(
+            self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]
+        )
+        self.seconds_in_mlflow += time.monotonic() - start
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        """Buffer metrics; they reach the store at the next flush."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        floor = self._floor
+        self._buffer.extend(
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if not (floor and step <= floor.get(k, -1))
+        )
+        if (
+            len(self._buffer) >= MAX_METRICS_PER_BATCH
+            or time.monotonic() - self._last_flush >= self.flush_every_s
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered metrics with ``log_batch`` (1000 per call), synchronously: a flush
+        must be done before the checkpoint that follows it (and MLflow's async queue costs
+        more at shutdown than it saves, docs/benchmarks.md)."""
+        start = time.monotonic()
+        while self._buffer:
+            chunk = self._buffer[:MAX_METRICS_PER_BATCH]
+            self._write(self.client.log_batch, self.run_id, metrics=chunk)
+            del self._buffer[:MAX_METRICS_PER_BATCH]
+        self._last_flush = time.monotonic()
+        self.seconds_in_mlflow += self._last_flush - start
+
+    def local_artifact_dir(self) -> Path | None:
+        """The run's artifact folder when the artifact store is a local directory."""
+        if self.artifact_uri.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+
+            return Path(unquote(urlparse(self.artifact_uri).path))
+        if "://" not in self.artifact_uri:
+            return Path(self.artifact_uri)
+        return None
+
+    def write_checkpoint(self, name: str, write: Callable[[Path], Path]) -> None:
+        """Flush the metrics, then save ``checkpoints/<name>.pt``: atomically in place when the
+        artifact store is a local folder, else written locally and uploaded."""
+        self.flush()  # the store holds every metric up to the checkpoint: resume loses none
+        local = self.local_artifact_dir()
+        if local is not None:
+            write(local / "checkpoints" / f"{name}.pt")
+            return
+        with tempfile.TemporaryDirectory(prefix="rnnlab-ckpt-") as tmp:
+            self.log_artifact(write(Path(tmp) / f"{name}.pt"), "checkpoints")
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        start = time.monotonic()
+        self._write(self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self.seconds_in_mlflow += time.monotonic() - start
+
+    # -- ending ------------------------------------------------------------------------
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush what is buffered and set the run's final status (once)."""
+        if self.ended:
+            return
+        start = time.monotonic()
+        try:
+            self.flush()
+        finally:
+            self._write(self.client.set_terminated, self.run_id, status=status)
+            self.ended = True
+            self.seconds_in_mlflow += time.monotonic() - start
+
+    def fail(self, reason: str, status: str = "FAILED") -> None:
+        """Keep every metric logged so far, tag the reason, and mark the run failed.
+
+        Called while another error propagates: if the store itself fails now (a full disk,
+        a dead server), say so on stderr and let the original error through.
+        """
+        if self.ended:
+            return
+        try:
+            try:
+                self.flush()
+            finally:
+                self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
+                self.end(status)
+        except Exception as exc:
+            self.ended = True
+            print(
+                f"rnnlab: warning: could not record the failure of run {self.run_id} in "
+                f"MLflow ({type(exc).__name__}: {str(exc).splitlines()[0]}); it may still show as RUNNING",
+                file=sys.stderr,
+            )
