@@ -28,9 +28,10 @@ test: ## Run the fast test suite (no GPU, no network)
 test-all: ## Run every test, slow ones included (GPU/browser tests skip where unavailable)
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
 
-lint: ## Check style with ruff
+lint: ## Check style (ruff) and the layer contract (import-linter)
 	$(BIN)/ruff check rnnlab tests scripts
 	$(BIN)/ruff format --check rnnlab tests scripts
+	$(BIN)/lint-imports
 
 format: ## Format and auto-fix with ruff
 	$(BIN)/ruff format rnnlab tests scripts
