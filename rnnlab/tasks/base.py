@@ -62,6 +62,27 @@ class EvalResult:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """One split of the data a task reads, as a run records it (an MLflow dataset input)."""
+
+    #: the corpus or generator, e.g. ``ptb``, ``multi30k``, ``bitcount``
+    name: str
+    #: ``train``, ``validation`` or ``test`` (MLflow's dataset context)
+    split: str
+    #: sha256 of the files read, or of the generator and its seed
+    digest: str
+    #: where the data come from: URL(s) or path(s)
+    source: str
+
+
+def digest_of(*parts: str) -> str:
+    """One sha256 hex digest of several strings (file digests, generator settings)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 @dataclass
 class AttentionMap:
     """The attention weights of one decoded sentence, for a heatmap."""
@@ -139,6 +160,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: nn.Module, split: str) -> EvalResult:
         """Metrics (keyed ``<split>/<metric>``), outputs and tags of ``model`` on ``split``."""
+
+    def data_sources(self) -> list[DataSource]:
+        """Every split this task reads, with its digest; empty when it reads none."""
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         """Task state worth saving with a checkpoint (vocabularies, ...)."""

@@ -24,13 +24,13 @@ from torch import Tensor, nn
 
 from rnnlab.cells.base import State
 from rnnlab.data.bptt import batchify, num_windows, windows
-from rnnlab.data.fetch import corpus_file
+from rnnlab.data.fetch import corpus_file, load_manifest
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import FRACTION, POSITIVE, Options, option
-from rnnlab.tasks.base import EvalResult, Task, perplexity
+from rnnlab.tasks.base import DataSource, EvalResult, Task, perplexity
 
 CORPUS = "ptb"
 EOS = "<eos>"
@@ -117,6 +117,16 @@ class PennTreebank(Task):
             size = self.options.vocab_size
             self.vocab = Vocab.build(words, specials=(UNK, EOS), max_size=size, unk=UNK)
         return self.vocab
+
+    def data_sources(self) -> list[DataSource]:
+        """The three PTB files, by the sha256 the manifest verifies them against."""
+        manifest = load_manifest(CORPUS)
+        contexts = {"train": "train", "val": "validation", "test": "test"}
+        sources = []
+        for split, context in contexts.items():
+            entry = manifest.entry(FILES[split])
+            sources.append(DataSource(f"{CORPUS}-{split}", context, entry.sha256, entry.url))
+        return sources
 
     def split_streams(self, split: str) -> Tensor:
         """The (T, B) id streams of ``split``, encoded once and cached on the device."""

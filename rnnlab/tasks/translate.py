@@ -42,7 +42,15 @@ from rnnlab.options import (
     one_of,
     option,
 )
-from rnnlab.tasks.base import AttentionMap, EvalResult, Task, epoch_generator, perplexity
+from rnnlab.tasks.base import (
+    AttentionMap,
+    DataSource,
+    EvalResult,
+    Task,
+    digest_of,
+    epoch_generator,
+    perplexity,
+)
 
 CORPUS = "multi30k"
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -142,6 +150,24 @@ class Translate(Task):
             )
         limit = self.options.max_train if split == "train" else self.options.max_eval
         return (src[:limit], tgt[:limit]) if limit else (src, tgt)
+
+    def data_sources(self) -> list[DataSource]:
+        """Each split's source and target file, by the sha256s the manifest verifies."""
+        from rnnlab.data.fetch import load_manifest
+
+        manifest = load_manifest(CORPUS)
+        contexts = {"train": "train", "val": "validation", "test": "test"}
+        sources = []
+        for split, context in contexts.items():
+            entries = [
+                manifest.entry(f"{SPLIT_FILES[split]}.{lang}.gz")
+                for lang in (self.src_lang, self.tgt_lang)
+            ]
+            digest = digest_of(*(e.sha256 for e in entries))
+            url = " ".join(e.url for e in entries)
+            name = f"{CORPUS}-{split}-{self.src_lang}-{self.tgt_lang}"
+            sources.append(DataSource(name, context, digest, url))
+        return sources
 
     def tokens(self, split: str):
         if split not in self._tokens:
