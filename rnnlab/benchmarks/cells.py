@@ -5,7 +5,8 @@ side by side with the baseline (plain ``torch.nn.LSTM(200, 200, num_layers=2)``)
 interleaved rounds, and the table reports the median ratio, so a machine shared with other
 work still gives comparable figures (absolute tokens/s are only indicative). On the CPU it
 uses one thread by default: with other jobs on the machine, multi-threaded kernels wait on
-each other and the ratios swing wildly (identical fused stacks measured 0.69–1.04×).
+each other's threads, so even two identical stacks stop timing alike and the ratios are
+noise (docs/benchmarks.md, "Cells").
 
 For the compiled path it also reports the one-off compile time and how many new graphs a
 short last batch (T=17), other batch sizes and eval mode (after its first call) trigger:

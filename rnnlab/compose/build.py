@@ -107,7 +107,7 @@ def probe_parameters() -> list[torch.nn.Parameter]:
 
 
 def build_optimizer(node: DictConfig) -> OptimizerFactory:
-    """``optim`` as a factory of the optimizer; torch's own checks run on a probe now."""
+    """``optim`` as a factory of the optimizer; torch's checks run on a probe at compose time."""
     factory = partial_target(node, "optimizer")
     try:
         factory(probe_parameters())

@@ -5,7 +5,7 @@ It knows nothing about which cell it runs: each layer's ``sequence`` picks its o
 ``bidirectional=True`` each layer has a second cell that reads every sequence backwards
 (within its length), and the two outputs are concatenated.
 
-Stack options (all from ``conf/cell/*.yaml``, see README "Cells"): per-layer widths
+Stack options (all from ``conf/cell/*.yaml``, see docs/cells.md): per-layer widths
 (``hidden_sizes``), dropout between layers (``dropout``; with ``locked_dropout`` the mask is
 the same at every time step), ``bidirectional``, ``zoneout`` and ``compile`` (the per-step
 loop of non-fused cells as ``torch.compile`` graphs of ``compile_chunk`` steps). The stack
@@ -174,8 +174,9 @@ class RecurrentStack(nn.Module):
     def step(self, x_t: Tensor, state: list[State]) -> tuple[Tensor, list[State]]:
         """One time step of a unidirectional stack: x_t (B, I) -> (B, H_last), new states.
 
-        Each layer runs its cell's single-step ``forward``: for T = 1 that is cheaper than a
-        fused kernel call (measured ~1.5-2x on the CPU) and gives the same numbers.
+        Each layer runs its cell's single-step ``forward``: for T = 1 a fused kernel call's
+        fixed per-call overhead outweighs the one step it computes, and the cell's ``forward``
+        gives the same numbers (docs/benchmarks.md, "Cells").
         """
         if self.num_directions != 1:
             raise ValueError("step() runs a unidirectional stack one step at a time")

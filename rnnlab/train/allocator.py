@@ -3,9 +3,9 @@
 PyTorch's CPU tensors come from ``malloc``. glibc serves large blocks with fresh ``mmap``'d
 pages and, by default, gives freed memory at the top of the heap back to the kernel, so a
 training step that allocates and frees the same large activations every window (a PTB
-window's logits are 700 x 10000 floats, 28 MB) page-faults through all of them again.
-Measured on ``experiment=ptb_small``: 264 million minor page faults and 19 % of the run's
-CPU time in the kernel. Fixing the mmap threshold at its 32 MiB maximum and raising the trim
+window's logits are 700 x 10000 floats, 28 MB) page-faults through all of them again, and
+the run spends a large share of its CPU time in the kernel (figures: docs/benchmarks.md,
+"Allocator tuning"). Fixing the mmap threshold at its 32 MiB maximum and raising the trim
 threshold to 1 GiB keeps freed blocks in the heap for the next step; this is what preloading
 jemalloc or tcmalloc does in PyTorch's CPU performance guides, without a dependency.
 
