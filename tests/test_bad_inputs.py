@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, runs_of
+from conftest import cli_inprocess, new_store, run_cli, runs_of
 
 BAD_CELL = '''
 import torch
@@ -282,10 +282,11 @@ def all_run_ids(client) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def earlier(tmp_path_factory):
+def earlier(tmp_path_factory, empty_store):
     """A finished run whose record and files every bad input must leave alone."""
     workdir = tmp_path_factory.mktemp("bad-inputs")
-    result = run_cli("train", "trainer.max_epochs=5", "device=cpu", cwd=workdir)
+    new_store(workdir, empty_store)
+    result = cli_inprocess("train", "trainer.max_epochs=5", "device=cpu", cwd=workdir)
     assert result.returncode == 0, result.stderr
     from mlflow.tracking import MlflowClient
 
@@ -302,7 +303,7 @@ def test_bad_input(name, earlier):
         pytest.skip("this machine has a GPU")
     env = globals()[f"setup_{case.setup}"](workdir) if case.setup else {}
     runs_before = all_run_ids(client)
-    result = run_cli(*case.args, cwd=workdir, env=env)
+    result = cli_inprocess(*case.args, cwd=workdir, env=env)
     assert result.returncode == case.code, result.stderr
     err = result.stderr
     assert "Traceback" not in err
@@ -327,7 +328,7 @@ def test_bad_input(name, earlier):
 
 def test_debug_shows_the_traceback_for_the_same_error(earlier):
     workdir = earlier[0]
-    result = run_cli("--debug", "train", "device=tpu", cwd=workdir)
+    result = cli_inprocess("--debug", "train", "device=tpu", cwd=workdir)
     assert result.returncode != 0
     assert "Traceback" in result.stderr
 
@@ -356,6 +357,7 @@ def mounted(tmp_path):
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+# The two filesystem tests run a real process: the mounts are what the process sees.
 def test_read_only_working_directory(mounted):
     readonly = mounted("ro", "ro,size=1m")
     result = run_cli("train", *FAST, cwd=readonly)

@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import ROOT, compose, fused_cell, run_cli, runs_of, stack_spec, train
+from conftest import ROOT, cli_inprocess, compose, fused_cell, runs_of, stack_spec, train
 from torch import nn
 from torch.func import functional_call
 
@@ -341,7 +341,7 @@ def test_unimportable_user_cell_says_to_set_pythonpath(monkeypatch):
 
 
 def test_user_cell_trains_through_the_cli_with_its_own_config_dir(workdir, client):
-    done = run_cli(
+    done = cli_inprocess(
         "train",
         "--config-dir",
         str(USER_CELL_DIR / "conf"),
@@ -361,7 +361,7 @@ def test_user_cell_trains_through_the_cli_with_its_own_config_dir(workdir, clien
 
 
 def test_bench_cells_prints_ratios_to_fused_lstm(workdir):
-    done = run_cli(
+    done = cli_inprocess(
         "bench", "cells", "--cells", "rnn_tanh", "--paths", "fused", "--paths", "stepwise",
         "--rounds", "1", "--reps", "1", cwd=workdir,
     )  # fmt: skip
@@ -370,5 +370,5 @@ def test_bench_cells_prints_ratios_to_fused_lstm(workdir):
     rows = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("rnn")]
     assert [r[:2] for r in rows] == [["rnn_tanh", "fused"], ["rnn_tanh", "stepwise"]]
     assert all(float(r[3]) > 0 for r in rows)
-    bad = run_cli("bench", "cells", "--cells", "nope", cwd=workdir)
+    bad = cli_inprocess("bench", "cells", "--cells", "nope", cwd=workdir)
     assert bad.returncode != 0 and "Unknown cell(s) for the benchmark: nope" in bad.stderr

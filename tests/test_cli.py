@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import RNNLAB, ROOT, compose, run_cli, runs_of
+from conftest import RNNLAB, ROOT, cli_inprocess, compose, run_cli, runs_of
 
 from rnnlab.paths import config_dir
 
@@ -37,6 +37,7 @@ def test_help_and_version_import_neither_torch_nor_mlflow():
 
 
 def test_version_prints_package_version(tmp_path):
+    """A real process: ``python -m rnnlab.cli`` starts and exits 0 as users run it."""
     from rnnlab import __version__
 
     result = run_cli("--version", cwd=tmp_path)
@@ -113,18 +114,18 @@ def test_optimizers_are_partial_torch_optim_configs():
 
 
 def test_cfg_job_and_info_pass_through_to_hydra(workdir):
-    result = run_cli("train", "--cfg", "job", "optim=adam", "optim.lr=0.05", cwd=workdir)
+    result = cli_inprocess("train", "--cfg", "job", "optim=adam", "optim.lr=0.05", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "_target_: torch.optim.Adam" in result.stdout
     assert "lr: 0.05" in result.stdout
-    info = run_cli("train", "--info", "defaults", cwd=workdir)
+    info = cli_inprocess("train", "--info", "defaults", cwd=workdir)
     assert info.returncode == 0, info.stderr
     assert "cell/elman" in info.stdout
     assert not (workdir / "mlflow.db").exists()
 
 
 def test_train_prints_the_summary(workdir):
-    result = run_cli("train", "task=bitcount", "optim=rmsprop", *FAST, cwd=workdir)
+    result = cli_inprocess("train", "task=bitcount", "optim=rmsprop", *FAST, cwd=workdir)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "final train loss:" in out
@@ -134,7 +135,7 @@ def test_train_prints_the_summary(workdir):
 
 
 def test_mistyped_choice_lists_options_and_creates_no_run(workdir):
-    result = run_cli("train", "cell=lstmm", cwd=workdir)
+    result = cli_inprocess("train", "cell=lstmm", cwd=workdir)
     assert result.returncode != 0
     assert "Could not find 'cell/lstmm'" in result.stderr
     for option in ("elman", "lstm", "gru", "rnn_tanh", "rnn_relu"):
@@ -143,7 +144,7 @@ def test_mistyped_choice_lists_options_and_creates_no_run(workdir):
 
 
 def test_divergence_fails_the_run_and_keeps_its_metrics(workdir, client):
-    result = run_cli(
+    result = cli_inprocess(
         "train", "optim=sgd", "optim.lr=0.01", "trainer.max_epochs=50", "device=cpu", cwd=workdir
     )
     assert result.returncode == 3
@@ -159,12 +160,14 @@ def test_divergence_fails_the_run_and_keeps_its_metrics(workdir, client):
 
 
 def test_debug_flag_shows_the_traceback(workdir):
-    result = run_cli("--debug", "train", "optim.lr=abc", *FAST, cwd=workdir)
+    result = cli_inprocess("--debug", "train", "optim.lr=abc", *FAST, cwd=workdir)
     assert result.returncode != 0
     assert "Traceback" in result.stderr
 
 
 def test_wrong_type_is_a_clear_error_without_a_run(workdir):
+    """A real process: the error's exit code, raised inside the Hydra job, is the exit status
+    the shell sees (the other error tests run the CLI in-process)."""
     result = run_cli("train", "optim.lr=abc", *FAST, cwd=workdir)
     assert result.returncode == 2
     assert "optim" in result.stderr and "Traceback" not in result.stderr
@@ -172,7 +175,7 @@ def test_wrong_type_is_a_clear_error_without_a_run(workdir):
 
 
 def test_multirun_groups_four_jobs_under_a_parent(workdir, client):
-    result = run_cli(
+    result = cli_inprocess(
         "train",
         "-m",
         "task=bitcount",
@@ -203,12 +206,12 @@ def test_multirun_groups_four_jobs_under_a_parent(workdir, client):
     ignored = (ROOT / ".gitignore").read_text().split()
     assert "multirun/" in ignored and "outputs/" in ignored
 
-    table = run_cli("runs", "--experiment", "bitcount", cwd=workdir)
+    table = cli_inprocess("runs", "--experiment", "bitcount", cwd=workdir)
     assert table.returncode == 0, table.stderr
     for run in children:
         assert run.info.run_id in table.stdout
     assert "rmsprop" in table.stdout and "FINISHED" in table.stdout
-    csv = run_cli("runs", "--experiment", "bitcount", "--format", "csv", cwd=workdir)
+    csv = cli_inprocess("runs", "--experiment", "bitcount", "--format", "csv", cwd=workdir)
     import io
 
     import pandas as pd
@@ -216,7 +219,7 @@ def test_multirun_groups_four_jobs_under_a_parent(workdir, client):
     frame = pd.read_csv(io.StringIO(csv.stdout))
     assert len(frame) == 5
     assert {"run_name", "status", "optim.lr", "train/loss"} <= set(frame.columns)
-    unknown = run_cli("runs", "--experiment", "nope", cwd=workdir)
+    unknown = cli_inprocess("runs", "--experiment", "nope", cwd=workdir)
     assert unknown.returncode == 2 and "bitcount" in unknown.stderr
 
 
@@ -226,8 +229,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ui_serves_http_on_loopback_and_stops(workdir):
-    assert run_cli("train", *FAST, cwd=workdir).returncode == 0
+def test_ui_serves_http_on_loopback_and_stops(bitcount_run):
+    """A real server process, started where the session's bitcount store is (no --uri)."""
+    workdir = bitcount_run["workdir"]
+    assert (workdir / "mlflow.db").is_file()
     port = free_port()
     server = subprocess.Popen(
         [*RNNLAB, "ui", "--port", str(port)],
@@ -257,7 +262,7 @@ def test_ui_serves_http_on_loopback_and_stops(workdir):
 
 
 def test_ui_without_a_store_says_how_to_make_one(workdir):
-    result = run_cli("ui", cwd=workdir)
+    result = cli_inprocess("ui", cwd=workdir)
     assert result.returncode == 2
     assert "No tracking store" in result.stderr and "rnnlab train" in result.stderr
 
@@ -299,7 +304,7 @@ def test_wheel_carries_the_configs(tmp_path):
 
 
 def test_a_failed_sweep_job_does_not_stop_the_others(workdir, client):
-    result = run_cli("train", "-m", "optim=sgd", "optim.lr=0.01,1e-5", *FAST, cwd=workdir)
+    result = cli_inprocess("train", "-m", "optim=sgd", "optim.lr=0.01,1e-5", *FAST, cwd=workdir)
     assert result.returncode == 0  # the sweep ran every job; the failure is reported
     assert "1 of 2 sweep jobs failed (elman-sgd-lr0.01)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -321,11 +326,11 @@ def test_tracking_uri_precedence(workdir, monkeypatch, tmp_path):
     # end to end: the environment and tracking.uri each pick the store the run lands in
     env_store = tmp_path / "env-store"
     env_store.mkdir()
-    by_env = run_cli(
+    by_env = cli_inprocess(
         "train", *FAST, cwd=workdir, env={"MLFLOW_TRACKING_URI": f"sqlite:///{env_store / 'a.db'}"}
     )
     assert by_env.returncode == 0, by_env.stderr
-    by_cfg = run_cli(
+    by_cfg = cli_inprocess(
         "train", *FAST, f"tracking.uri=sqlite:///{env_store / 'b.db'}", "tracking.experiment=demo",
         cwd=workdir, env={"MLFLOW_TRACKING_URI": f"sqlite:///{env_store / 'a.db'}"},
     )  # fmt: skip
@@ -335,3 +340,24 @@ def test_tracking_uri_precedence(workdir, monkeypatch, tmp_path):
     assert len(runs_of(MlflowClient(f"sqlite:///{env_store / 'a.db'}"), "bitcount")) == 1
     assert len(runs_of(MlflowClient(f"sqlite:///{env_store / 'b.db'}"), "demo")) == 1
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_in_process_cli_leaves_no_process_state_behind(bitcount_run, tmp_path):
+    """``cli_inprocess`` puts back what a command changes process-wide (``--debug`` sets
+    RNNLAB_DEBUG, ``rnnlab runs`` sets MLflow's tracking URI and MLFLOW_TRACKING_URI, ``train``
+    sets sys.argv and Hydra's global state), so no test sees another's."""
+    import os
+
+    import mlflow
+    from hydra.core.global_hydra import GlobalHydra
+
+    env, cwd, argv, uri = dict(os.environ), os.getcwd(), sys.argv[:], mlflow.get_tracking_uri()
+    table = cli_inprocess("--debug", "runs", "--uri", bitcount_run["uri"], cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert bitcount_run["run"].info.run_id in table.stdout
+    job = cli_inprocess("train", "--cfg", "job", cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert "_target_: torch.optim.RMSprop" in job.stdout
+    assert dict(os.environ) == env
+    assert (os.getcwd(), sys.argv, mlflow.get_tracking_uri()) == (cwd, argv, uri)
+    assert not GlobalHydra.instance().is_initialized()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import run_cli, shared_datasets_dir
+from conftest import cli_inprocess, shared_datasets_dir
 
 from rnnlab.data.fetch import FileEntry, Manifest, corpus_file, data_root, fetch, load_manifest
 from rnnlab.errors import DataError
@@ -74,7 +74,7 @@ def test_truncated_file_is_refused(tmp_path, no_env, corpus):
 
 
 def test_source_copy_fetches_and_verifies_every_file(tmp_path, corpus, no_env):
-    result = run_cli(
+    result = cli_inprocess(
         "data",
         "fetch",
         "ptb",
@@ -109,7 +109,7 @@ def test_corrupt_source_leaves_nothing_half_written(tmp_path, corpus, no_env):
 
 
 def test_source_without_the_files_says_where_it_looked(tmp_path, no_env):
-    result = run_cli(
+    result = cli_inprocess(
         "data",
         "fetch",
         "ptb",
@@ -148,7 +148,7 @@ def test_unreachable_url_suggests_source(tmp_path, no_env):
 def test_training_without_the_corpus_names_the_fetch_command(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_cli(
+    result = cli_inprocess(
         "train", "experiment=ptb_tiny", "device=cpu", cwd=tmp_path, env={"RNNLAB_DATA": str(empty)}
     )
     assert result.returncode == 2

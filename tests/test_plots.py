@@ -7,17 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, runs_of, train
+from conftest import cli_inprocess, new_store, runs_of, train
 
 EPOCHS = 12
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> tuple[Path, str]:
+def store(tmp_path_factory, empty_store) -> tuple[Path, str]:
     """SGD and RMSProp runs of the two-weight Elman cell (same seed, same data), and an LSTM,
     in one store shared by this module's tests."""
     root = tmp_path_factory.mktemp("plots")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root, empty_store)
     common = [f"tracking.uri={uri}", "device=cpu"]
     train(["optim=sgd", "optim.lr=1e-5", f"trainer.max_epochs={EPOCHS}", *common])
     train(["optim=rmsprop", "optim.lr=1e-2", f"trainer.max_epochs={EPOCHS}", *common])
@@ -65,7 +65,7 @@ def assert_real_png(path: Path, *, min_width: int, min_height: int) -> np.ndarra
 
 def test_plot_overlays_learning_curves(workdir, elman_runs):
     ids = [elman_runs["sgd-elman"], elman_runs["rmsprop-elman"], elman_runs["rmsprop-lstm"]]
-    done = run_cli("plot", *ids, "--out", "curves.png", cwd=workdir, env=uri_env(workdir))
+    done = cli_inprocess("plot", *ids, "--out", "curves.png", cwd=workdir, env=uri_env(workdir))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str((workdir / "curves.png").resolve())
     assert_real_png(workdir / "curves.png", min_width=600, min_height=400)
@@ -92,7 +92,7 @@ def test_plot_default_name_and_errors(workdir, elman_runs):
 
 def test_landscape_draws_paths_and_logs_the_png_to_each_run(workdir, client, elman_runs):
     ids = [elman_runs["sgd-elman"], elman_runs["rmsprop-elman"]]
-    done = run_cli("landscape", *ids, cwd=workdir, env=uri_env(workdir))
+    done = cli_inprocess("landscape", *ids, cwd=workdir, env=uri_env(workdir))
     assert done.returncode == 0, done.stderr
     path = Path(done.stdout.strip())
     assert path == (workdir / f"landscape-{ids[0][:8]}+1.png").resolve()

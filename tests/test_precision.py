@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import compose, needs_cpu_bf16_lstm, run_cli, runs_of, train
+from conftest import cli_inprocess, compose, needs_cpu_bf16_lstm, runs_of, train
 
 from rnnlab.train.precision import autocast, native_bf16, precision_warning
 
@@ -84,7 +84,9 @@ def test_a_bf16_run_is_tagged_and_eval_reproduces_its_fp32_test_ppl(shared_data,
     assert run.info.status == "FINISHED"
     assert run.data.tags["precision"] == "bf16"
     assert run.data.params["trainer.precision"] == "bf16"
-    result = run_cli("eval", run.info.run_id, cwd=workdir, env={"RNNLAB_DATA": str(shared_data)})
+    result = cli_inprocess(
+        "eval", run.info.run_id, cwd=workdir, env={"RNNLAB_DATA": str(shared_data)}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"test/ppl: {run.data.metrics['test/ppl']:.2f}"
 

@@ -10,14 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import (
+    cli_inprocess,
     compose,
     fused_cell,
-    run_cli,
-    runs_of,
-    shared_datasets_dir,
     stack_spec,
     task_from_config,
-    train,
 )
 
 from rnnlab.cells.lstm import LSTMCell
@@ -197,26 +194,10 @@ def test_evaluation_is_exact_across_windows(shared_data):
     assert windowed["val/loss"] == pytest.approx(direct.item(), rel=1e-5)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One ptb_tiny run on the real corpus, in its own temp store (trained once per module)."""
-    data = shared_datasets_dir()
-    if data is None:
-        pytest.skip("the shared corpora (../shared/datasets or $RNNLAB_TEST_DATA) are not present")
-    workdir = tmp_path_factory.mktemp("ptb")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        mp.setenv("RNNLAB_DATA", str(data))
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        train(["experiment=ptb_tiny", "device=cpu"])
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    (run,) = runs_of(client, "ptb")
-    return {"run": run, "client": client, "uri": uri, "workdir": workdir, "data": data}
+@pytest.fixture
+def tiny_run(ptb_tiny_run):
+    """The session's ptb_tiny run on the real corpus (trained once, only read here)."""
+    return ptb_tiny_run
 
 
 def test_tiny_run_logs_every_metric(tiny_run):
@@ -251,7 +232,7 @@ def test_tiny_run_keeps_the_best_checkpoint_the_vocabulary_and_a_sample(tiny_run
 
 def test_eval_reproduces_the_logged_test_ppl(tiny_run):
     run = tiny_run["run"]
-    result = run_cli(
+    result = cli_inprocess(
         "eval",
         run.info.run_id,
         "--uri",

@@ -1,4 +1,7 @@
-"""Crash safety: resumable checkpoints, SIGKILL + resume bit-exact, clean SIGINT/SIGTERM."""
+"""Crash safety: resumable checkpoints, SIGKILL + resume bit-exact, clean SIGINT/SIGTERM.
+
+The run that is killed or signalled is a real ``rnnlab`` process; the resume and the
+uninterrupted reference run in-process (:func:`conftest.cli_inprocess`)."""
 
 from __future__ import annotations
 
@@ -8,13 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RNNLAB, needs_cpu_bf16_lstm, run_cli, runs_of
+from conftest import RNNLAB, cli_inprocess, needs_cpu_bf16_lstm, runs_of
 
 from rnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 
+#: enough epochs after the checkpoint the tests wait for (past epoch 100, or 50) that the
+#: process is still training when the signal arrives: the poll sees that checkpoint within a
+#: few epochs, and 500 more epochs are seconds of training
+EPOCHS = 600
 BITCOUNT = [
     "experiment=bitcount_rmsprop",
-    "trainer.max_epochs=3000",
+    f"trainer.max_epochs={EPOCHS}",
     "trainer.checkpoint_every_epochs=25",
     "device=cpu",
 ]
@@ -61,11 +68,11 @@ def test_sigkill_then_resume_is_bit_exact(workdir, client):
     (killed,) = runs_of(client, "bitcount")
     assert killed.info.status == "RUNNING"  # nobody could mark it: that is what resume is for
 
-    resumed = run_cli("train", f"resume={killed.info.run_id}", "device=cpu", cwd=workdir)
+    resumed = cli_inprocess("train", f"resume={killed.info.run_id}", "device=cpu", cwd=workdir)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming run" in resumed.stdout
 
-    reference = run_cli("train", *BITCOUNT, cwd=workdir)
+    reference = cli_inprocess("train", *BITCOUNT, cwd=workdir)
     assert reference.returncode == 0, reference.stderr
     runs = {r.info.run_id: r for r in runs_of(client, "bitcount")}
     done = runs[killed.info.run_id]
@@ -81,7 +88,7 @@ def test_sigkill_then_resume_is_bit_exact(workdir, client):
     ):
         assert done.data.metrics[key] == ref.data.metrics[key], key
     steps = metric_steps(client, done.info.run_id, "train/loss")
-    assert steps == list(range(1, 3001))  # continued, no duplicates, no gaps
+    assert steps == list(range(1, EPOCHS + 1))  # continued, no duplicates, no gaps
     values = [m.value for m in client.get_metric_history(done.info.run_id, "train/loss")]
     ref_values = [m.value for m in client.get_metric_history(ref.info.run_id, "train/loss")]
     assert values == ref_values
@@ -98,20 +105,20 @@ def test_signal_checkpoints_marks_killed_and_prints_resume(signum, code, workdir
     assert run.info.status == "KILLED"
     assert f"rnnlab train resume={run.info.run_id}" in err
     assert "Traceback" not in err
-    resumed = run_cli("train", f"resume={run.info.run_id}", "device=cpu", cwd=workdir)
+    resumed = cli_inprocess("train", f"resume={run.info.run_id}", "device=cpu", cwd=workdir)
     assert resumed.returncode == 0, resumed.stderr
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    assert metric_steps(client, run.info.run_id, "train/loss") == list(range(1, 3001))
+    assert metric_steps(client, run.info.run_id, "train/loss") == list(range(1, EPOCHS + 1))
 
 
 def test_resume_errors_are_clear(workdir, client):
-    unknown = run_cli("train", "resume=0123456789abcdef", "device=cpu", cwd=workdir)
+    unknown = cli_inprocess("train", "resume=0123456789abcdef", "device=cpu", cwd=workdir)
     assert unknown.returncode == 2
     assert "no run with that id" in unknown.stderr and "rnnlab runs" in unknown.stderr
-    ok = run_cli("train", "trainer.max_epochs=2", "device=cpu", cwd=workdir)
+    ok = cli_inprocess("train", "trainer.max_epochs=2", "device=cpu", cwd=workdir)
     assert ok.returncode == 0
     (run,) = runs_of(client, "bitcount")
-    finished = run_cli("train", f"resume={run.info.run_id}", cwd=workdir)
+    finished = cli_inprocess("train", f"resume={run.info.run_id}", cwd=workdir)
     assert finished.returncode == 2 and "already FINISHED" in finished.stderr
 
 
@@ -133,7 +140,7 @@ def test_checkpoints_refuse_foreign_files(tmp_path):
 
 PTB = [
     "experiment=ptb_tiny",
-    "task.max_tokens=40000",
+    "task.max_tokens=20000",
     "cell.dropout=0.3",
     "trainer.max_epochs=4",
     "trainer.checkpoint_every=25",
@@ -165,9 +172,9 @@ def test_ptb_sigkill_mid_epoch_then_resume_is_bit_exact(workdir, client, shared_
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     (killed,) = runs_of(client, "ptb")
-    resumed = run_cli("train", f"resume={killed.info.run_id}", "device=cpu", cwd=workdir)
+    resumed = cli_inprocess("train", f"resume={killed.info.run_id}", "device=cpu", cwd=workdir)
     assert resumed.returncode == 0, resumed.stderr
-    reference = run_cli("train", *args, cwd=workdir)
+    reference = cli_inprocess("train", *args, cwd=workdir)
     assert reference.returncode == 0, reference.stderr
     runs = {r.info.run_id: r for r in runs_of(client, "ptb")}
     done = runs.pop(killed.info.run_id)

@@ -10,18 +10,17 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import cli_inprocess, new_store
 
 GRID = ["optim=adam,rmsprop", "optim.lr=1e-3,1e-2", "seed=1,2"]
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory) -> tuple[Path, str]:
+def grid(tmp_path_factory, empty_store) -> tuple[Path, str]:
     """One sequential sweep of 8 tiny bitcount runs, shared by this module's tests."""
     workdir = tmp_path_factory.mktemp("runs_grid")
-    done = run_cli(
-        "train", "-m", *GRID, "trainer.max_epochs=5", "device=cpu", cwd=workdir, timeout=600
-    )
+    new_store(workdir, empty_store)
+    done = cli_inprocess("train", "-m", *GRID, "trainer.max_epochs=5", "device=cpu", cwd=workdir)
     assert done.returncode == 0, done.stderr[-4000:]
     return workdir, f"sqlite:///{workdir / 'mlflow.db'}"
 
@@ -47,7 +46,7 @@ def children(uri: str):
 
 def test_pivot_is_mean_and_std_over_seeds(grid):
     workdir, uri = grid
-    done = run_cli(
+    done = cli_inprocess(
         "runs", "--uri", uri, "--pivot", "optim.name", "optim.lr", "--metric", "val/loss",
         "--format", "json", cwd=workdir,
     )  # fmt: skip

@@ -1,6 +1,11 @@
 """Hydra multirun with real launchers and sweepers, tracked in a real sqlite store: joblib
 (parallel processes), submitit_local (the SLURM code path), Optuna; every sweep a parent run
-with one child per job."""
+with one child per job.
+
+The joblib and submitit sweeps run ``rnnlab`` as a real process (their launchers start worker
+processes anyway), and so does the aborted sweep (its parent run is closed by an atexit
+handler, at process exit); the Optuna sweeps (the basic launcher, jobs in-process) and the
+config checks run in-process."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli, runs_of
+from conftest import cli_inprocess, run_cli, runs_of
 
 TINY = ["trainer.max_epochs=5", "device=cpu"]
 
@@ -91,7 +96,7 @@ def test_submitit_local_runs_a_two_job_sweep(workdir, client):
 
 
 def test_slurm_config_needs_only_partition_and_time(workdir):
-    done = run_cli(
+    done = cli_inprocess(
         "train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
         "hydra.launcher.timeout_min=30", "--cfg", "hydra", cwd=workdir,
     )  # fmt: skip
@@ -106,7 +111,7 @@ def test_slurm_config_needs_only_partition_and_time(workdir):
 def test_optuna_minimises_the_objective_and_survives_a_diverged_trial(workdir, client):
     """SGD at lr 10 diverges: that trial is a FAILED run with objective +inf, and the study
     goes on; the best value Optuna reports is the best val/loss any child logged."""
-    done = run_cli(
+    done = cli_inprocess(
         "train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4",
         "hydra.sweeper.sampler.seed=7", "optim=sgd", "optim.lr=choice(1e-5,10.0)", *TINY,
         cwd=workdir,
@@ -133,7 +138,7 @@ def test_optuna_minimises_the_objective_and_survives_a_diverged_trial(workdir, c
 
 
 def test_optuna_preset_composes(workdir):
-    done = run_cli("train", "experiment=bitcount_optuna", "--cfg", "hydra", cwd=workdir)
+    done = cli_inprocess("train", "experiment=bitcount_optuna", "--cfg", "hydra", cwd=workdir)
     assert_ok(done)
     sweeper = yaml.safe_load(done.stdout)["hydra"]["sweeper"]
     assert sweeper["_target_"].endswith("optuna_sweeper.OptunaSweeper")

@@ -12,13 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import (
+    cli_inprocess,
     fused_cell,
-    run_cli,
-    runs_of,
-    shared_datasets_dir,
     stack_spec,
     task_from_config,
-    train,
 )
 
 from rnnlab.cells.gru import GRUCell
@@ -243,7 +240,7 @@ def test_fetch_from_source_refuses_corrupt_copies(tmp_path, monkeypatch, shared_
 
 
 def test_missing_corpus_is_a_clear_cli_error(workdir):
-    result = run_cli(
+    result = cli_inprocess(
         "train",
         "experiment=multi30k_tiny",
         "device=cpu",
@@ -257,25 +254,10 @@ def test_missing_corpus_is_a_clear_cli_error(workdir):
 
 
 # -- multi30k_tiny end to end -------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One real multi30k_tiny training run on a sqlite store, shared by the tests below."""
-    data = shared_datasets_dir()
-    if data is None:
-        pytest.skip("the shared corpora (../shared/datasets or $RNNLAB_TEST_DATA) are not present")
-    work = tmp_path_factory.mktemp("translate")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setenv("RNNLAB_DATA", str(data))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        train(["experiment=multi30k_tiny", "device=cpu", f"tracking.uri={uri}"])
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    (run,) = runs_of(client, "translate")
-    return {"work": work, "uri": uri, "client": client, "run": run, "data": data}
+@pytest.fixture
+def tiny_run(multi30k_tiny_run):
+    """The session's multi30k_tiny run on a sqlite store (trained once, only read here)."""
+    return {**multi30k_tiny_run, "work": multi30k_tiny_run["workdir"]}
 
 
 def test_tiny_run_logs_every_metric_tag_and_artifact(tiny_run):
@@ -341,14 +323,14 @@ def test_logged_bleu_equals_sacrebleu_cli_on_the_tsv(tiny_run):
 def test_eval_and_translate_commands_reuse_the_run(tiny_run):
     run = tiny_run["run"]
     env = {"RNNLAB_DATA": str(tiny_run["data"])}
-    result = run_cli(
+    result = cli_inprocess(
         "eval", run.info.run_id, "--uri", tiny_run["uri"], cwd=tiny_run["work"], env=env
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"test/bleu: {run.data.metrics['test/bleu']:.2f}"
     # translating needs only the checkpoint (vocabularies included), not the corpus
     nowhere = {"RNNLAB_DATA": str(tiny_run["work"] / "nowhere")}
-    one = run_cli(
+    one = cli_inprocess(
         "translate",
         run.info.run_id,
         "Ein Mann fährt Fahrrad.",
@@ -359,27 +341,16 @@ def test_eval_and_translate_commands_reuse_the_run(tiny_run):
     )
     assert one.returncode == 0, one.stderr
     assert len(one.stdout.splitlines()) == 1 and one.stdout.strip()
-    many = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnlab.cli",
-            "translate",
-            run.info.run_id,
-            "--uri",
-            tiny_run["uri"],
-            "--beam",
-            "1",
-        ],
-        input="Ein Mann fährt Fahrrad.\n\nZwei Hunde spielen im Schnee.\n",
-        capture_output=True,
-        text=True,
+    many = cli_inprocess(
+        "translate",
+        run.info.run_id,
+        "--uri",
+        tiny_run["uri"],
+        "--beam",
+        "1",
+        stdin="Ein Mann fährt Fahrrad.\n\nZwei Hunde spielen im Schnee.\n",
         cwd=tiny_run["work"],
-        check=False,
-        env={
-            **{k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_")},
-            **nowhere,
-        },
+        env=nowhere,
     )
     assert many.returncode == 0, many.stderr
     out = many.stdout.split("\n")

@@ -133,11 +133,11 @@ def test_ui_shows_runs_and_metrics_in_a_real_browser(chromium, workdir, client, 
     assert server.returncode is not None
 
 
-def test_ui_binds_loopback_and_warns_when_exposed(workdir, store_uri, monkeypatch, capsys):
+def test_ui_binds_loopback_and_warns_when_exposed(bitcount_run, monkeypatch, capsys):
     """The command rnnlab would exec, captured instead of run (nothing is exposed)."""
     from rnnlab.tracking import ui
 
-    train(["trainer.max_epochs=1", "device=cpu"])
+    store_uri = bitcount_run["uri"]  # a store with a finished run, only read here
     executed = []
     monkeypatch.setattr(ui.os, "execv", lambda path, argv: executed.append(argv))
     ui.serve(uri=store_uri, host="127.0.0.1", port=5000)
