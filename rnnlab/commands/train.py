@@ -45,5 +45,12 @@ def train(overrides: tuple[str, ...]) -> None:
     check_writable_cwd(overrides)
     from rnnlab.session import job
 
+    argv = sys.argv
     sys.argv = ["rnnlab-train", *overrides]
-    job.main()
+    try:
+        job.main()
+    finally:  # the process may go on (tests, notebooks): leave argv and Hydra as they were
+        sys.argv = argv
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()

@@ -159,6 +159,8 @@ def search_runs_frame(
 
     from rnnlab.errors import RnnlabError
 
+    # set_tracking_uri is process-wide and exports MLFLOW_TRACKING_URI: undo the export after
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         return mlflow.search_runs(
@@ -173,3 +175,8 @@ def search_runs_frame(
             "Write it in MLflow's search syntax, e.g. --where \"params.optim._target_ LIKE "
             '\'%RMSprop%\'" or --where "metrics.`val/loss` < 1" (backquote keys with / or -)',
         ) from exc
+    finally:
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
