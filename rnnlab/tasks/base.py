@@ -180,6 +180,11 @@ class Task(abc.ABC):
         from the model and the final evaluation ``results`` (split -> result)."""
         return []
 
+    def tokenizer_files(self, out_dir: Path) -> list[Path]:
+        """A trained tokenizer's model files written into ``out_dir`` (the run keeps them
+        as ``tokenizer/`` artifacts); none by default."""
+        return []
+
     def summary(self, model: nn.Module) -> list[str]:
         """Lines for the end-of-run console summary."""
         return []
