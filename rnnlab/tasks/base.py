@@ -209,6 +209,12 @@ class Translates(Protocol):
     ) -> list[str]:
         """One detokenized translation per sentence."""
 
+    def scores(
+        self, hypotheses: list[str], references: list[str]
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Corpus metrics (``bleu``, ``chrf``) of plain-text hypotheses against raw
+        references, and tags holding their signatures."""
+
 
 @runtime_checkable
 class ShowsAttention(Protocol):
