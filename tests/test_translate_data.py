@@ -100,6 +100,7 @@ def test_subwords_leave_no_unk_and_the_model_travels_with_the_run(spm_run):
     run_id = run.info.run_id
     assert run.info.status == "FINISHED"
     assert {"test/bleu", "test/chrf", "val/chrf"} <= set(run.data.metrics)
+    assert run.data.metrics["test/unk"] == 0.0
     assert run.data.tags["sacrebleu_chrf"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0")
     tsv = Path(client.download_artifacts(run_id, "samples/translations_test.tsv", str(work)))
     hypotheses = [row.split("\t")[2] for row in tsv.read_text("utf-8").splitlines()[1:]]
@@ -162,6 +163,7 @@ def test_eval_on_new_files_equals_sacrebleu_on_translate_output(spm_run):
     logged = client.get_run(run_id)
     assert logged.data.metrics["eval/flickr/bleu"] == pytest.approx(bleu, abs=1e-4)
     assert logged.data.metrics["eval/flickr/chrf"] == pytest.approx(chrf, abs=1e-4)
+    assert logged.data.metrics["eval/flickr/unk"] == 0.0
     assert logged.info.status == "FINISHED"
     (dataset,) = [d for d in logged.inputs.dataset_inputs if d.dataset.name == "eval-flickr"]
     pair = hashlib.sha256(f"{sha256(src)}\n{sha256(ref)}".encode()).hexdigest()

@@ -72,4 +72,5 @@ def parallel_eval(run_id: str, src: Path | None, ref: Path | None, **options) ->
     options["uri"] = resolve_tracking_uri(options["uri"])
     metrics = score_translation_files(run_id, src=src, ref=ref, **options)
     for key, value in metrics.items():
-        click.echo(f"{key}: {value:.2f}")
+        if key.endswith(("/bleu", "/chrf")):  # the headline figures; eval/NAME/unk is logged
+            click.echo(f"{key}: {value:.2f}")

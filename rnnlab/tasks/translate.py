@@ -416,12 +416,14 @@ class Translate(Task):
     def scores(
         self, hypotheses: list[str], references: list[str]
     ) -> tuple[dict[str, float], dict[str, str]]:
-        """``{bleu, chrf}`` of plain-text hypotheses against raw references, and the tags
-        holding their sacreBLEU signatures."""
+        """``bleu`` and ``chrf`` of plain-text hypotheses against raw references, ``unk`` (how
+        many ``<unk>`` tokens the hypotheses hold: word level writes them for rare words,
+        subwords never), and the tags holding the sacreBLEU signatures."""
         bleu, bleu_signature = self.bleu(hypotheses, references)
         chrf, chrf_signature = self.chrf(hypotheses, references)
         tags = {"sacrebleu": bleu_signature, "sacrebleu_chrf": chrf_signature}
-        return {"bleu": bleu, "chrf": chrf}, tags
+        unk = sum(h.count(SPECIALS[UNK]) for h in hypotheses)
+        return {"bleu": bleu, "chrf": chrf, "unk": float(unk)}, tags
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str) -> EvalResult:
