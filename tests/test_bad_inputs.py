@@ -44,6 +44,7 @@ class Case:
 
 
 FAST = ["trainer.max_epochs=2", "device=cpu"]
+TINY_MT = ["train", "experiment=multi30k_tiny", "device=cpu"]
 CASES = {
     "unknown group choice": Case(
         ["train", "cell=lstmm"], 1, ["Could not find 'cell/lstmm'", "Available options"]
@@ -193,6 +194,66 @@ CASES = {
         ["task.bptt=100000 is larger than the training data", "task.bptt below"],
         setup="shared_corpus",
     ),
+    "parallel folder that does not exist": Case(
+        [*TINY_MT, "task.corpus=no-such-folder"],
+        2,
+        ["task.corpus=no-such-folder: there is no folder", "Point task.corpus at a folder"],
+    ),
+    "parallel folder without the split files": Case(
+        [*TINY_MT, "task.corpus=par-names"],
+        2,
+        ["lacks valid.de[.gz], valid.en[.gz]", "it holds dev.de, dev.en", "task.split_names"],
+        setup="parallel_wrong_names",
+    ),
+    "misaligned parallel files": Case(
+        [*TINY_MT, "task.corpus=par-misaligned"],
+        2,
+        ["not line-aligned", "train.de has 20 lines", "train.en has 19", "same number of lines"],
+        setup="parallel_misaligned",
+    ),
+    "parallel file that is not UTF-8": Case(
+        [*TINY_MT, "task.corpus=par-latin1"],
+        2,
+        ["valid.en is not UTF-8 text: line 3 has an invalid byte", "Convert the file to UTF-8"],
+        setup="parallel_latin1",
+    ),
+    "empty parallel split": Case(
+        [*TINY_MT, "task.corpus=par-empty"],
+        2,
+        ["The test split is empty", "test.de", "at least one sentence pair"],
+        setup="parallel_empty",
+    ),
+    "parallel corpus whose vocabulary is empty": Case(
+        [*TINY_MT, "task.corpus=par-good", "task.min_freq=1000"],
+        2,
+        ["The de vocabulary of par-good is empty", "task.min_freq=1000", "Lower task.min_freq"],
+        setup="parallel_good",
+    ),
+    "sentencepiece vocabulary too large": Case(
+        [
+            *TINY_MT,
+            "task.corpus=par-good",
+            "task.tokenizer=sentencepiece",
+            "task.spm.vocab_size=100000",
+        ],
+        2,
+        ["task.spm.vocab_size=100000 is larger than", "Set task.spm.vocab_size="],
+        setup="parallel_good",
+    ),
+    "moses tokenizer for a language it does not know": Case(
+        [*TINY_MT, "task.src_lang=cs"],
+        2,
+        ["task.tokenizer=moses knows de, en, fr, not 'cs'", "task.tokenizer=sentencepiece"],
+        creates_no_run=True,
+    ),
+    "eval of a missing source file": Case(
+        ["eval", "feedbeef", "--src", "nope.de", "--ref", "nope.en"],
+        2,
+        ["--src nope.de: there is no such file", "Pass an existing file"],
+    ),
+    "eval with a source but no reference": Case(
+        ["eval", "feedbeef", "--src", "nope.de"], 2, ["--src needs --ref", "--src FILE --ref FILE"]
+    ),
 }
 
 
@@ -248,6 +309,50 @@ def setup_truncated_gzip(workdir: Path) -> dict[str, str]:
     path = root / "multi30k" / "train.de.gz"
     path.write_bytes(path.read_bytes()[:5000])
     return {"RNNLAB_DATA": str(root)}
+
+
+def parallel_folder(workdir: Path, name: str, n: int = 20) -> Path:
+    """A small de-en folder ``name`` in ``workdir``: n pairs per split, as plain files."""
+    import shutil
+
+    folder = workdir / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for stem in ("train", "valid", "test"):
+        (folder / f"{stem}.de").write_text("Ein Hund läuft im Park.\n" * n, encoding="utf-8")
+        (folder / f"{stem}.en").write_text("A dog runs in the park.\n" * n, encoding="utf-8")
+    return folder
+
+
+def setup_parallel_good(workdir: Path) -> dict[str, str]:
+    parallel_folder(workdir, "par-good")
+    return {"RNNLAB_CACHE": str(workdir / "cache")}
+
+
+def setup_parallel_wrong_names(workdir: Path) -> dict[str, str]:
+    folder = parallel_folder(workdir, "par-names")
+    for lang in ("de", "en"):
+        (folder / f"valid.{lang}").rename(folder / f"dev.{lang}")
+    return {}
+
+
+def setup_parallel_misaligned(workdir: Path) -> dict[str, str]:
+    folder = parallel_folder(workdir, "par-misaligned")
+    (folder / "train.en").write_text("A dog runs in the park.\n" * 19, encoding="utf-8")
+    return {}
+
+
+def setup_parallel_latin1(workdir: Path) -> dict[str, str]:
+    folder = parallel_folder(workdir, "par-latin1")
+    (folder / "valid.en").write_bytes(b"A dog.\nA cat.\nA caf\xe9.\n" + b"A dog.\n" * 17)
+    return {}
+
+
+def setup_parallel_empty(workdir: Path) -> dict[str, str]:
+    folder = parallel_folder(workdir, "par-empty")
+    for lang in ("de", "en"):
+        (folder / f"test.{lang}").write_text("", encoding="utf-8")
+    return {}
 
 
 def setup_bad_cell(workdir: Path) -> dict[str, str]:
@@ -314,6 +419,8 @@ def test_bad_input(name, earlier):
         assert len(lines) == 1, err
     if case.creates_no_run:
         assert all_run_ids(client) == runs_before
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert not client.search_runs(experiments, "attributes.status = 'RUNNING'")
     # the earlier run is untouched
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED"

@@ -267,7 +267,7 @@ def test_tiny_run_logs_every_metric_tag_and_artifact(tiny_run):
     for key in ("train/loss", "val/loss", "val/ppl", "val/bleu"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3], key
     metrics = run.data.metrics
-    for key in ("test/bleu", "test/ppl", "test/loss"):
+    for key in ("test/bleu", "test/chrf", "test/unk", "test/ppl", "test/loss"):
         assert key in metrics
     assert abs(metrics["test/ppl"] - torch.tensor(metrics["test/loss"]).exp().item()) < 1e-3
     assert 0.0 <= metrics["test/bleu"] <= 100.0

@@ -1,4 +1,4 @@
-"""Parallel text: reading gzip corpora and Moses tokenization (sacremoses).
+"""Parallel text: reading gzip corpora, Moses tokenization (sacremoses), word-level sides.
 
 Lines are read as UTF-8 from ``.gz`` files; a truncated or corrupt gzip stream and invalid
 UTF-8 become a :class:`~rnnlab.errors.DataError` that names the file and the fix. The
@@ -12,6 +12,7 @@ import gzip
 import zlib
 from pathlib import Path
 
+from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError
 
 LANGUAGES = ("de", "en", "fr")
@@ -57,3 +58,33 @@ class MosesText:
 
     def detokenize(self, tokens: list[str]) -> str:
         return self._detokenizer.detokenize(tokens)
+
+
+class WordText:
+    """One side at word level: Moses tokens, ids from a vocabulary built on train.
+
+    The same interface as :class:`rnnlab.data.subword.SubwordText` (tokenize, encode,
+    pieces, decode, len), so the translation task does not branch on the tokenizer.
+    """
+
+    def __init__(self, moses: MosesText, vocab: Vocab | None = None) -> None:
+        self.moses = moses
+        self.vocab = vocab
+
+    def __len__(self) -> int:
+        return len(self.vocab) if self.vocab is not None else 0
+
+    def tokenize(self, line: str) -> list[str]:
+        return self.moses.tokenize(line)
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return self.vocab.encode(tokens)
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        return self.vocab.decode(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.moses.detokenize(self.vocab.decode(ids))
+
+    def state_dict(self) -> dict:
+        return self.vocab.state_dict()

@@ -102,7 +102,8 @@ def execute(
 def write_artifacts(
     spec: RunSpec, outcome: TrainOutcome, logger: RunLogger, *, config_yaml: str
 ) -> None:
-    """``config.yaml``, ``plots/`` (the loss curves) and ``samples/`` (the task's own)."""
+    """``config.yaml``, ``plots/`` (the loss curves), ``samples/`` (the task's own) and
+    ``tokenizer/`` (a trained tokenizer's model files, when the task has one)."""
     from rnnlab.analysis.plots import attention_heatmap, plot_curves
 
     task, model = spec.task, outcome.model
@@ -120,6 +121,8 @@ def write_artifacts(
         logger.log_artifact(curve, "plots")
         for path in samples:
             logger.log_artifact(path, "samples")
+        for path in task.tokenizer_files(out / "tokenizer"):
+            logger.log_artifact(path, "tokenizer")
 
 
 def finish(

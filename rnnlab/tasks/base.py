@@ -180,6 +180,11 @@ class Task(abc.ABC):
         from the model and the final evaluation ``results`` (split -> result)."""
         return []
 
+    def tokenizer_files(self, out_dir: Path) -> list[Path]:
+        """A trained tokenizer's model files written into ``out_dir`` (the run keeps them
+        as ``tokenizer/`` artifacts); none by default."""
+        return []
+
     def summary(self, model: nn.Module) -> list[str]:
         """Lines for the end-of-run console summary."""
         return []
@@ -203,6 +208,12 @@ class Translates(Protocol):
         self, model: nn.Module, sentences: list[str], *, beam_size: int | None = None
     ) -> list[str]:
         """One detokenized translation per sentence."""
+
+    def scores(
+        self, hypotheses: list[str], references: list[str]
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """Corpus metrics (``bleu``, ``chrf``) of plain-text hypotheses against raw
+        references, and tags holding their signatures."""
 
 
 @runtime_checkable

@@ -1,14 +1,19 @@
-"""Machine translation on Multi30k with an attentional RNN encoder–decoder.
+"""Machine translation on any parallel corpus with an attentional RNN encoder–decoder.
 
-Data: ``<root>/multi30k/{train,val,test_2016_flickr}.<lang>.gz``, verified against the
-manifest, Moses-tokenized per language (optionally lowercased); vocabularies are built from
-train with ``min_freq`` and saved with the checkpoint, so a finished run translates without
-the corpus. Everything is loaded lazily: ``rnnlab translate`` never reads the training set.
+Data (:mod:`rnnlab.data.parallel`): the registered Multi30k
+(``<root>/multi30k/{train,val,test_2016_flickr}.<lang>.gz``, verified against the manifest)
+or a folder of ``<stem>.<lang>[.gz]`` files, every split checked (aligned, UTF-8, not empty)
+before training. Tokenization (``task.tokenizer``): ``moses``, words with vocabularies built
+from train with ``min_freq``; or ``sentencepiece``, BPE/unigram subwords with byte fallback
+(:mod:`rnnlab.data.subword`), trained on train (cached), joint or one model per side. Either
+is saved with the checkpoint, so a finished run translates without the corpus. Everything is
+loaded lazily: ``rnnlab translate`` never reads the training set.
 
-Metrics: ``<split>/loss`` (per target token, no label smoothing), ``<split>/ppl`` and
-``<split>/bleu``. BLEU is sacreBLEU's corpus BLEU of the detokenized hypotheses against the
-raw reference lines (its signature becomes the run tag ``sacrebleu``). Validation decodes
-greedily (cheap, every epoch); the test split uses the configured beam search.
+Metrics: ``<split>/loss`` (per target token, no label smoothing), ``<split>/ppl``,
+``<split>/bleu`` and ``<split>/chrf``: sacreBLEU's corpus BLEU and chrF of the hypotheses,
+decoded to plain text, against the raw reference lines (their signatures become the run tags
+``sacrebleu`` and ``sacrebleu_chrf``). Validation decodes greedily (cheap, every epoch); the
+test split uses the configured beam search.
 
 The objective is ``val/loss``: it is smooth, computed on every target token, and what the
 plateau scheduler should react to; greedy validation BLEU on 1,014 sentences is noisy from
@@ -26,9 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.data.buckets import bucketed_batches, pad, sorted_batches
-from rnnlab.data.text import LANGUAGES, MosesText
+from rnnlab.data.parallel import SPLITS, PairFiles
+from rnnlab.data.subword import SubwordText
+from rnnlab.data.text import LANGUAGES, MosesText, WordText
 from rnnlab.data.vocab import Vocab
-from rnnlab.errors import RnnlabError
+from rnnlab.errors import DataError, RnnlabError
 from rnnlab.models.attention import KINDS
 from rnnlab.models.beam import beam_decode, greedy_decode
 from rnnlab.models.seq2seq import Seq2Seq
@@ -39,6 +46,7 @@ from rnnlab.options import (
     POSITIVE,
     PROBABILITY,
     Options,
+    Rule,
     one_of,
     option,
 )
@@ -52,10 +60,10 @@ from rnnlab.tasks.base import (
     perplexity,
 )
 
-CORPUS = "multi30k"
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 PAD, UNK, BOS, EOS = range(4)
-SPLIT_FILES = {"train": "train", "val": "val", "test": "test_2016_flickr"}
+#: a language code (de, en, pt_br, ...): it names the files and the sides
+LANG_CODE = Rule(lambda v: v.replace("_", "").isalpha() and v == v.lower(), "a language code")
 
 
 @dataclass
@@ -77,6 +85,19 @@ class Batch:
     tokens: int
 
 
+@dataclass
+class SubwordOptions:
+    """``task.spm.*``: the sentencepiece model of ``task.tokenizer=sentencepiece``.
+
+    Not frozen: OmegaConf makes a frozen nested dataclass read-only and cannot merge values
+    into it. Its rules are checked by :meth:`TranslateOptions.check`.
+    """
+
+    model_type: str
+    vocab_size: int
+    joint: bool
+
+
 @dataclass(frozen=True)
 class TranslateOptions(Options):
     """``task.*`` of ``conf/task/translate.yaml``."""
@@ -85,8 +106,13 @@ class TranslateOptions(Options):
 
     seed: int = option()
     data_dir: str | None = option()
-    src_lang: str = option(one_of(*LANGUAGES))
-    tgt_lang: str = option(one_of(*LANGUAGES))
+    cache_dir: str | None = option()
+    corpus: str = option()
+    split_names: dict[str, str] = option()
+    src_lang: str = option(LANG_CODE)
+    tgt_lang: str = option(LANG_CODE)
+    tokenizer: str = option(one_of("moses", "sentencepiece"))
+    spm: SubwordOptions = option()
     lowercase: bool = option()
     min_freq: int = option(POSITIVE)
     max_train: int | None = option(POSITIVE)
@@ -110,10 +136,29 @@ class TranslateOptions(Options):
             raise ValueError(
                 f"task.src_lang and task.tgt_lang must differ, both are '{self.src_lang}'"
             )
+        if sorted(self.split_names) != sorted(SPLITS):
+            raise ValueError(
+                f"task.split_names must name exactly {', '.join(SPLITS)}, got "
+                f"{', '.join(self.split_names)}"
+            )
+        if self.spm.model_type not in ("bpe", "unigram"):
+            raise ValueError(
+                f"task.spm.model_type must be one of bpe, unigram, got {self.spm.model_type!r}"
+            )
+        if self.spm.vocab_size <= 0:
+            raise ValueError(
+                f"task.spm.vocab_size must be a positive integer, got {self.spm.vocab_size}"
+            )
+        for lang in (self.src_lang, self.tgt_lang):
+            if self.tokenizer == "moses" and lang not in LANGUAGES:
+                raise ValueError(
+                    f"task.tokenizer=moses knows {', '.join(LANGUAGES)}, not '{lang}'; "
+                    "task.tokenizer=sentencepiece works for any language"
+                )
 
 
 class Translate(Task):
-    """Translate ``src_lang`` into ``tgt_lang`` (de, en, fr) on Multi30k."""
+    """Translate ``src_lang`` into ``tgt_lang`` on Multi30k or a folder of parallel text."""
 
     name: ClassVar[str] = "translate"
     Options = TranslateOptions
@@ -124,48 +169,68 @@ class Translate(Task):
         super().__init__(options)
         o = options
         self.src_lang, self.tgt_lang = o.src_lang, o.tgt_lang
-        self.src_text = MosesText(o.src_lang, lowercase=o.lowercase)
-        self.tgt_text = MosesText(o.tgt_lang, lowercase=o.lowercase)
-        self.src_vocab: Vocab | None = None
-        self.tgt_vocab: Vocab | None = None
+        # each side's tokenizer and ids: word level gets its vocabulary from train (or the
+        # checkpoint); a sentencepiece side exists only once trained (or loaded)
+        self.src_text: WordText | SubwordText | None = None
+        self.tgt_text: WordText | SubwordText | None = None
+        if o.tokenizer == "moses":
+            self.src_text = WordText(MosesText(o.src_lang, lowercase=o.lowercase))
+            self.tgt_text = WordText(MosesText(o.tgt_lang, lowercase=o.lowercase))
+        self._raw: dict[str, tuple[list[str], list[str]]] = {}
         self._splits: dict[str, Split] = {}
         self._tokens: dict[str, tuple[list[list[str]], list[list[str]], list[str], list[str]]] = {}
 
     # -- data --------------------------------------------------------------------------
-    def read_split(self, split: str) -> tuple[list[str], list[str]]:
-        from rnnlab.data.fetch import corpus_file, fetch_command
-        from rnnlab.data.text import read_gzip_lines
+    def pair_files(self) -> list[PairFiles]:
+        """The source and target file of every split (registered: verified by sha256)."""
+        from rnnlab.data.parallel import folder_pairs, is_registered, registered_pairs
 
-        sides = []
-        for lang in (self.src_lang, self.tgt_lang):
-            name = f"{SPLIT_FILES[split]}.{lang}.gz"
-            path = corpus_file(CORPUS, name, data_dir=self.options.data_dir)
-            sides.append(read_gzip_lines(path, fetch_hint=fetch_command(CORPUS)))
-        src, tgt = sides
-        if len(src) != len(tgt):
-            raise RnnlabError(
-                f"The {split} files of {CORPUS} are not line-aligned ({len(src)} {self.src_lang} "
-                f"lines, {len(tgt)} {self.tgt_lang} lines)",
-                f"Re-fetch the corpus with 'rnnlab data fetch {CORPUS}'",
-            )
+        o = self.options
+        langs = (o.src_lang, o.tgt_lang)
+        if is_registered(o.corpus):
+            return registered_pairs(o.corpus, langs, data_dir=o.data_dir)
+        return folder_pairs(Path(o.corpus).expanduser(), langs, dict(o.split_names))
+
+    def read_split(self, split: str) -> tuple[list[str], list[str]]:
+        """Raw lines of one split; the first call reads and checks every split, so a bad
+        file is refused before any training."""
+        from rnnlab.data.parallel import is_registered, read_pair
+
+        corpus = self.options.corpus
+        if is_registered(corpus):
+            fix = f"delete it and run 'rnnlab data fetch {corpus}'"
+        else:
+            fix = f"then run again (task.corpus={corpus})"
+        if not self._raw:
+            self._raw = {pair.split: read_pair(pair, fix=fix) for pair in self.pair_files()}
+        src, tgt = self._raw[split]
         limit = self.options.max_train if split == "train" else self.options.max_eval
         return (src[:limit], tgt[:limit]) if limit else (src, tgt)
 
     def data_sources(self) -> list[DataSource]:
-        """Each split's source and target file, by the sha256s the manifest verifies."""
+        """Each split's source and target file: a registered corpus by the sha256s its
+        manifest verifies, a folder by the sha256s of its files (one digest per pair)."""
         from rnnlab.data.fetch import load_manifest
+        from rnnlab.data.parallel import REGISTERED, fingerprint, is_registered
 
-        manifest = load_manifest(CORPUS)
+        o = self.options
         contexts = {"train": "train", "val": "validation", "test": "test"}
+        langs = (o.src_lang, o.tgt_lang)
         sources = []
+        if not is_registered(o.corpus):
+            stem = Path(o.corpus).expanduser().resolve().name
+            for pair in self.pair_files():
+                name = f"{stem}-{pair.split}-{o.src_lang}-{o.tgt_lang}"
+                where = f"{pair.src} {pair.tgt}"
+                sources.append(DataSource(name, contexts[pair.split], fingerprint(pair), where))
+            return sources
+        manifest = load_manifest(o.corpus)
         for split, context in contexts.items():
-            entries = [
-                manifest.entry(f"{SPLIT_FILES[split]}.{lang}.gz")
-                for lang in (self.src_lang, self.tgt_lang)
-            ]
+            stem = REGISTERED[o.corpus][split]
+            entries = [manifest.entry(f"{stem}.{lang}.gz") for lang in langs]
             digest = digest_of(*(e.sha256 for e in entries))
             url = " ".join(e.url for e in entries)
-            name = f"{CORPUS}-{split}-{self.src_lang}-{self.tgt_lang}"
+            name = f"{o.corpus}-{split}-{o.src_lang}-{o.tgt_lang}"
             sources.append(DataSource(name, context, digest, url))
         return sources
 
@@ -180,24 +245,66 @@ class Translate(Task):
             )
         return self._tokens[split]
 
+    def sides_ready(self) -> bool:
+        return all(side is not None and len(side) > 0 for side in (self.src_text, self.tgt_text))
+
+    def train_subwords(self) -> tuple[SubwordText, SubwordText]:
+        """Sentencepiece models from the training split (joint, or one per side), cached
+        by the digest of that text and the options."""
+        from rnnlab.data.subword import cache_root, cached_model
+
+        o = self.options
+        src, tgt = self.read_split("train")
+        if o.lowercase:
+            src, tgt = [s.lower() for s in src], [t.lower() for t in tgt]
+        settings = {
+            "model_type": o.spm.model_type,
+            "vocab_size": o.spm.vocab_size,
+            "cache_dir": cache_root(o.cache_dir),
+        }
+        if o.spm.joint:
+            what = f"the {o.src_lang}+{o.tgt_lang} training text of {o.corpus}"
+            proto = cached_model(src + tgt, what=what, **settings)
+            return (SubwordText(proto, lowercase=o.lowercase),) * 2
+        protos = [
+            cached_model(lines, what=f"the {lang} training text of {o.corpus}", **settings)
+            for lines, lang in ((src, o.src_lang), (tgt, o.tgt_lang))
+        ]
+        return tuple(SubwordText(p, lowercase=o.lowercase) for p in protos)
+
     def ensure_vocab(self) -> None:
-        if self.src_vocab is not None and self.tgt_vocab is not None:
+        """Both sides ready: loaded from a checkpoint, else built from the training split."""
+        if self.sides_ready():
+            return
+        o = self.options
+        if o.tokenizer == "sentencepiece":
+            self.src_text, self.tgt_text = self.train_subwords()
+            self.read_split("train")  # every split checked before training, either way
             return
         src_tok, tgt_tok, _, _ = self.tokens("train")
-        build = {"specials": SPECIALS, "min_freq": self.options.min_freq}
-        self.src_vocab = Vocab.build((t for s in src_tok for t in s), **build)
-        self.tgt_vocab = Vocab.build((t for s in tgt_tok for t in s), **build)
+        build = {"specials": SPECIALS, "min_freq": o.min_freq}
+        for side, tokens, lang in (
+            (self.src_text, src_tok, o.src_lang),
+            (self.tgt_text, tgt_tok, o.tgt_lang),
+        ):
+            side.vocab = Vocab.build((t for s in tokens for t in s), **build)
+            if len(side.vocab) == len(SPECIALS):
+                raise DataError(
+                    f"The {lang} vocabulary of {o.corpus} is empty: no word occurs "
+                    f"task.min_freq={o.min_freq} times in its training split",
+                    "Lower task.min_freq, or train on more text",
+                )
 
     def split(self, name: str) -> Split:
-        if name not in SPLIT_FILES:
+        if name not in SPLITS:
             raise RnnlabError(
-                f"Task translate has no split '{name}'", f"Choose one of {', '.join(SPLIT_FILES)}"
+                f"Task translate has no split '{name}'", f"Choose one of {', '.join(SPLITS)}"
             )
         if name not in self._splits:
             self.ensure_vocab()
             src_tok, tgt_tok, src_raw, tgt_raw = self.tokens(name)
-            src_ids = [self.src_vocab.encode(s) for s in src_tok]
-            tgt_ids = [self.tgt_vocab.encode(t) for t in tgt_tok]
+            src_ids = [self.src_text.encode(s) for s in src_tok]
+            tgt_ids = [self.tgt_text.encode(t) for t in tgt_tok]
             if name == "train":  # drop empty and overlong pairs from training only
                 longest = self.options.max_train_len
                 keep = [
@@ -228,8 +335,8 @@ class Translate(Task):
         o = self.options
         return Seq2Seq(
             stack=stack,
-            src_vocab_size=len(self.src_vocab),
-            tgt_vocab_size=len(self.tgt_vocab),
+            src_vocab_size=len(self.src_text),
+            tgt_vocab_size=len(self.tgt_text),
             pad_index=PAD,
             embed_dim=o.embed_dim,
             attention=o.attention,
@@ -287,7 +394,8 @@ class Translate(Task):
         return out
 
     def detokenize(self, ids: list[int]) -> str:
-        return self.tgt_text.detokenize(self.tgt_vocab.decode(ids))
+        """Target ids as plain text (Moses-detokenized words, or decoded subwords)."""
+        return self.tgt_text.decode(ids)
 
     def bleu(self, hypotheses: list[str], references: list[str]) -> tuple[float, str]:
         """sacreBLEU's corpus BLEU and its signature."""
@@ -296,6 +404,26 @@ class Translate(Task):
         metric = BLEU(lowercase=self.options.lowercase)
         score = metric.corpus_score(hypotheses, [references])
         return float(score.score), str(metric.get_signature())
+
+    def chrf(self, hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+        """sacreBLEU's corpus chrF (character 6-grams, beta 2) and its signature."""
+        from sacrebleu.metrics import CHRF
+
+        metric = CHRF(lowercase=self.options.lowercase)
+        score = metric.corpus_score(hypotheses, [references])
+        return float(score.score), str(metric.get_signature())
+
+    def scores(
+        self, hypotheses: list[str], references: list[str]
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """``bleu`` and ``chrf`` of plain-text hypotheses against raw references, ``unk`` (how
+        many ``<unk>`` tokens the hypotheses hold: word level writes them for rare words,
+        subwords never), and the tags holding the sacreBLEU signatures."""
+        bleu, bleu_signature = self.bleu(hypotheses, references)
+        chrf, chrf_signature = self.chrf(hypotheses, references)
+        tags = {"sacrebleu": bleu_signature, "sacrebleu_chrf": chrf_signature}
+        unk = sum(h.count(SPECIALS[UNK]) for h in hypotheses)
+        return {"bleu": bleu, "chrf": chrf, "unk": float(unk)}, tags
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str) -> EvalResult:
@@ -313,27 +441,53 @@ class Translate(Task):
         hyps = [self.detokenize(h) for h in self.decode(model, data.src_ids, beam_size=beam)]
         model.train(was_training)
         loss = total / max(tokens, 1)
-        bleu, signature = self.bleu(hyps, data.tgt_raw)
-        metrics = {f"{split}/loss": loss, f"{split}/ppl": perplexity(loss), f"{split}/bleu": bleu}
-        return EvalResult(metrics, outputs={"hypotheses": hyps}, tags={"sacrebleu": signature})
+        scores, tags = self.scores(hyps, data.tgt_raw)
+        metrics = {f"{split}/loss": loss, f"{split}/ppl": perplexity(loss)}
+        metrics.update({f"{split}/{name}": value for name, value in scores.items()})
+        return EvalResult(metrics, outputs={"hypotheses": hyps}, tags=tags)
 
     @torch.no_grad()
     def translate(self, model: nn.Module, sentences: list[str], *, beam_size: int | None = None):
         """Detokenized translations of raw source sentences."""
         self.ensure_vocab()
         model.eval()
-        ids = [self.src_vocab.encode(self.src_text.tokenize(s)) for s in sentences]
+        ids = [self.src_text.encode(self.src_text.tokenize(s)) for s in sentences]
         hyps = self.decode(model, ids, beam_size=beam_size or self.options.beam_size)
         return [self.detokenize(h) for h in hyps]
 
     def state_dict(self) -> dict[str, Any]:
         self.ensure_vocab()
-        return {"src_vocab": self.src_vocab.state_dict(), "tgt_vocab": self.tgt_vocab.state_dict()}
+        prefix = "spm" if self.options.tokenizer == "sentencepiece" else "vocab"
+        return {
+            f"src_{prefix}": self.src_text.state_dict(),
+            f"tgt_{prefix}": self.tgt_text.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "src_vocab" in state and "tgt_vocab" in state:
-            self.src_vocab = Vocab.from_state_dict(state["src_vocab"])
-            self.tgt_vocab = Vocab.from_state_dict(state["tgt_vocab"])
+        o = self.options
+        if "src_spm" in state and "tgt_spm" in state:
+            self.src_text, self.tgt_text = (
+                SubwordText.from_state_dict(state[f"{side}_spm"], lowercase=o.lowercase)
+                for side in ("src", "tgt")
+            )
+        elif "src_vocab" in state and "tgt_vocab" in state:
+            self.src_text.vocab = Vocab.from_state_dict(state["src_vocab"])
+            self.tgt_text.vocab = Vocab.from_state_dict(state["tgt_vocab"])
+
+    def tokenizer_files(self, out_dir: Path) -> list[Path]:
+        """The sentencepiece model(s) as files (``spm.model`` when joint, else one per
+        language), for the run's ``tokenizer/`` artifacts; none at word level."""
+        if not isinstance(self.tgt_text, SubwordText):
+            return []
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if self.src_text.proto == self.tgt_text.proto:
+            sides = {"spm.model": self.src_text}
+        else:
+            sides = {f"spm.{self.src_lang}.model": self.src_text}
+            sides[f"spm.{self.tgt_lang}.model"] = self.tgt_text
+        for name, side in sides.items():
+            (out_dir / name).write_bytes(side.proto)
+        return [out_dir / name for name in sides]
 
     # -- artifacts ---------------------------------------------------------------------
     def write_artifacts(
@@ -368,11 +522,11 @@ class Translate(Task):
                 max_len=self.options.max_decode_len,
                 return_attention=True,
             )
-            target = [*self.tgt_vocab.decode(hyps[0]), "</s>"]
+            target = [*self.tgt_text.pieces(hyps[0]), "</s>"]
             maps.append(
                 AttentionMap(
                     title=f"val sentence {i}",
-                    source=self.src_vocab.decode(data.src_ids[i]),
+                    source=self.src_text.pieces(data.src_ids[i]),
                     target=target,
                     weights=weights[0][: len(target)].numpy(),  # (T, S)
                 )
@@ -380,8 +534,9 @@ class Translate(Task):
         return maps
 
     def summary(self, model: nn.Module) -> list[str]:
-        if not self.src_vocab:
+        if not self.sides_ready():
             return []
         return [
-            f"vocab: {len(self.src_vocab)} {self.src_lang}, {len(self.tgt_vocab)} {self.tgt_lang}"
+            f"vocab ({self.options.tokenizer}): {len(self.src_text)} {self.src_lang}, "
+            f"{len(self.tgt_text)} {self.tgt_lang}"
         ]

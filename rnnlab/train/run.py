@@ -110,6 +110,8 @@ def train_model(
     set_deterministic(settings.deterministic)
     seed_everything(seed)
     task.to(device)
+    if resume is not None:  # the vocabularies / subword models the weights were trained with
+        task.load_state_dict(resume.get("task_state") or {})
     model = task.build_model(stack=stack).to(device)
     opt = optimizer(model.parameters())
     sched = scheduler(opt) if scheduler is not None else None
