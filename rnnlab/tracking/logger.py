@@ -134,12 +134,17 @@ class RunLogger:
         self.seconds_in_mlflow += self._last_flush - start
 
     def local_artifact_dir(self) -> Path | None:
-        """The run's artifact folder when the artifact store is a local directory."""
-        if self.artifact_uri.startswith("file://"):
-            from urllib.parse import unquote, urlparse
+        """The run's artifact folder when the artifact store is a local directory.
 
-            return Path(unquote(urlparse(self.artifact_uri).path))
-        if "://" not in self.artifact_uri:
+        Decided by the URI's scheme: a served store's ``mlflow-artifacts:/1/...`` has no
+        ``://`` yet is remote (a checkpoint written there would land in the client's cwd).
+        """
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(self.artifact_uri)
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path))
+        if parsed.scheme == "":
             return Path(self.artifact_uri)
         return None
 
