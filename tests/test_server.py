@@ -1,0 +1,121 @@
+"""``rnnlab server`` against a real PostgreSQL cluster with MLflow's basic auth: a joblib sweep
+of 8 jobs logs through it with credentials, and clients without the right password are
+refused in one paragraph (exit 2) before any run exists. Checked through the REST API.
+
+The cluster is a throwaway one (initdb/pg_ctl in a temp dir); the module skips, saying why,
+only where PostgreSQL is not installed (``.ci/run`` installs Debian's ``postgresql``)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from conftest import cli_inprocess, run_cli
+from servers import ADMIN_PASSWORD, postgres_bin, postgres_cluster, rnnlab_server
+
+pytestmark = pytest.mark.server
+
+EPOCHS = 3
+USER, PASSWORD = "alice", "alice-pw-for-tests"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One PostgreSQL cluster and one ``rnnlab server --auth`` on it for the module, with a
+    team member, alice, created through the admin API."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb): apt-get install postgresql")
+    folder = tmp_path_factory.mktemp("server")
+    artifacts = folder / "mlartifacts"
+    with (
+        postgres_cluster(bindir) as store,
+        rnnlab_server(store, artifacts, folder / "server.log") as url,
+    ):
+        created = requests.post(
+            f"{url}/api/2.0/mlflow/users/create",
+            json={"username": USER, "password": PASSWORD},
+            auth=("admin", ADMIN_PASSWORD),
+            timeout=30,
+        )
+        assert created.ok, created.text
+        yield url, artifacts
+
+
+def api(url: str, endpoint: str, **params):
+    """GET a REST endpoint as alice; its JSON."""
+    response = requests.get(
+        f"{url}/api/2.0/mlflow/{endpoint}", params=params, auth=(USER, PASSWORD), timeout=30
+    )
+    assert response.ok, response.text
+    return response.json()
+
+
+def all_runs(url: str) -> list[dict]:
+    experiments = requests.post(
+        f"{url}/api/2.0/mlflow/experiments/search",
+        json={"max_results": 100},
+        auth=(USER, PASSWORD),
+        timeout=30,
+    ).json()
+    ids = [e["experiment_id"] for e in experiments.get("experiments", [])]
+    found = requests.post(
+        f"{url}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": ids, "max_results": 1000},
+        auth=(USER, PASSWORD),
+        timeout=30,
+    ).json()
+    return found.get("runs", [])
+
+
+def client_env(url: str, **credentials: str) -> dict[str, str]:
+    env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return env | {f"MLFLOW_TRACKING_{k.upper()}": v for k, v in credentials.items()}
+
+
+def test_a_joblib_sweep_logs_eight_runs_and_their_checkpoints_through_the_server(server, tmp_path):
+    url, artifacts = server
+    done = run_cli(
+        "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+        "seed=1,2,3,4,5,6,7,8", f"trainer.max_epochs={EPOCHS}", "device=cpu",
+        cwd=tmp_path, env=client_env(url, username=USER, password=PASSWORD), timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-5000:]
+    runs = all_runs(url)
+    children = [r for r in runs if "sweep" in {t["key"] for t in r["data"].get("tags", [])}]
+    assert len(children) == 8, [r["info"]["run_name"] for r in runs]
+    for run in children:
+        info = run["info"]
+        assert info["status"] == "FINISHED"
+        assert info["artifact_uri"].startswith("mlflow-artifacts:/")
+        for key in ("train/loss", "val/loss"):
+            history = api(url, "metrics/get-history", run_id=info["run_id"], metric_key=key)
+            assert sorted(m["step"] for m in history["metrics"]) == list(range(1, EPOCHS + 1))
+        # uploaded through the server into its artifact destination, not the client's disk
+        landed = artifacts / info["experiment_id"] / info["run_id"] / "artifacts"
+        assert (landed / "checkpoints" / "last.pt").is_file()
+        assert (landed / "config.yaml").is_file()
+    assert not list(tmp_path.glob("mlflow-artifacts*"))
+
+
+@pytest.mark.parametrize(
+    ("credentials", "says"),
+    [
+        ({"username": USER, "password": "wrong"}, "refused the password of user 'alice'"),
+        ({}, "needs a user name and password"),
+    ],
+    ids=["wrong password", "no password"],
+)
+def test_a_client_without_the_right_password_is_refused_before_any_run(
+    server, tmp_path, credentials, says
+):
+    url, _ = server
+    before = len(all_runs(url))
+    done = cli_inprocess(
+        "train", "trainer.max_epochs=1", "device=cpu", cwd=tmp_path,
+        env=client_env(url, **credentials),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "HTTP 401" in done.stderr
+    assert "MLFLOW_TRACKING_PASSWORD" in done.stderr  # the fix
+    assert "Traceback" not in done.stderr
+    assert len(all_runs(url)) == before
