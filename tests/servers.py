@@ -34,7 +34,7 @@ def postgres_bin() -> Path | None:
     """The folder holding initdb and pg_ctl: on PATH, else Debian's newest versioned one."""
     initdb = shutil.which("initdb")
     if initdb:
-        return Path(initdb).parent
+        return Path(initdb).resolve().parent  # a symlink into the versioned folder
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )

@@ -81,8 +81,11 @@ def test_a_joblib_sweep_logs_eight_runs_and_their_checkpoints_through_the_server
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-5000:]
     runs = all_runs(url)
-    children = [r for r in runs if "sweep" in {t["key"] for t in r["data"].get("tags", [])}]
-    assert len(children) == 8, [r["info"]["run_name"] for r in runs]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    (parent,) = [r for r, t in zip(runs, tags, strict=True) if t.get("sweep_role") == "parent"]
+    assert parent["info"]["status"] == "FINISHED"
+    children = [r for r, t in zip(runs, tags, strict=True) if t.get("mlflow.parentRunId")]
+    assert len(children) == len(runs) - 1 == 8, [t.get("sweep_role") for t in tags]
     for run in children:
         info = run["info"]
         assert info["status"] == "FINISHED"

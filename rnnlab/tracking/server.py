@@ -41,13 +41,17 @@ def check_store(uri: str) -> str:
             "Pass postgresql://USER@HOST:PORT/DB (a team server) or sqlite:///PATH (one machine); "
             "put a database password in ~/.pgpass or PGPASSWORD, not in the URI",
         )
-    if scheme == "postgresql" and "+" not in uri.split("://", 1)[0]:
+    if uri.startswith("postgresql://"):
+        # name the driver rnnlab installs (psycopg 3): SQLAlchemy's default for a bare
+        # postgresql:// is psycopg2 before 2.1 and psycopg from 2.1 on
+        uri = "postgresql+psycopg://" + uri.removeprefix("postgresql://")
+    if uri.startswith("postgresql+psycopg://"):
         try:
-            import psycopg2  # noqa: F401 - SQLAlchemy's default PostgreSQL driver
+            import psycopg  # noqa: F401
         except ImportError as exc:
             raise TrackingError(
-                "The PostgreSQL driver psycopg2 is not installed",
-                "pip install psycopg2-binary (a dependency of rnnlab; reinstall with make install)",
+                "The PostgreSQL driver psycopg is not installed",
+                "pip install 'psycopg[binary]' (a dependency of rnnlab: reinstall with make install)",
             ) from exc
     return absolutize(uri)
 
