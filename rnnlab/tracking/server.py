@@ -30,6 +30,8 @@ from rnnlab.tracking.uri import absolutize, sqlite_path
 STORE_SCHEMES = ("postgresql", "sqlite", "mysql", "mssql")
 ADMIN_USER_VAR = "MLFLOW_AUTH_ADMIN_USERNAME"
 ADMIN_PASSWORD_VAR = "MLFLOW_AUTH_ADMIN_PASSWORD"
+#: seconds a worker trusts a checked password (MLflow's auth cache; off by default)
+AUTH_CACHE_TTL_S = 60
 
 
 def check_store(uri: str) -> str:
@@ -119,6 +121,9 @@ def auth_config_file(*, config: Path | None, store: str, folder: Path) -> Path:
         f"database_uri = {store}\n"
         "admin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # a password is checked once a minute per worker, not hashed (PBKDF2) on every
+        # request: a training run sends hundreds; a changed password takes up to 60 s
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
     )
     path.chmod(stat.S_IRUSR | stat.S_IWUSR)
     return path
