@@ -25,6 +25,12 @@ import click
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=5000, show_default=True, help="Port to serve on.")
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    help="Host names clients reach the server by (comma-separated; MLflow allows loopback "
+    "and private addresses only).",
+)
 @click.option("--workers", default=2, show_default=True, help="Server worker processes.")
 @click.option(
     "--auth",
@@ -46,6 +52,7 @@ def server(
     workers: int,
     auth: bool,
     auth_config: Path | None,
+    allowed_hosts: str | None,
 ) -> None:
     """Start a shared MLflow tracking server for a team (see docs/team.md).
 
@@ -64,5 +71,6 @@ def server(
             workers=workers,
             auth=auth,
             auth_config=auth_config,
+            allowed_hosts=allowed_hosts,
         )
     )

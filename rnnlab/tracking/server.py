@@ -12,6 +12,7 @@ command line is visible to every user of the machine in ``ps``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import stat
@@ -130,13 +131,31 @@ def auth_config_file(*, config: Path | None, store: str, folder: Path) -> Path:
 
 
 def server_command(
-    *, store: str, artifacts: str, host: str, port: int, workers: int, auth: bool
+    *,
+    store: str,
+    artifacts: str,
+    host: str,
+    port: int,
+    workers: int,
+    auth: bool,
+    allowed_hosts: str | None = None,
 ) -> list[str]:
-    """The ``mlflow server`` command line (clients upload artifacts through the server)."""
+    """The ``mlflow server`` command line (clients upload artifacts through the server).
+
+    MLflow answers only requests whose Host header is loopback or a private address unless
+    ``--allowed-hosts`` names more (its DNS-rebinding guard): a server known by name needs it.
+    """
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
     command += ["--serve-artifacts", "--artifacts-destination", artifacts]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
+    if allowed_hosts:
+        command += ["--allowed-hosts", allowed_hosts]
     return [*command, "--app-name", "basic-auth"] if auth else command
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any password in it replaced by ``***`` (for what is printed)."""
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", uri)
 
 
 def warn_exposed(host: str, auth: bool) -> None:
@@ -160,12 +179,12 @@ def serve(
     workers: int,
     auth: bool,
     auth_config: Path | None,
+    allowed_hosts: str | None = None,
 ) -> int:
     """Run the tracking server until Ctrl-C or SIGTERM; its exit status."""
     if auth_config is not None and not auth:
         raise TrackingError("--auth-config is given without --auth", "Add --auth, or drop it")
     store = check_store(store)
-    artifacts = artifacts_uri(artifacts, store)
     warn_exposed(host, auth)
     env = dict(os.environ)
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # see rnnlab.tracking.ui
@@ -175,13 +194,20 @@ def serve(
             env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
             # the CSRF secret: one per server start, shared by its workers through the env
             env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
+        artifacts = artifacts_uri(artifacts, store)  # created once every check has passed
         click.echo(
-            f"MLflow tracking server on http://{host}:{port} for {store}, artifacts in "
+            f"MLflow tracking server on http://{host}:{port} for {redact(store)}, artifacts in "
             f"{artifacts}{', basic auth' if auth else ''} (Ctrl-C to stop)",
             err=True,
         )
         command = server_command(
-            store=store, artifacts=artifacts, host=host, port=port, workers=workers, auth=auth
+            store=store,
+            artifacts=artifacts,
+            host=host,
+            port=port,
+            workers=workers,
+            auth=auth,
+            allowed_hosts=allowed_hosts,
         )
         return run_until_stopped(command, env)
 
