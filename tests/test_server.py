@@ -7,6 +7,8 @@ only where PostgreSQL is not installed (``.ci/run`` installs Debian's ``postgres
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import requests
 from conftest import cli_inprocess, run_cli
@@ -122,3 +124,42 @@ def test_a_client_without_the_right_password_is_refused_before_any_run(
     assert "MLFLOW_TRACKING_PASSWORD" in done.stderr  # the fix
     assert "Traceback" not in done.stderr
     assert len(all_runs(url)) == before
+
+
+def test_the_admin_password_never_reaches_argv_and_other_hosts_are_warned_about(
+    tmp_path, monkeypatch
+):
+    """What ``rnnlab server --auth`` hands to ``mlflow server`` (captured where it would start
+    it): loopback unless told otherwise, served artifacts, the auth app, and the password only
+    in the environment; the auth config it writes is private and holds no password."""
+    from rnnlab.tracking import server as module
+
+    started = {}
+
+    def capture(command, env):
+        config = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+        started.update(command=command, env=env, mode=config.stat().st_mode & 0o777)
+        started["config"] = config.read_text()
+        return 0
+
+    monkeypatch.setattr(module, "run_until_stopped", capture)
+    secret = "never-in-argv-123"
+    store = "postgresql://team@127.0.0.1:5432/mlflow"
+    args = ["server", "--backend-store-uri", store, "--artifacts-destination", "art", "--auth"]
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": secret}
+    done = cli_inprocess(*args, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    command = started["command"]
+    assert secret not in " ".join(command) and secret not in started["config"]
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert "--serve-artifacts" in command
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    assert command[command.index("--artifacts-destination") + 1] == (tmp_path / "art").as_uri()
+    assert started["env"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == secret
+    assert started["mode"] == 0o600
+    assert "database_uri = postgresql+psycopg://team@127.0.0.1:5432/mlflow" in started["config"]
+    assert "warning" not in done.stderr
+
+    done = cli_inprocess(*args, "--host", "0.0.0.0", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "warning: binding 0.0.0.0 exposes the tracking server" in done.stderr
