@@ -40,6 +40,13 @@ def server(tmp_path_factory):
             timeout=30,
         )
         assert created.ok, created.text
+        created = requests.post(
+            f"{url}/api/2.0/mlflow/users/create",
+            json={"username": "bob", "password": "bob-pw-for-tests"},
+            auth=("admin", ADMIN_PASSWORD),
+            timeout=30,
+        )
+        assert created.ok, created.text
         yield url, artifacts
 
 
@@ -123,6 +130,27 @@ def test_a_client_without_the_right_password_is_refused_before_any_run(
     assert says in done.stderr and "HTTP 401" in done.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in done.stderr  # the fix
     assert "Traceback" not in done.stderr
+    assert len(all_runs(url)) == before
+
+
+def test_a_user_who_may_only_read_an_experiment_is_refused_before_any_run(server, tmp_path):
+    """MLflow's default permission is READ: bob cannot train into alice's experiment."""
+    url, _ = server
+    made = requests.post(
+        f"{url}/api/2.0/mlflow/experiments/create",
+        json={"name": "alice-only"},
+        auth=(USER, PASSWORD),
+        timeout=30,
+    )
+    assert made.ok, made.text
+    before = len(all_runs(url))
+    done = cli_inprocess(
+        "train", "trainer.max_epochs=1", "device=cpu", "tracking.experiment=alice-only",
+        cwd=tmp_path, env=client_env(url, username="bob", password="bob-pw-for-tests"),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "does not let user 'bob' write there (HTTP 403" in done.stderr
+    assert "EDIT permission" in done.stderr and "Traceback" not in done.stderr
     assert len(all_runs(url)) == before
 
 

@@ -57,3 +57,19 @@ def refused(uri: str, username: str | None, *, has_password: bool) -> TrackingEr
         "Check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials); "
         "the server's admin can reset a password, see docs/team.md",
     )
+
+
+def denied(uri: str, exc: Exception) -> TrackingError | None:
+    """The error for a write the server forbids (HTTP 403: the user may read the experiment
+    but not write to it, MLflow's default for experiments someone else created); None for
+    any other failure."""
+    if getattr(exc, "error_code", None) != "PERMISSION_DENIED":
+        return None
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return TrackingError(
+        f"The MLflow tracking server at {uri} does not let user "
+        f"{read_mlflow_creds().username!r} write there (HTTP 403 Permission denied)",
+        "Ask the server's admin for EDIT permission on the experiment, or train into an "
+        "experiment of your own (tracking.experiment=NAME); see docs/team.md",
+    )

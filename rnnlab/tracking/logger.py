@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rnnlab.tracking.auth import denied
 from rnnlab.tracking.store import connect, experiment_id, is_locked, locked_error
 
 MAX_METRICS_PER_BATCH = 1000
@@ -82,6 +83,8 @@ class RunLogger:
         except Exception as exc:
             if is_locked(exc):
                 raise locked_error(self.uri, exc) from exc
+            if (forbidden := denied(self.uri, exc)) is not None:
+                raise forbidden from exc
             raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
