@@ -40,7 +40,7 @@ def check_store(uri: str) -> str:
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     if scheme not in STORE_SCHEMES:
         raise TrackingError(
-            f"--backend-store-uri {uri} is not a database URI",
+            f"--backend-store-uri {redact(uri)} is not a database URI",
             "Pass postgresql://USER@HOST:PORT/DB (a team server) or sqlite:///PATH (one machine); "
             "put a database password in ~/.pgpass or PGPASSWORD, not in the URI",
         )
