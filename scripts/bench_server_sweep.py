@@ -1,4 +1,4 @@
-"""The 8-job joblib sweep of tests/test_server.py against three stores, side by side: a sqlite
+"""An 8-job joblib sweep (tests/test_server.py's, on 4 workers) against three stores, side by side: a sqlite
 file (no server, rnnlab's default), ``rnnlab server --auth`` on that sqlite, and ``rnnlab server
 --auth`` on a throwaway PostgreSQL cluster. Times the sweep only (server start-up is printed
 apart), checks that every store holds 8 FINISHED runs, and prints a RATIO line: the
