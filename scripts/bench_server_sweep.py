@@ -1,8 +1,8 @@
-"""An 8-job joblib sweep (tests/test_server.py's, on 4 workers) against three stores, side by side: a sqlite
-file (no server, rnnlab's default), ``rnnlab server --auth`` on that sqlite, and ``rnnlab server
---auth`` on a throwaway PostgreSQL cluster. Times the sweep only (server start-up is printed
-apart), checks that every store holds 8 FINISHED runs, and prints a RATIO line: the
-PostgreSQL server's wall time over the sqlite file's.
+"""An 8-job joblib sweep (tests/test_server.py's, on 4 workers) against three stores, side by
+side: a sqlite file (no server, rnnlab's default), ``rnnlab server --auth`` on that sqlite, and
+``rnnlab server --auth`` on a throwaway PostgreSQL cluster. Times the sweep only (server
+start-up is printed apart), checks that every store holds 8 FINISHED runs, and prints a RATIO
+line: the PostgreSQL server's wall time over the sqlite file's.
 
     .venv/bin/python scripts/bench_server_sweep.py            # 8 jobs x 30 epochs
     .venv/bin/python scripts/bench_server_sweep.py --quick    # 8 jobs x 3 epochs
