@@ -112,22 +112,26 @@ def test_a_joblib_sweep_logs_eight_runs_and_their_checkpoints_through_the_server
     assert not list(tmp_path.glob("mlflow-artifacts*"))
 
 
+WRONG = {"username": USER, "password": "wrong"}
+
+
 @pytest.mark.parametrize(
-    ("credentials", "says"),
+    ("sweep", "credentials", "says"),
     [
-        ({"username": USER, "password": "wrong"}, "refused the password of user 'alice'"),
-        ({}, "needs a user name and password"),
+        ([], WRONG, "refused the password of user 'alice'"),
+        ([], {}, "needs a user name and password"),
+        (["-m", "hydra/launcher=joblib", "seed=1,2"], WRONG, "refused the password"),
     ],
-    ids=["wrong password", "no password"],
+    ids=["wrong password", "no password", "sweep with a wrong password"],
 )
 def test_a_client_without_the_right_password_is_refused_before_any_run(
-    server, tmp_path, credentials, says
+    server, tmp_path, sweep, credentials, says
 ):
     url, _ = server
     before = len(all_runs(url))
     start = time.monotonic()
     done = cli_inprocess(
-        "train", "trainer.max_epochs=1", "device=cpu", cwd=tmp_path,
+        "train", *sweep, "trainer.max_epochs=1", "device=cpu", cwd=tmp_path,
         env=client_env(url, **credentials),
     )  # fmt: skip
     # asked once: MLflow's retries (7, backoff factor 2) would take minutes
@@ -136,6 +140,7 @@ def test_a_client_without_the_right_password_is_refused_before_any_run(
     assert says in done.stderr and "HTTP 401" in done.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in done.stderr  # the fix
     assert "Traceback" not in done.stderr
+    assert done.stderr.count("rnnlab: error:") == 1  # a sweep stops before launching jobs
     assert len(all_runs(url)) == before
 
 
