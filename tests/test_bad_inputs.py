@@ -133,6 +133,12 @@ CASES = {
         2,
         ["Cannot reach the MLflow tracking server", "nothing was trained"],
     ),
+    "unreachable tracking server in a sweep": Case(
+        ["train", "-m", "tracking.uri=http://127.0.0.1:9", "seed=1,2", *FAST],
+        2,
+        ["Cannot reach the MLflow tracking server", "nothing was trained"],
+        creates_no_run=True,
+    ),
     # rnnlab server refuses before starting anything; a client's missing or wrong password
     # needs a live server with auth: tests/test_server.py
     "server on a non-database store": Case(
