@@ -19,6 +19,7 @@ from rnnlab.commands.evaluate import evaluate
 from rnnlab.commands.generate import generate
 from rnnlab.commands.plot import landscape, plot
 from rnnlab.commands.runs import runs
+from rnnlab.commands.server import server
 from rnnlab.commands.train import train
 from rnnlab.commands.translate import translate
 from rnnlab.commands.ui import ui
@@ -56,7 +57,19 @@ def cli(debug: bool) -> None:
         os.environ[DEBUG_VAR] = "1"
 
 
-for command in (train, evaluate, generate, translate, data, runs, plot, landscape, ui, bench):
+for command in (
+    train,
+    evaluate,
+    generate,
+    translate,
+    data,
+    runs,
+    plot,
+    landscape,
+    ui,
+    server,
+    bench,
+):
     cli.add_command(command)
 
 

@@ -134,6 +134,29 @@ CASES = {
         2,
         ["Cannot reach the MLflow tracking server", "nothing was trained"],
     ),
+    "unreachable tracking server in a sweep": Case(
+        ["train", "-m", "tracking.uri=http://127.0.0.1:9", "seed=1,2", *FAST],
+        2,
+        ["Cannot reach the MLflow tracking server", "nothing was trained"],
+        creates_no_run=True,
+    ),
+    # rnnlab server refuses before starting anything; a client's missing or wrong password
+    # needs a live server with auth: tests/test_server.py
+    "server on a non-database store": Case(
+        ["server", "--backend-store-uri", "file:///tmp/mlruns"],
+        2,
+        ["is not a database URI", "postgresql://", "sqlite:///"],
+    ),
+    "server on PostgreSQL without an artifact destination": Case(
+        ["server", "--backend-store-uri", "postgresql://team@127.0.0.1:9/mlflow"],
+        2,
+        ["needs --artifacts-destination", "--artifacts-destination /shared/mlartifacts"],
+    ),
+    "server auth without an admin password": Case(
+        ["server", "--backend-store-uri", "sqlite:///server.db", "--auth"],
+        2,
+        ["MLFLOW_AUTH_ADMIN_PASSWORD is not set", "never put a password on the command line"],
+    ),
     "store in a missing directory": Case(
         ["train", "tracking.uri=sqlite:////nonexistent/dir/mlflow.db", *FAST],
         2,

@@ -141,7 +141,10 @@ def finish(
         f"run {logger.run_name} finished ({logger.run_id})",
         *outcome.summary,
         f"time: {total:.1f} s ({in_mlflow:.1f} s in MLflow), device {spec.device}",
-        f"browse: rnnlab ui --uri {uri}",
+        # a server already serves the UI; 'rnnlab ui' starts one only for a local store
+        f"browse: {uri}"
+        if uri.startswith(("http://", "https://"))
+        else f"browse: rnnlab ui --uri {uri}",
     ]
     print("\n".join(lines), flush=True)
     return outcome.fit.best_value

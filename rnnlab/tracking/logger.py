@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rnnlab.tracking.auth import denied
 from rnnlab.tracking.store import connect, experiment_id, is_locked, locked_error
 
 MAX_METRICS_PER_BATCH = 1000
@@ -82,6 +83,8 @@ class RunLogger:
         except Exception as exc:
             if is_locked(exc):
                 raise locked_error(self.uri, exc) from exc
+            if (forbidden := denied(self.uri, exc)) is not None:
+                raise forbidden from exc
             raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -134,12 +137,17 @@ class RunLogger:
         self.seconds_in_mlflow += self._last_flush - start
 
     def local_artifact_dir(self) -> Path | None:
-        """The run's artifact folder when the artifact store is a local directory."""
-        if self.artifact_uri.startswith("file://"):
-            from urllib.parse import unquote, urlparse
+        """The run's artifact folder when the artifact store is a local directory.
 
-            return Path(unquote(urlparse(self.artifact_uri).path))
-        if "://" not in self.artifact_uri:
+        Decided by the URI's scheme: a served store's ``mlflow-artifacts:/1/...`` has no
+        ``://`` yet is remote (a checkpoint written there would land in the client's cwd).
+        """
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(self.artifact_uri)
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path))
+        if parsed.scheme == "":
             return Path(self.artifact_uri)
         return None
 

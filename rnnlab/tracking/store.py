@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import TrackingError
+from rnnlab.tracking.auth import check_credentials
 from rnnlab.tracking.uri import sqlite_path
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def connect(uri: str):
 
     if uri.startswith(("http://", "https://")):
         probe_server(uri)
+        check_credentials(uri)  # a missing or wrong password: one clear error, no retries
 
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():

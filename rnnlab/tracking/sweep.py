@@ -20,6 +20,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from rnnlab.errors import debug_enabled, report, user_error
+
 PARENT_FILE = ".mlflow_parent_run_id"
 
 
@@ -32,6 +34,19 @@ class MlflowSweepCallback(Callback):
     """Opens and closes the parent MLflow run of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Open the parent run; a store that refuses it (down, a wrong password) stops the
+        sweep with the one message and its exit code: Hydra turns a callback's exception
+        into a warning and launches every job anyway, each failing the same way."""
+        try:
+            self._open_parent(config)
+        except Exception as exc:
+            error = user_error(exc)
+            if error is None or debug_enabled():
+                raise
+            report(error)
+            sys.exit(error.exit_code)
+
+    def _open_parent(self, config: DictConfig) -> None:
         from rnnlab.tracking.store import connect, experiment_id
         from rnnlab.tracking.uri import resolve_tracking_uri
 
