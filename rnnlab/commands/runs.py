@@ -69,6 +69,11 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
     default="table",
     show_default=True,
 )
+@click.option(
+    "--vs-reference",
+    is_flag=True,
+    help="Add the result's difference from the preset's published reference (vs_reference).",
+)
 @click.option("--uri", default=None, help=URI_HELP)
 @click.option("--max-results", default=1000, show_default=True)
 def runs(
@@ -83,6 +88,7 @@ def runs(
     pivot: tuple[str, str] | None,
     metric: str | None,
     fmt: str,
+    vs_reference: bool,
     uri: str | None,
     max_results: int,
 ) -> None:
@@ -93,7 +99,9 @@ def runs(
     rnnlab runs --where "params.optim._target_ LIKE '%RMSprop%'" -c run_name,optim.lr,val/loss
     rnnlab runs --tag sweep=PARENT_RUN_ID --pivot optim.name optim.lr --metric val/loss
     rnnlab runs --format markdown > runs.md
+    rnnlab runs -e ptb --vs-reference       # each result against the preset's paper figure
     """
+    from rnnlab.analysis.reference import with_reference
     from rnnlab.analysis.runs import (
         build_filter,
         format_runs,
@@ -129,5 +137,6 @@ def runs(
         grid = pivot_grid(stats, row=stats.columns[0], col=stats.columns[1])
         click.echo(format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)"))
         return
+    frame = with_reference(frame, vs_reference=vs_reference)
     table = runs_table(frame, columns=split_columns(columns), sort=sort, descending=desc)
     click.echo(format_runs(table, fmt=fmt))
