@@ -11,6 +11,18 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
     return [c.strip() for value in values for c in value.split(",") if c.strip()]
 
 
+def pivot_text(frame, *, pivot: tuple[str, str], metric: str, fmt: str) -> str:
+    """The sweep grid of ``--pivot``: mean ± std cells (or the raw stats for csv/json)."""
+    from rnnlab.analysis.runs import format_runs, pivot_grid, pivot_stats
+
+    row, col = pivot
+    stats = pivot_stats(frame, row=row, col=col, metric=metric)
+    if fmt in ("csv", "json"):
+        return format_runs(stats, fmt=fmt)
+    grid = pivot_grid(stats, row=stats.columns[0], col=stats.columns[1])
+    return format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)")
+
+
 @click.command()
 @click.option(
     "--experiment",
@@ -105,8 +117,6 @@ def runs(
     from rnnlab.analysis.runs import (
         build_filter,
         format_runs,
-        pivot_grid,
-        pivot_stats,
         runs_table,
         search_frame,
     )
@@ -129,13 +139,7 @@ def runs(
         max_results=max_results,
     )
     if pivot:
-        row, col = pivot
-        stats = pivot_stats(frame, row=row, col=col, metric=metric)
-        if fmt in ("csv", "json"):
-            click.echo(format_runs(stats, fmt=fmt))
-            return
-        grid = pivot_grid(stats, row=stats.columns[0], col=stats.columns[1])
-        click.echo(format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)"))
+        click.echo(pivot_text(frame, pivot=pivot, metric=metric, fmt=fmt))
         return
     frame = with_reference(frame, vs_reference=vs_reference)
     table = runs_table(frame, columns=split_columns(columns), sort=sort, descending=desc)
