@@ -250,3 +250,24 @@ def test_terminal_run_shows_bars_and_no_model_when_off(workdir):
 
     (run,) = runs_of(MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"), "bitcount")
     assert not run.outputs.model_outputs
+
+
+def test_a_long_epoch_prints_a_line_every_log_interval(capsys):
+    """Within an epoch, a line comes once ``trainer.log_interval_s`` has passed since the last."""
+    import time
+
+    from rnnlab.train.lines import EpochLines
+
+    lines = EpochLines(total=13, first=1, interval_s=0.05, enabled=True)
+    assert not lines.due()
+    time.sleep(0.06)
+    assert lines.due()
+    lines.within(1, batches=120, mean_loss=5.25)
+    assert not lines.due()  # the line resets the clock
+    lines.epoch(1, {"train/loss": 5.0, "val/ppl": 140.2, "tokens_per_s": 5321.4, "lr": 1.0})
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith("epoch 1/13  batch 120  train/loss 5.25  elapsed 0:00")
+    assert second.startswith("epoch 1/13  train/loss 5  val/ppl 140.2  tokens/s 5321  elapsed")
+    assert "eta" in second and "lr" not in second
+    quiet = EpochLines(total=2, first=1, interval_s=1e-9, enabled=False)
+    assert not quiet.due()
