@@ -37,7 +37,8 @@ def runs(tmp_path_factory, empty_store) -> dict:
     workdir = tmp_path_factory.mktemp("native")
     uri = new_store(workdir, empty_store)
     client = MlflowClient(uri)
-    client.create_experiment("bitcount")
+    location = (workdir / "mlartifacts" / "bitcount").as_uri()
+    client.create_experiment("bitcount", artifact_location=location)
     git(workdir, "init", "-q", "-b", "main")
     (workdir / "my_cell.yaml").write_text("hidden_size: 1\n")
     git(workdir, "add", "my_cell.yaml")
@@ -125,7 +126,12 @@ def test_logged_model_reproduces_test_loss_on_bitcount(runs):
     run = runs["original"]
     (output,) = run.outputs.model_outputs
     assert run.data.tags["model_uri"] == f"models:/{output.model_id}"
-    assert runs["client"].get_logged_model(output.model_id).source_run_id == run.info.run_id
+    logged = runs["client"].get_logged_model(output.model_id)
+    assert logged.source_run_id == run.info.run_id
+    # filed under the run's experiment, its files beside the run's (not ./mlruns)
+    assert logged.experiment_id == run.info.experiment_id
+    assert logged.artifact_location.startswith((runs["workdir"] / "mlartifacts").as_uri())
+    assert not (runs["workdir"] / "mlruns").exists()
     assert reproduced_test_loss(runs["uri"], run) == pytest.approx(
         run.data.metrics["test/loss"], rel=1e-6
     )

@@ -68,6 +68,7 @@ def log_model(spec: RunSpec, model: Any, logger: RunLogger, *, step: int) -> lis
         log_best_model,
         uri=logger.uri,
         run_id=logger.run_id,
+        experiment_id=logger.experiment_id,
         model=model,
         task_state=spec.task.state_dict(),
         step=step,

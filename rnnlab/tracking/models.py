@@ -9,8 +9,11 @@ inference imports the model in a subprocess, which costs seconds per run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,27 @@ def requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"rnnlab=={rnnlab.__version__}"]
 
 
+@contextlib.contextmanager
+def in_experiment(experiment_id: str) -> Iterator[None]:
+    """Make ``experiment_id`` the one MLflow's fluent API files a logged model under: without
+    an active run it takes $MLFLOW_EXPERIMENT_ID, else the Default experiment, whose
+    artifacts go to ./mlruns in the working directory, away from the run's."""
+    saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
+
+
 def log_best_model(
     *,
     uri: str,
     run_id: str,
+    experiment_id: str,
     model: Any,
     task_state: dict[str, Any],
     step: int,
@@ -58,19 +78,20 @@ def log_best_model(
             path = Path(tmp) / TASK_STATE
             torch.save(task_state, path)
             extra.append(str(path))
-        info = mlflow.pytorch.log_model(
-            model.to("cpu"),
-            name=MODEL_NAME,
-            run_id=run_id,
-            step=step,
-            extra_files=extra or None,
-            pip_requirements=requirements(),
-            registered_model_name=register_as,
-            await_registration_for=0,
-            # a pickled module: pt2 (the default with recent torch) traces forward on an
-            # example input, which a recurrent model with a state argument does not fit
-            serialization_format="pickle",
-        )
+        with in_experiment(experiment_id):
+            info = mlflow.pytorch.log_model(
+                model.to("cpu"),
+                name=MODEL_NAME,
+                run_id=run_id,
+                step=step,
+                extra_files=extra or None,
+                pip_requirements=requirements(),
+                registered_model_name=register_as,
+                await_registration_for=0,
+                # a pickled module: pt2 (the default with recent torch) traces forward on an
+                # example input, which a recurrent model with a state argument does not fit
+                serialization_format="pickle",
+            )
     registered = None
     if register_as is not None and info.registered_model_version is not None:
         registered = f"models:/{register_as}/{info.registered_model_version}"
