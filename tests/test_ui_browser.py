@@ -171,6 +171,9 @@ def check_experiment_from_home_page(chromium: str, base: str, workdir: Path, nam
         assert "Dataset" in dom, "the runs table has no Dataset column"
         assert "bitcount-train" in dom, "the Dataset column does not name the dataset"
         assert "rnnlab train" in dom, "the Source column does not show rnnlab train"
+        assert re.search(r'href="#/experiments/[0-9]+/models/m-[0-9a-f]+"', dom), (
+            "the Models column does not link the run's logged model"
+        )
     except AssertionError as exc:
         shot = screenshot_on_failure(chromium, url, profile, "experiment-from-home-page")
         raise AssertionError(f"{exc} (screenshot: {shot})") from exc
