@@ -102,6 +102,30 @@ CASES = {
     "cuda without a GPU": Case(
         ["train", "device=cuda", *FAST[:1]], 2, ["no CUDA GPU", "device=cpu"], skip_if="cuda"
     ),
+    "rerun unknown run": Case(
+        ["train", "rerun=feedbeef", "device=cpu"],
+        2,
+        ["rerun=feedbeef: there is no run with that id", "rnnlab runs"],
+        creates_no_run=True,
+    ),
+    "rerun and resume together": Case(
+        ["train", "rerun=feedbeef", "resume=feedbeef"],
+        2,
+        ["rerun= and resume= were both given", "resume=RUN_ID to continue"],
+        creates_no_run=True,
+    ),
+    "register without logging the model": Case(
+        ["train", "tracking.log_model=false", "tracking.register_model=m", *FAST],
+        2,
+        ["tracking.register_model needs tracking.log_model=true", "tracking.*"],
+        creates_no_run=True,
+    ),
+    "reference without a value": Case(
+        ["train", "+reference.metric=val/loss", "+reference.source=x", *FAST],
+        2,
+        ["reference.value has no value", "reference.value=..."],
+        creates_no_run=True,
+    ),
     "resume unknown run": Case(
         ["train", "resume=feedbeef", "device=cpu"], 2, ["no run with that id", "rnnlab runs"]
     ),

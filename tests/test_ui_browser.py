@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import RNNLAB, runs_of, train
+from conftest import RNNLAB, ROOT, runs_of, train
 
 pytestmark = pytest.mark.browser
 
@@ -58,6 +58,20 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
 
 def render(chromium: str, url: str, profile: Path, *, budget_ms: int) -> str:
     """The DOM of ``url`` after Chromium ran the page's scripts for ``budget_ms`` of virtual time."""
+    return chromium_run(chromium, url, profile, budget_ms=budget_ms, output="--dump-dom")
+
+
+def screenshot_on_failure(chromium: str, url: str, profile: Path, name: str) -> Path:
+    """Save what Chromium shows at ``url`` as a test artifact (``$RNNLAB_TEST_ARTIFACTS``,
+    else ``test-artifacts/`` in the repository); the path, for the failure message."""
+    folder = Path(os.environ.get("RNNLAB_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    chromium_run(chromium, url, profile, budget_ms=30_000, output=f"--screenshot={path}")
+    return path
+
+
+def chromium_run(chromium: str, url: str, profile: Path, *, budget_ms: int, output: str) -> str:
     command = [
         chromium,
         "--headless",
@@ -71,7 +85,7 @@ def render(chromium: str, url: str, profile: Path, *, budget_ms: int) -> str:
         f"--user-data-dir={profile}",
         "--window-size=1600,8000",
         f"--virtual-time-budget={budget_ms}",
-        "--dump-dom",
+        output,
         url,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
@@ -123,6 +137,7 @@ def test_ui_shows_runs_and_metrics_in_a_real_browser(chromium, workdir, client, 
         for name in names:
             assert name in dom, f"run {name} is not on the rendered experiment page"
         assert "train/loss" in dom, "the train/loss metric chart is not on the rendered page"
+        check_experiment_from_home_page(chromium, base, workdir, names)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -131,6 +146,37 @@ def test_ui_shows_runs_and_metrics_in_a_real_browser(chromium, workdir, client, 
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
     assert server.returncode is not None
+
+
+def check_experiment_from_home_page(chromium: str, base: str, workdir: Path, names) -> None:
+    """Follow the experiment's link on the MLflow home page, in the UI's model-training view
+    (MLflow 3.17 keeps that choice per browser; rnnlab also tags the experiment's kind): it
+    lands on the training runs, whose Dataset column names the data they read."""
+    import re
+
+    from rnnlab.tracking.ui import TRAINING_VIEW
+
+    profile = workdir / "chromium-home"
+    home = render(chromium, f"{base}/#/", profile, budget_ms=20_000)
+    links = re.findall(r'href="(#/experiments/[0-9]+)"[^>]*>\s*(?:<[^>]+>\s*)*bitcount<', home)
+    url = f"{base}/{links[0]}?{TRAINING_VIEW}" if links else f"{base}/#/"
+    dom = ""
+    try:
+        assert links, "the home page has no link to the bitcount experiment"
+        for budget in (20_000, 60_000):
+            dom = render(chromium, url, profile, budget_ms=budget)
+            if "bitcount-train" in dom:
+                break
+        assert "Run Name" in dom and all(n in dom for n in names), "not on the training runs"
+        assert "Dataset" in dom, "the runs table has no Dataset column"
+        assert "bitcount-train" in dom, "the Dataset column does not name the dataset"
+        assert "rnnlab train" in dom, "the Source column does not show rnnlab train"
+        assert re.search(r'href="#/experiments/[0-9]+/models/m-[0-9a-f]+"', dom), (
+            "the Models column does not link the run's logged model"
+        )
+    except AssertionError as exc:
+        shot = screenshot_on_failure(chromium, url, profile, "experiment-from-home-page")
+        raise AssertionError(f"{exc} (screenshot: {shot})") from exc
 
 
 def test_ui_binds_loopback_and_warns_when_exposed(bitcount_run, monkeypatch, capsys):

@@ -116,8 +116,12 @@ def short_name(column: str) -> str:
 
 def default_columns(frame: pd.DataFrame) -> list[str]:
     params = [f"params.{p}" for p in KEY_PARAMS if f"params.{p}" in frame.columns]
-    metrics = sorted(c for c in frame.columns if c.startswith("metrics."))
-    return [c for c in BASE_COLUMNS if c in frame.columns] + params + metrics
+    # system/* (MLflow's system metrics) stay out of the default table: ask for them by name
+    metrics = sorted(
+        c for c in frame.columns if c.startswith("metrics.") and not c.startswith("metrics.system/")
+    )
+    extra = [c for c in ("reference", "vs_reference") if c in frame.columns]
+    return [c for c in BASE_COLUMNS if c in frame.columns] + params + metrics + extra
 
 
 def runs_table(

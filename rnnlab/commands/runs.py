@@ -11,6 +11,18 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
     return [c.strip() for value in values for c in value.split(",") if c.strip()]
 
 
+def pivot_text(frame, *, pivot: tuple[str, str], metric: str, fmt: str) -> str:
+    """The sweep grid of ``--pivot``: mean ± std cells (or the raw stats for csv/json)."""
+    from rnnlab.analysis.runs import format_runs, pivot_grid, pivot_stats
+
+    row, col = pivot
+    stats = pivot_stats(frame, row=row, col=col, metric=metric)
+    if fmt in ("csv", "json"):
+        return format_runs(stats, fmt=fmt)
+    grid = pivot_grid(stats, row=stats.columns[0], col=stats.columns[1])
+    return format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)")
+
+
 @click.command()
 @click.option(
     "--experiment",
@@ -69,6 +81,11 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
     default="table",
     show_default=True,
 )
+@click.option(
+    "--vs-reference",
+    is_flag=True,
+    help="Add the result's difference from the preset's published reference (vs_reference).",
+)
 @click.option("--uri", default=None, help=URI_HELP)
 @click.option("--max-results", default=1000, show_default=True)
 def runs(
@@ -83,6 +100,7 @@ def runs(
     pivot: tuple[str, str] | None,
     metric: str | None,
     fmt: str,
+    vs_reference: bool,
     uri: str | None,
     max_results: int,
 ) -> None:
@@ -93,12 +111,12 @@ def runs(
     rnnlab runs --where "params.optim._target_ LIKE '%RMSprop%'" -c run_name,optim.lr,val/loss
     rnnlab runs --tag sweep=PARENT_RUN_ID --pivot optim.name optim.lr --metric val/loss
     rnnlab runs --format markdown > runs.md
+    rnnlab runs -e ptb --vs-reference       # each result against the preset's paper figure
     """
+    from rnnlab.analysis.reference import with_reference
     from rnnlab.analysis.runs import (
         build_filter,
         format_runs,
-        pivot_grid,
-        pivot_stats,
         runs_table,
         search_frame,
     )
@@ -121,13 +139,8 @@ def runs(
         max_results=max_results,
     )
     if pivot:
-        row, col = pivot
-        stats = pivot_stats(frame, row=row, col=col, metric=metric)
-        if fmt in ("csv", "json"):
-            click.echo(format_runs(stats, fmt=fmt))
-            return
-        grid = pivot_grid(stats, row=stats.columns[0], col=stats.columns[1])
-        click.echo(format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)"))
+        click.echo(pivot_text(frame, pivot=pivot, metric=metric, fmt=fmt))
         return
+    frame = with_reference(frame, vs_reference=vs_reference)
     table = runs_table(frame, columns=split_columns(columns), sort=sort, descending=desc)
     click.echo(format_runs(table, fmt=fmt))

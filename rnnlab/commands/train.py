@@ -44,13 +44,19 @@ def train(overrides: tuple[str, ...]) -> None:
     """
     check_writable_cwd(overrides)
     from rnnlab.session import job
+    from rnnlab.session.rerun import rerun_arguments
 
     argv = sys.argv
-    sys.argv = ["rnnlab-train", *overrides]
+    rerun = rerun_arguments(list(overrides))
+    sys.argv = ["rnnlab-train", *rerun, *overrides]
     try:
         job.main()
     finally:  # the process may go on (tests, notebooks): leave argv and Hydra as they were
         sys.argv = argv
+        if rerun:  # the past run's config, written for Hydra to compose from
+            import shutil
+
+            shutil.rmtree(rerun[1], ignore_errors=True)
         from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()

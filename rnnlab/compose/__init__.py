@@ -25,6 +25,7 @@ from rnnlab.compose.build import (
 )
 from rnnlab.compose.naming import flatten, run_name
 from rnnlab.compose.read import check_finite, read_options
+from rnnlab.compose.reference import Reference, read_reference
 from rnnlab.compose.schema import RunOptions, TrackingOptions
 from rnnlab.models.stack import StackSpec
 from rnnlab.tasks.base import Task
@@ -47,6 +48,8 @@ class RunSpec:
     device: torch.device
     seed: int
     resume: str | None
+    #: the published figure the preset reproduces (``reference:``), if any
+    reference: Reference | None
     #: the MLflow experiment and run name, and the tags that say what ran
     experiment: str
     run_name: str
@@ -59,7 +62,9 @@ class RunSpec:
 def compose(cfg: DictConfig) -> RunSpec:
     """Turn a composed config into a RunSpec (no MLflow, no training)."""
     check_finite(cfg)
-    run = read_options(RunOptions, {k: cfg.get(k) for k in ("seed", "device", "resume")})
+    keys = ("seed", "device", "resume", "rerun")
+    run = read_options(RunOptions, {k: cfg.get(k) for k in keys})
+    reference = read_reference(cfg.get("reference"))
     trainer = read_options(TrainerSettings, cfg.trainer)
     tracking = read_options(TrackingOptions, cfg.tracking)
     device = resolve_device(run.device)
@@ -78,9 +83,10 @@ def compose(cfg: DictConfig) -> RunSpec:
         device=device,
         seed=run.seed,
         resume=run.resume,
+        reference=reference,
         experiment=tracking.experiment or names["task"],
         run_name=run_name(cell=names["cell"], optim=names["optim"], lr=float(cfg.optim.lr)),
-        tags=names,
+        tags={**names, **(reference.tags() if reference else {})},
         params=flatten(cfg),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )

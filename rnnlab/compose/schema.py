@@ -49,6 +49,20 @@ class TrackingOptions(Options):
     experiment: str | None = option()
     #: seconds between batched metric writes (0: write every metric at once)
     flush_every_s: float = option(NON_NEGATIVE)
+    #: log the best weights as an MLflow PyTorch model (a LoggedModel linked to the run)
+    log_model: bool = option()
+    #: also register that model under this name in the Model Registry (None: do not)
+    register_model: str | None = option()
+    #: record MLflow's system metrics (CPU, memory, disk, network, GPU)
+    system_metrics: bool = option()
+    #: seconds between system-metric samples
+    system_metrics_interval_s: float = option(POSITIVE)
+
+    def check(self) -> None:
+        if self.register_model is not None and not self.log_model:
+            raise ValueError(
+                "tracking.register_model needs tracking.log_model=true (it registers that model)"
+            )
 
 
 @dataclass(frozen=True)
@@ -60,3 +74,5 @@ class RunOptions(Options):
     device: str = option()
     #: continue this unfinished run from its latest checkpoint
     resume: str | None = option()
+    #: start a new run from this past run's resolved config (plus the command line's overrides)
+    rerun: str | None = option()

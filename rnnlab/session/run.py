@@ -16,6 +16,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.compose import RunSpec, compose
+from rnnlab.session.record import (
+    begin_recording,
+    log_model,
+    nothing,
+    origin_tags,
+    reference_lines,
+)
 from rnnlab.tasks.base import ShowsAttention
 from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.uri import resolve_tracking_uri
@@ -37,7 +44,7 @@ def run_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None] = ({}, 
         uri=uri,
         experiment=spec.experiment,
         run_name=spec.run_name,
-        tags={**tags, **spec.tags},
+        tags={**tags, **spec.tags, **origin_tags(spec, rerun_of=cfg.get("rerun"))},
         parent_run_id=parent,
         flush_every_s=spec.tracking.flush_every_s,
     )
@@ -69,7 +76,9 @@ def execute(
     spec: RunSpec, logger: RunLogger, *, config_yaml: str, resume: dict[str, Any] | None = None
 ) -> TrainOutcome:
     """Train, write the artifacts and end the run; on any failure the run is ended too."""
+    stop_system_metrics = nothing
     try:
+        stop_system_metrics = begin_recording(spec, logger, resumed=resume is not None)
         outcome = train_model(
             task=spec.task,
             stack=spec.stack,
@@ -83,18 +92,24 @@ def execute(
             resume=resume,
         )
         write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
+        outcome.summary += reference_lines(spec, outcome.metrics)
+        outcome.summary += log_model(spec, outcome.model, logger, step=outcome.fit.epochs)
+        stop_system_metrics()
         logger.end("FINISHED")
         return outcome
     except Stopped as stop:
+        stop_system_metrics()
         logger.fail(f"stopped by signal {stop.signum}; resumable", status="KILLED")
         progress = stop.progress
         raise Interrupted(
             signum=stop.signum, run_id=logger.run_id, epoch=progress.epoch, step=progress.step
         ) from None
     except KeyboardInterrupt:
+        stop_system_metrics()
         logger.fail("interrupted by the user (Ctrl-C)", status="KILLED")
         raise
     except BaseException as exc:
+        stop_system_metrics()
         logger.fail(f"{type(exc).__name__}: {exc}")
         raise
 

@@ -87,6 +87,14 @@ class RunLogger:
                 raise forbidden from exc
             raise
 
+    def timed(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, another write to the store (inputs, models), timed."""
+        start = time.monotonic()
+        try:
+            return self._write(call, *args, **kwargs)
+        finally:
+            self.seconds_in_mlflow += time.monotonic() - start
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 

@@ -129,16 +129,31 @@ def experiment_id(client, name: str, *, uri: str) -> str:
     """The id of experiment ``name``, creating it (artifacts beside a sqlite file) if needed."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        mark_training(client, experiment)
         return experiment.experiment_id
     db = sqlite_path(uri)
     location = (db.parent / "mlartifacts" / name).as_uri() if db is not None else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=TRAINING_KIND)
     except Exception:  # created concurrently by a parallel sweep job
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
+        mark_training(client, experiment)
         return experiment.experiment_id
+
+
+#: MLflow 3's experiment-kind tag for model training: the UI opens such an experiment on its
+#: training runs, not on the GenAI traces overview (the value the UI's kind selector writes)
+TRAINING_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def mark_training(client: Any, experiment: Any) -> None:
+    """Tag an existing experiment as model training, unless it already says what it is
+    (a user who picked another kind in the UI keeps it)."""
+    ((key, value),) = TRAINING_KIND.items()
+    if key not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, key, value)
 
 
 def download_checkpoint(client: Any, run_id: str, which: str, dst: Path) -> Path:

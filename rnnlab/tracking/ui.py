@@ -22,6 +22,17 @@ def ui_command(*, uri: str, host: str, port: int, workers: int = 1) -> list[str]
     return [*command, "--host", host, "--port", str(port), "--workers", str(workers)]
 
 
+#: MLflow 3.17's UI takes an experiment's kind from a per-browser switch ("GenAI" | "Model
+#: training", default GenAI, kept in localStorage), not from the experiment's
+#: ``mlflow.experimentKind`` tag; this query parameter on an experiment's address opens its
+#: training runs regardless (the browser test uses it)
+TRAINING_VIEW = "workflowType=machine_learning"
+TRAINING_HINT = (
+    "rnnlab's runs are under 'Model training': pick it once at the top left of the UI "
+    "(your browser keeps the choice)"
+)
+
+
 def serve(*, uri: str | None, host: str, port: int, workers: int = 1) -> None:
     """Replace this process with the MLflow UI server (Ctrl-C stops it).
 
@@ -47,6 +58,7 @@ def serve(*, uri: str | None, host: str, port: int, workers: int = 1) -> None:
             err=True,
         )
     click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C to stop)", err=True)
+    click.echo(TRAINING_HINT, err=True)
     command = ui_command(uri=uri, host=host, port=port, workers=workers)
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     sys.stdout.flush()

@@ -27,6 +27,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from rnnlab.errors import DivergenceError
 from rnnlab.tasks.base import Task, progress_enabled
+from rnnlab.train.lines import EpochLines, lines_enabled
 from rnnlab.train.precision import autocast
 from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
@@ -124,11 +125,18 @@ class Fit:
         if p.best_state is None:
             p.best_state = copy.deepcopy(self.model.state_dict())
         began = time.perf_counter()
+        self.lines = EpochLines(
+            total=self.settings.max_epochs,
+            first=p.epoch,
+            interval_s=self.settings.log_interval_s,
+            enabled=lines_enabled(self.settings.progress),
+        )
         with StopRequest() as stop, self.epoch_bar(p) as bar:
             while p.epoch <= self.settings.max_epochs:
                 mean_loss = self.train_epoch(p, stop)
                 metrics = self.epoch_metrics(p, mean_loss)
                 self.keep_best(p, metrics)
+                self.lines.epoch(p.epoch, metrics)
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
                 self.end_epoch(p, stop, objective=metrics.get(self.task.objective))
@@ -177,6 +185,9 @@ class Fit:
                 continue  # resumed mid-epoch: these batches were trained before the stop
             carry = self.train_step(p, batch, carry)
             p.batches_done = index + 1
+            if self.lines.due():  # a long epoch still shows it is alive
+                mean = (p.total / max(p.weight, 1)).item()
+                self.lines.within(p.epoch, batches=p.batches_done, mean_loss=mean)
             every = self.settings.checkpoint_every
             if (every is not None and p.step % every == 0) or stop.signum is not None:
                 p.carry = detach_carry(carry)

@@ -22,8 +22,10 @@ class TrainerSettings(Options):
     log_every: int = option(POSITIVE)
     #: evaluate the validation split every N epochs (and always after the last one)
     eval_every: int = option(POSITIVE)
-    #: progress bars: None = only when stderr is a terminal
+    #: progress bars: None = bars on a terminal, plain lines per epoch otherwise; False: quiet
     progress: bool | None = option()
+    #: off a terminal, a progress line at least this often within a long epoch (seconds)
+    log_interval_s: float = option(POSITIVE)
     #: save a resumable checkpoint every N optimizer steps (None: only at epoch ends)
     checkpoint_every: int | None = option(POSITIVE)
     #: ... and at the end of every N-th epoch (and always after the last one)

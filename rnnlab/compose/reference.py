@@ -1,0 +1,71 @@
+"""A preset's published reference: the figure it reproduces, shown beside the result.
+
+A preset may carry a ``reference:`` block (metric, value, source, optional tolerance). The
+run records it as tags (``reference.*``), so ``rnnlab runs`` can show it, and the summary
+prints the result beside it with the relative difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rnnlab.options import POSITIVE, Options, option
+
+
+@dataclass(frozen=True)
+class Reference(Options):
+    """``reference.*``: a published figure a preset reproduces."""
+
+    section: ClassVar[str] = "reference"
+
+    #: the metric compared, e.g. ``test/ppl`` or ``train/loss``
+    metric: str = option()
+    value: float = option()
+    #: the paper or seed and its year, e.g. ``Zaremba et al. 2014``
+    source: str = option()
+    #: the relative difference still counted as reproduced (0.05: 5%); None: not stated
+    tolerance: float | None = option(POSITIVE)
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            "reference.metric": self.metric,
+            "reference.value": f"{self.value:g}",
+            "reference.source": self.source,
+        }
+        if self.tolerance is not None:
+            tags["reference.tolerance"] = f"{self.tolerance:g}"
+        return tags
+
+    def describe(self) -> str:
+        """``test/ppl 114.5 (Zaremba et al. 2014)``."""
+        return f"{self.metric} {self.value:g} ({self.source})"
+
+    def beside(self, result: float) -> str:
+        """``test/ppl 112.11 (reference 114.5, Zaremba et al. 2014: -2.1%)``."""
+        diff = relative_difference(result, self.value)
+        verdict = ""
+        if self.tolerance is not None:
+            verdict = ", within tolerance" if abs(diff) <= self.tolerance else ", outside tolerance"
+        return (
+            f"{self.metric} {result:.6g} (reference {self.value:g}, {self.source}: "
+            f"{diff * 100:+.1f}%{verdict})"
+        )
+
+
+def relative_difference(result: float, reference: float) -> float:
+    """(result - reference) / |reference|; 0 where the reference is 0 and the result too."""
+    if reference == 0:
+        return 0.0 if result == 0 else float("inf")
+    return (result - reference) / abs(reference)
+
+
+def read_reference(node: Any) -> Reference | None:
+    """The ``reference`` block of a composed config, or None where the preset has none."""
+    from rnnlab.compose.read import plain, read_options
+
+    if node is None:
+        return None
+    data = dict(plain(node))
+    data.setdefault("tolerance", None)  # optional: most papers state no tolerance
+    return read_options(Reference, data)
