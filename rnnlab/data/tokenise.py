@@ -1,0 +1,142 @@
+"""Streaming tokenisation of a text file into one tensor of ids, at word or character level.
+
+A file is read line by line as bytes and decoded strictly, so a non-UTF-8 byte is reported
+with its line number, and no list of the corpus's strings is ever built: counting keeps one
+``Counter`` of distinct tokens, encoding appends ids to a C array (4 bytes per token; 100M
+tokens are 400 MB) that becomes an int32 tensor without a copy.
+
+Levels: ``word`` splits on whitespace and ends each line with ``<eos>``; ``char`` reads every
+character, the line end (always ``\\n``) included. Both map what the vocabulary lacks to
+``<unk>``.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from itertools import repeat
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnlab.data.vocab import Vocab
+from rnnlab.errors import DataError
+
+EOS = "<eos>"
+UNK = "<unk>"
+
+
+class WordLevel:
+    """Whitespace-separated words, ``<eos>`` at each line end."""
+
+    name: ClassVar[str] = "word"
+    unit: ClassVar[str] = "words"
+    specials: ClassVar[tuple[str, ...]] = (UNK, EOS)
+    #: the token that ends every line
+    line_end: ClassVar[str] = EOS
+    #: what a sample starts from: a sentence start
+    start: ClassVar[list[str]] = [EOS]
+
+    def tokens(self, line: str) -> list[str]:
+        return [*line.split(), EOS]
+
+    def split_prime(self, text: str) -> list[str]:
+        return text.split()
+
+    def join(self, tokens: Iterable[str]) -> str:
+        return " ".join(tokens).replace(f"{EOS} ", f"{EOS}\n")
+
+    def size_error(self, *, vocab_size: int | None, alphabet: int, path: Path) -> None:
+        """Words beyond ``vocab_size`` become ``<unk>``: the usual cap, nothing to refuse."""
+        return None
+
+
+class CharLevel:
+    """Every character of a line, its ``\\n`` included."""
+
+    name: ClassVar[str] = "char"
+    unit: ClassVar[str] = "characters"
+    specials: ClassVar[tuple[str, ...]] = (UNK,)
+    line_end: ClassVar[str] = "\n"
+    start: ClassVar[list[str]] = ["\n"]
+
+    def tokens(self, line: str) -> str:
+        return line  # a str iterates by character; read_lines ends every line with \n
+
+    def split_prime(self, text: str) -> list[str]:
+        return list(text)
+
+    def join(self, tokens: Iterable[str]) -> str:
+        return "".join(tokens)
+
+    def size_error(self, *, vocab_size: int | None, alphabet: int, path: Path) -> None:
+        """A character model that cannot write some characters of its own training text is
+        refused: its bpc would not be a character model's (rule: vocab_size >= alphabet)."""
+        needed = alphabet + len(self.specials)
+        if vocab_size is None or vocab_size >= needed:
+            return
+        raise DataError(
+            f"task.vocab_size={vocab_size} is smaller than the alphabet of {path}: {alphabet} "
+            f"characters + <unk>. The {needed - vocab_size} rarest characters would all be "
+            "read as <unk>, so the model could never write them and its bits per character "
+            "would not measure the text",
+            f"Use task.vocab_size=null (the whole alphabet) or at least {needed}; to drop rare "
+            "characters on purpose, raise task.min_freq instead",
+        )
+
+
+LEVELS: dict[str, WordLevel | CharLevel] = {"word": WordLevel(), "char": CharLevel()}
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """The lines of ``path``, decoded as UTF-8 one at a time, each ending in ``\\n``."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path} is not UTF-8 text: line {number} has the byte "
+                    f"0x{raw[exc.start]:02x} at column {exc.start + 1} ({exc.reason})",
+                    f"Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path.name} > "
+                    f"{path.stem}.utf8.txt) or remove that line",
+                ) from exc
+            yield line.removesuffix("\n").removesuffix("\r") + "\n"
+
+
+def count_tokens(path: Path, level: WordLevel | CharLevel) -> Counter[str]:
+    """How often each token occurs in ``path`` (insertion order: first appearance)."""
+    counts: Counter[str] = Counter()
+    for line in read_lines(path):
+        counts.update(level.tokens(line))
+    return counts
+
+
+def build_vocab(
+    counts: Counter[str],
+    level: WordLevel | CharLevel,
+    *,
+    vocab_size: int | None,
+    min_freq: int,
+) -> Vocab:
+    """The specials, then the tokens seen at least ``min_freq`` times, most frequent first
+    (ties by first appearance), ``vocab_size`` in all."""
+    return Vocab.build(
+        counts, specials=level.specials, max_size=vocab_size, min_freq=min_freq, unk=UNK
+    )
+
+
+def encode_file(path: Path, vocab: Vocab, level: WordLevel | CharLevel) -> tuple[Tensor, int]:
+    """(ids, lines): the (N,) int32 ids of ``path``'s tokens and how many lines it holds."""
+    ids = array("i")
+    get, unk = vocab.stoi.get, vocab.unk_index
+    lines = 0
+    for line in read_lines(path):
+        ids.extend(map(get, level.tokens(line), repeat(unk)))
+        lines += 1
+    # numpy keeps ``ids`` alive and torch shares numpy's memory: no copy of the corpus
+    return torch.from_numpy(np.frombuffer(ids, dtype=np.int32)), lines
