@@ -205,7 +205,7 @@ CASES = {
     "lm folder without the split files": Case(
         ["train", *LM, "task.corpus=partial"],
         2,
-        ["has no valid.txt, test.txt (it holds: notes.md, train.txt)", "task.train=..."],
+        ["has no valid.txt, test.txt (it holds: notes.md, train.txt)", "task.train=A"],
         setup="partial_lm_folder",
     ),
     "lm file that does not exist": Case(

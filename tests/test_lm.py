@@ -37,7 +37,6 @@ TINY = [
     "cell.num_layers=1",
     "task.batch_size=4",
     "task.eval_batch_size=2",
-    "task.bptt=8",
     "trainer.max_epochs=2",
     "device=cpu",
 ]
@@ -56,9 +55,11 @@ def write_corpus(folder: Path, *, lines: tuple[int, int, int] = (300, 40, 40), s
     return folder
 
 
-def trained(tmp_path_factory, empty_store, overrides: list[str], experiment: str) -> dict:
+def trained(
+    tmp_path_factory, empty_store, overrides: list[str], experiment: str, lines=(300, 40, 40)
+) -> dict:
     workdir = tmp_path_factory.mktemp(experiment)
-    corpus = write_corpus(workdir / "corpus")
+    corpus = write_corpus(workdir / "corpus", lines=lines)
     uri = new_store(workdir, empty_store)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)
@@ -74,12 +75,14 @@ def trained(tmp_path_factory, empty_store, overrides: list[str], experiment: str
 
 @pytest.fixture(scope="module")
 def word_run(tmp_path_factory, empty_store):
-    return trained(tmp_path_factory, empty_store, [], "lm")
+    return trained(tmp_path_factory, empty_store, ["task.bptt=8"], "lm")
 
 
 @pytest.fixture(scope="module")
 def char_run(tmp_path_factory, empty_store):
-    return trained(tmp_path_factory, empty_store, ["task.level=char"], "lm")
+    # about 5 characters a word: a fifth of the word run's lines gives as many windows
+    overrides = ["task.level=char", "task.bptt=16"]
+    return trained(tmp_path_factory, empty_store, overrides, "lm", lines=(60, 12, 12))
 
 
 def test_word_level_run_logs_perplexity_and_unk_share(word_run):

@@ -77,8 +77,8 @@ def folder_splits(folder: str) -> dict[str, SplitFile]:
         raise DataError(
             f"task.corpus={folder}: {root} is not a folder, nor a registered corpus ({known})",
             "Point task.corpus at a folder holding train.txt, valid.txt and test.txt, name a "
-            f"registered corpus (fetch it with '{fetch_command('ptb')}'), or name the files "
-            "with task.train=... task.valid=... task.test=...",
+            f"registered corpus (fetch it with '{fetch_command('ptb')}'), or name the three "
+            "files one by one (task.corpus=null task.train=A task.valid=B task.test=C)",
         )
     missing = [name for name in FOLDER_FILES.values() if not (root / name).is_file()]
     if missing:
@@ -87,8 +87,8 @@ def folder_splits(folder: str) -> dict[str, SplitFile]:
             f"The corpus folder {root} has no {', '.join(missing)} (it holds: "
             f"{', '.join(found) or 'nothing'})",
             "A language-model corpus folder holds train.txt, valid.txt and test.txt, one "
-            "sentence or paragraph per line; rename the files, or name each one with "
-            "task.train=... task.valid=... task.test=...",
+            "sentence or paragraph per line; rename the files, or name each one (task.corpus="
+            "null task.train=A task.valid=B task.test=C)",
         )
     return {
         split: named_split(root.name, split, root / name) for split, name in FOLDER_FILES.items()
