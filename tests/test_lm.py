@@ -191,3 +191,20 @@ def test_task_ptb_is_lm_on_the_registered_corpus(ptb_tiny_run, tmp_path_factory,
         if key == "tokens_per_s" or key.startswith("system/"):
             continue  # wall-clock figures
         assert got[key] == expected[key], key
+
+
+def test_a_run_from_before_task_lm_still_rebuilds(shared_data):
+    """Checkpoints of older PTB runs name rnnlab.tasks.ptb.PennTreebank with the old keys."""
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    from rnnlab.compose import compose as build
+
+    cfg = compose(["experiment=ptb_tiny", "device=cpu"])
+    node = OmegaConf.to_container(cfg.task)
+    for key in ("corpus", "train", "valid", "test", "level", "min_freq"):
+        del node[key]
+    cfg.task = OmegaConf.create({**node, "_target_": "rnnlab.tasks.ptb.PennTreebank"})
+    old = build(cfg).task
+    new = task_from_config("ptb", vocab_size=500)
+    assert old.name == "ptb" and old.get_vocab().itos == new.get_vocab().itos
