@@ -44,7 +44,8 @@ def load(key: str) -> Any | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # memory-mapped: a large tensor is paged in as it is read, not loaded whole
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # a damaged entry is rebuilt, not fatal: it is only a cache
         print(f"rnnlab: ignoring the damaged cache entry {path} ({exc})", file=sys.stderr)
         return None

@@ -84,4 +84,5 @@ class TokenisedText:
             raise empty_split(source)
         self.seconds += time.perf_counter() - start
         cache.save(key, ids)
-        return ids
+        mapped = cache.load(key)  # memory-mapped: the in-memory copy can go
+        return ids if mapped is None else mapped

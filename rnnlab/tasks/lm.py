@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.cells.base import State
-from rnnlab.data.bptt import batchify, num_windows, windows
+from rnnlab.data.bptt import batchify, num_windows, stream_view, windows
 from rnnlab.data.corpus import CONTEXTS, SplitFile, fingerprint, resolve_splits
 from rnnlab.data.tokenise import LEVELS
 from rnnlab.data.tokenised import TokenisedText
@@ -157,9 +157,12 @@ class LanguageModelTask(Task):
             for split, f in self.split_files().items()
         ]
 
-    def layout(self, ids: Tensor, rows: int, source: SplitFile) -> Tensor:
-        """(N,) int32 ids -> (T, B) int64 streams on the device; too few is a DataError."""
+    def layout(self, ids: Tensor, rows: int, source: SplitFile, *, copy: bool = True) -> Tensor:
+        """(N,) int32 ids -> (T, B) int64 streams on the device (``copy=False``: a view of
+        ``ids`` as they are, read window by window); too few is a DataError."""
         try:
+            if not copy:
+                return stream_view(ids, rows)  # (T, B) view
             return batchify(ids.long(), rows).to(self.device)  # (T, B)
         except ValueError as exc:
             raise DataError(
@@ -182,7 +185,10 @@ class LanguageModelTask(Task):
         return self.streams[split]
 
     def unk_share(self, ids: Tensor) -> float:
-        return (ids == self.get_vocab().unk_index).sum().item() / max(ids.numel(), 1)
+        """The share of ``<unk>`` in ``ids``, counted in chunks (ids may be memory-mapped)."""
+        unk, chunk = self.get_vocab().unk_index, 1 << 24
+        found = sum(int((ids[i : i + chunk] == unk).sum()) for i in range(0, ids.numel(), chunk))
+        return found / max(ids.numel(), 1)
 
     def to(self, device: torch.device) -> LanguageModelTask:
         self.device = device
@@ -280,6 +286,8 @@ class LanguageModelTask(Task):
             unit="window",
         )
         for x, y in bar:
+            # a no-op for the device streams of a split; one window's copy for a view
+            x, y = (t.to(self.device, torch.long).contiguous() for t in (x, y))
             logits, state = model(x, state)  # (t, B, V)
             loss = F.cross_entropy(
                 logits.view(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum"
@@ -301,11 +309,13 @@ class LanguageModelTask(Task):
 
     def score_text(self, model: nn.Module, path: Path, *, name: str) -> EvalResult:
         """``eval/NAME/*`` of ``model`` on a whole text file, laid out and scored exactly as
-        a test split is (every token, ``eval_batch_size`` streams)."""
+        a test split is (every token, ``eval_batch_size`` streams). The ids are streamed
+        from the file into the token cache and read back memory-mapped, one window at a time,
+        so the text is never in memory and the ids need not be."""
         model.eval()
         found = fingerprint(path)
         ids = self.text.ids(found, self.get_vocab())
-        streams = self.layout(ids, self.options.eval_batch_size, found)
+        streams = self.layout(ids, self.options.eval_batch_size, found, copy=False)
         mean = self.mean_loss(model, streams, desc=f"eval {name}")
         return EvalResult(self.figures(f"eval/{name}", mean, self.unk_share(ids)))
 
