@@ -2,8 +2,9 @@
 
 A file is read in blocks of whole lines (about 1 MB) and decoded strictly, so a non-UTF-8
 byte is reported with its line number, and no list of the corpus's strings is ever built:
-counting keeps one ``Counter`` of distinct tokens, encoding appends ids to a C array (4 bytes
-per token; 100M tokens are 400 MB) that becomes an int32 tensor without a copy.
+counting keeps one ``Counter`` of distinct tokens, and encoding writes each block's ids as
+int32 (4 bytes a token; 100M tokens are 400 MB) straight to a file, which
+:mod:`rnnlab.data.cache` then memory-maps: neither the text nor its ids are ever held whole.
 
 Levels: ``word`` splits on whitespace and ends each line with ``<eos>``; ``char`` reads every
 character, the line end (always ``\\n``) included. Both map what the vocabulary lacks to
@@ -17,11 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import repeat
 from pathlib import Path
-from typing import ClassVar
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import BinaryIO, ClassVar
 
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError
@@ -151,13 +148,16 @@ def build_vocab(
     )
 
 
-def encode_file(path: Path, vocab: Vocab, level: WordLevel | CharLevel) -> tuple[Tensor, int]:
-    """(ids, lines): the (N,) int32 ids of ``path``'s tokens and how many lines it holds."""
-    ids = array("i")
+def encode_file(
+    path: Path, vocab: Vocab, level: WordLevel | CharLevel, out: BinaryIO
+) -> tuple[int, int]:
+    """Write the int32 ids of ``path``'s tokens to ``out``, one block at a time;
+    (ids written, lines read)."""
     get, unk = vocab.stoi.get, vocab.unk_index
-    lines = 0
+    total = lines = 0
     for text, count in read_blocks(path):
-        ids.extend(map(get, level.tokens(text), repeat(unk)))
+        ids = array("i", map(get, level.tokens(text), repeat(unk)))  # C ints: 4 bytes
+        out.write(ids.tobytes())
+        total += len(ids)
         lines += count
-    # numpy keeps ``ids`` alive and torch shares numpy's memory: no copy of the corpus
-    return torch.from_numpy(np.frombuffer(ids, dtype=np.int32)), lines
+    return total, lines

@@ -9,6 +9,7 @@ tokenises once; :attr:`TokenisedText.seconds` is the time spent tokenising (0 on
 from __future__ import annotations
 
 import time
+from typing import BinaryIO
 
 from torch import Tensor
 
@@ -70,19 +71,22 @@ class TokenisedText:
         return vocab
 
     def ids(self, source: SplitFile, vocab: Vocab) -> Tensor:
-        """The (N,) int32 ids of ``source`` under ``vocab`` (cached)."""
+        """The (N,) int32 ids of ``source`` under ``vocab``, memory-mapped from the cache."""
         key = cache.cache_key(
             "ids", digest=source.digest, level=self.level.name, vocab=vocab.digest()
         )
-        cached = cache.load(key)
+        cached = cache.load_ids(key)
         if cached is not None:
             self.cache_hits += 1
             return cached
         start = time.perf_counter()
-        ids, lines = encode_file(source.path, vocab, self.level)
-        if ids.numel() == lines:  # only line ends
-            raise empty_split(source)
+
+        def write(out: BinaryIO) -> int:
+            total, lines = encode_file(source.path, vocab, self.level, out)
+            if total == lines:  # only line ends: refused before the entry is complete
+                raise empty_split(source)
+            return total
+
+        ids = cache.write_ids(key, write)
         self.seconds += time.perf_counter() - start
-        cache.save(key, ids)
-        mapped = cache.load(key)  # memory-mapped: the in-memory copy can go
-        return ids if mapped is None else mapped
+        return ids
