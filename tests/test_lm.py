@@ -208,3 +208,16 @@ def test_a_run_from_before_task_lm_still_rebuilds(shared_data):
     old = build(cfg).task
     new = task_from_config("ptb", vocab_size=500)
     assert old.name == "ptb" and old.get_vocab().itos == new.get_vocab().itos
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch, capsys):
+    corpus = write_corpus(tmp_path / "corpus", seed=4)
+    monkeypatch.setenv("RNNLAB_CACHE", str(tmp_path / "cache"))
+    cached = task_from_config("lm", corpus=str(corpus)).split_streams("val")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # a file where the cache folder should be: nothing can be written
+    monkeypatch.setenv("RNNLAB_CACHE", str(blocker))
+    task = task_from_config("lm", corpus=str(corpus))
+    assert torch.equal(task.split_streams("val"), cached)
+    assert task.text.cache_hits == 0 and task.text.seconds > 0
+    assert "cannot write the token cache in" in capsys.readouterr().err
