@@ -213,6 +213,12 @@ CASES = {
         2,
         ["a.txt does not exist", "Check the path"],
     ),
+    "lm without a corpus": Case(
+        ["train", *LM],
+        2,
+        ["no corpus: set task.corpus=DIR", "task.corpus=ptb", "task.train=..."],
+        creates_no_run=True,
+    ),
     "lm files half named": Case(
         ["train", *LM, "task.train=a.txt"],
         2,
