@@ -163,7 +163,8 @@ class LanguageModelTask(Task):
         try:
             if not copy:
                 return stream_view(ids, rows)  # (T, B) view
-            return batchify(ids.long(), rows).to(self.device)  # (T, B)
+            # laid out as int32 first: the int64 streams are the only full-size copy
+            return batchify(ids, rows).to(self.device, torch.long)  # (T, B)
         except ValueError as exc:
             raise DataError(
                 f"{source.path} is too short for {rows} parallel streams: {exc}",
