@@ -85,7 +85,7 @@ def char_run(tmp_path_factory, empty_store):
     return trained(tmp_path_factory, empty_store, overrides, "lm", lines=(60, 12, 12))
 
 
-def test_word_level_run_logs_perplexity_and_unk_share(word_run):
+def test_word_level_run_logs_perplexity_and_unk_share(word_run, tmp_path):
     run, client = word_run["run"], word_run["client"]
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
@@ -94,7 +94,7 @@ def test_word_level_run_logs_perplexity_and_unk_share(word_run):
     assert metrics["train/unk_share"] == 0 and metrics["val/unk_share"] == 0
     assert metrics["test/unk_share"] > 0  # "zebra" is not in train
     assert "test/bpc" not in metrics
-    vocab = Path(client.download_artifacts(run.info.run_id, "samples/vocab.txt", "."))
+    vocab = Path(client.download_artifacts(run.info.run_id, "samples/vocab.txt", str(tmp_path)))
     assert sorted(vocab.read_text().split()) == sorted(["<unk>", "<eos>", *WORDS])
 
 
