@@ -60,6 +60,15 @@ def shared_datasets_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def token_cache(tmp_path_factory) -> Path:
+    """Tokenised corpora are cached in a session temp dir ($RNNLAB_CACHE), not ~/.cache."""
+    folder = tmp_path_factory.mktemp("token-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RNNLAB_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture
 def shared_data(monkeypatch) -> Path:
     """Point RNNLAB_DATA at the shared corpora (skip, saying why, if they are absent)."""

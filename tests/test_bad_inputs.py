@@ -45,6 +45,10 @@ class Case:
 
 FAST = ["trainer.max_epochs=2", "device=cpu"]
 TINY_MT = ["train", "experiment=multi30k_tiny", "device=cpu"]
+#: task=lm at its smallest (its data come from the setup functions)
+LM = ["task=lm", "cell.hidden_size=8", "task.batch_size=2", "task.eval_batch_size=2"]
+LM += ["task.bptt=4", "trainer.max_epochs=1", "device=cpu"]
+LM_TEXT = "the cat sat on the mat\nthe dog sat on the log\n" * 20
 CASES = {
     "unknown group choice": Case(
         ["train", "cell=lstmm"], 1, ["Could not find 'cell/lstmm'", "Available options"]
@@ -300,6 +304,57 @@ CASES = {
     ),
     "eval with a source but no reference": Case(
         ["eval", "feedbeef", "--src", "nope.de"], 2, ["--src needs --ref", "--src FILE --ref FILE"]
+    "lm corpus that is neither a folder nor registered": Case(
+        ["train", *LM, "task.corpus=no-such-dir"],
+        2,
+        ["no-such-dir is not a folder, nor a registered corpus (ptb)", "train.txt, valid.txt"],
+    ),
+    "lm folder without the split files": Case(
+        ["train", *LM, "task.corpus=partial"],
+        2,
+        ["has no valid.txt, test.txt (it holds: notes.md, train.txt)", "task.train=A"],
+        setup="partial_lm_folder",
+    ),
+    "lm file that does not exist": Case(
+        ["train", *LM, "task.train=a.txt", "task.valid=b.txt", "task.test=c.txt"],
+        2,
+        ["a.txt does not exist", "Check the path"],
+    ),
+    "lm without a corpus": Case(
+        ["train", *LM],
+        2,
+        ["no corpus: set task.corpus=DIR", "task.corpus=ptb", "task.train=..."],
+        creates_no_run=True,
+    ),
+    "lm files half named": Case(
+        ["train", *LM, "task.train=a.txt"],
+        2,
+        ["task.train set but not task.valid, task.test", "name all three files"],
+        creates_no_run=True,
+    ),
+    "lm corpus with invalid UTF-8": Case(
+        ["train", *LM, "task.corpus=latin1"],
+        2,
+        ["train.txt is not UTF-8 text: line 3 has the byte 0xe9 at column 8", "iconv"],
+        setup="latin1_lm_folder",
+    ),
+    "lm empty split": Case(
+        ["train", *LM, "task.corpus=emptytest"],
+        2,
+        ["The test split", "test.txt is empty", "Put text in it"],
+        setup="empty_test_lm_folder",
+    ),
+    "lm empty vocabulary": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.min_freq=1000"],
+        2,
+        ["The vocabulary built from", "is empty", "task.min_freq=1000", "Lower task.min_freq"],
+        setup="lm_folder",
+    ),
+    "lm char vocabulary smaller than the alphabet": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.level=char", "task.vocab_size=5"],
+        2,
+        ["task.vocab_size=5 is smaller than the alphabet", "read as <unk>", "at least"],
+        setup="lm_folder",
     ),
 }
 
@@ -399,6 +454,35 @@ def setup_parallel_empty(workdir: Path) -> dict[str, str]:
     folder = parallel_folder(workdir, "par-empty")
     for lang in ("de", "en"):
         (folder / f"test.{lang}").write_text("", encoding="utf-8")
+def lm_folder(workdir: Path, name: str, **files: bytes) -> Path:
+    """A corpus folder ``workdir/name`` of LM_TEXT splits, ``files`` (e.g. test=b"") over them."""
+    folder = workdir / name
+    folder.mkdir(exist_ok=True)
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.txt").write_bytes(files.get(split, LM_TEXT.encode()))
+    return folder
+
+
+def setup_lm_folder(workdir: Path) -> dict[str, str]:
+    lm_folder(workdir, "lmtext")
+    return {}
+
+
+def setup_partial_lm_folder(workdir: Path) -> dict[str, str]:
+    folder = workdir / "partial"
+    folder.mkdir(exist_ok=True)
+    (folder / "train.txt").write_text(LM_TEXT)
+    (folder / "notes.md").write_text("my corpus\n")
+    return {}
+
+
+def setup_latin1_lm_folder(workdir: Path) -> dict[str, str]:
+    lm_folder(workdir, "latin1", train=b"the cat\nthe dog\nthe caf\xe9 sat\n")
+    return {}
+
+
+def setup_empty_test_lm_folder(workdir: Path) -> dict[str, str]:
+    lm_folder(workdir, "emptytest", test=b"\n\n")
     return {}
 
 
@@ -428,9 +512,13 @@ def artifact_digest(root: Path) -> dict[str, str]:
     }
 
 
-def all_run_ids(client) -> set[str]:
+def all_runs(client) -> list:
     experiments = [e.experiment_id for e in client.search_experiments()]
-    return {r.info.run_id for r in client.search_runs(experiments, max_results=10_000)}
+    return client.search_runs(experiments, max_results=10_000)
+
+
+def all_run_ids(client) -> set[str]:
+    return {r.info.run_id for r in all_runs(client)}
 
 
 @pytest.fixture(scope="module")
@@ -468,6 +556,7 @@ def test_bad_input(name, earlier):
         assert all_run_ids(client) == runs_before
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert not client.search_runs(experiments, "attributes.status = 'RUNNING'")
+    assert not [r for r in all_runs(client) if r.info.status == "RUNNING"]  # none left open
     # the earlier run is untouched
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED"

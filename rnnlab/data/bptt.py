@@ -19,6 +19,12 @@ def batchify(ids: Tensor, batch_size: int) -> Tensor:
 
     The last ``N % B`` ids, which do not fill a row, are dropped.
     """
+    return stream_view(ids, batch_size).contiguous()  # (T, B)
+
+
+def stream_view(ids: Tensor, batch_size: int) -> Tensor:
+    """What :func:`batchify` returns, as a strided view of ``ids`` (no copy: for ids larger
+    than memory, memory-mapped, whose windows are read one at a time)."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     steps = ids.numel() // batch_size
@@ -26,7 +32,7 @@ def batchify(ids: Tensor, batch_size: int) -> Tensor:
         raise ValueError(
             f"{ids.numel()} tokens are too few for {batch_size} streams of at least 2 steps"
         )
-    return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()  # (T, B)
+    return ids[: steps * batch_size].view(batch_size, steps).t()  # (T, B) view
 
 
 def num_windows(streams: Tensor, bptt: int) -> int:

@@ -53,6 +53,13 @@ class Vocab:
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.itos[i] for i in ids]
 
+    def digest(self) -> str:
+        """sha256 of the tokens in id order: two vocabularies with it encode alike."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.itos).encode()).hexdigest()
+
     def state_dict(self) -> dict[str, Any]:
         return {"itos": list(self.itos), "unk": self.unk}
 

@@ -9,7 +9,7 @@ to batch), and evaluates a model on a split into an :class:`EvalResult`: named m
 artifacts, and tags. Evaluation returns everything it found; a task caches nothing of it.
 
 What a task can do beyond training is declared by the protocols at the end of this module
-(:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`); commands check them with
+(:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`, :class:`ScoresText`); commands check them with
 ``isinstance`` rather than guessing from attributes.
 """
 
@@ -222,3 +222,14 @@ class ShowsAttention(Protocol):
 
     def attention_maps(self, model: nn.Module) -> list[AttentionMap]:
         """Attention of a few decoded validation sentences."""
+
+
+@runtime_checkable
+class ScoresText(Protocol):
+    """A task whose model scores a text file it was not trained on (``rnnlab eval --text``)."""
+
+    def text_source(self, path: Path, *, name: str) -> DataSource:
+        """The file as the run records it (an MLflow dataset input, its sha256 the digest)."""
+
+    def score_text(self, model: nn.Module, path: Path, *, name: str) -> EvalResult:
+        """``eval/<name>/<metric>`` of ``model`` on the whole file, in batches."""

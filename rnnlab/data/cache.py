@@ -1,0 +1,114 @@
+"""A cache of tokenised data, keyed by the digest of the text and the options that read it.
+
+A sweep's jobs read the same corpus with the same options; the first tokenises, the others
+load the ids (``torch.load`` of a few hundred MB takes well under a second). Entries live in
+``$RNNLAB_CACHE``, else ``~/.cache/rnnlab``; one file per key, written to a temp file and
+renamed, so parallel jobs never read a half-written entry. Token ids are raw int32 files
+(``<key>.int32``), written block by block and memory-mapped when read, so a corpus larger
+than memory is never loaded whole. A cache that cannot be written (read-only, full) costs
+only the time (and, then, the ids are held in memory): the run goes on and says so on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ENV_VAR = "RNNLAB_CACHE"
+#: bump when the layout of cached entries changes, so old entries are never misread
+FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """``$RNNLAB_CACHE``, else ``~/.cache/rnnlab``."""
+    chosen = os.environ.get(ENV_VAR) or Path.home() / ".cache" / "rnnlab"
+    return Path(chosen).expanduser()
+
+
+def cache_key(kind: str, **parts: Any) -> str:
+    """One stable name for ``parts`` (digests and options, JSON-serialisable)."""
+    text = json.dumps({"kind": kind, "format": FORMAT, **parts}, sort_keys=True)
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def load(key: str) -> Any | None:
+    """The entry saved under ``key``, or None when there is none (or it cannot be read)."""
+    path = cache_dir() / f"{key}.pt"
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged entry is rebuilt, not fatal: it is only a cache
+        print(f"rnnlab: ignoring the damaged cache entry {path} ({exc})", file=sys.stderr)
+        return None
+
+
+def mapped_ids(path: Path) -> Tensor:
+    """The int32 ids of ``path`` as a read-only memory-mapped tensor (paged in as read)."""
+    array = np.memmap(path, dtype=np.int32, mode="r")
+    with warnings.catch_warnings():  # torch warns that numpy's mapping is read-only: it is
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def load_ids(key: str) -> Tensor | None:
+    """The ids saved under ``key`` (memory-mapped), or None."""
+    path = cache_dir() / f"{key}.int32"
+    return mapped_ids(path) if path.is_file() else None
+
+
+def write_ids(key: str, write: Callable[[BinaryIO], int]) -> Tensor:
+    """Ids that ``write`` streams into a file, saved under ``key`` and memory-mapped; in
+    memory when the cache cannot be written. An error in ``write`` leaves no entry."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+            os.replace(tmp, folder / f"{key}.int32")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return mapped_ids(folder / f"{key}.int32")
+    except OSError as exc:  # only a cache: any failure to write it costs time, not the run
+        unwritable(folder, exc)
+    buffer = io.BytesIO()
+    write(buffer)
+    return torch.from_numpy(np.frombuffer(buffer.getbuffer(), dtype=np.int32).copy())
+
+
+def unwritable(folder: Path, exc: OSError) -> None:
+    print(
+        f"rnnlab: cannot write the token cache in {folder} ({exc.strerror or exc}); the data are "
+        f"tokenised again by every run. Set {ENV_VAR} to a writable folder",
+        file=sys.stderr,
+    )
+
+
+def save(key: str, value: Any) -> None:
+    """Write ``value`` under ``key`` atomically; a place that cannot be written is skipped."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=folder)
+        os.close(fd)
+        try:
+            torch.save(value, tmp)
+            os.replace(tmp, folder / f"{key}.pt")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:  # only a cache: any failure to write it costs time, not the run
+        unwritable(folder, exc)
