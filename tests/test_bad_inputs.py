@@ -304,6 +304,7 @@ CASES = {
     ),
     "eval with a source but no reference": Case(
         ["eval", "feedbeef", "--src", "nope.de"], 2, ["--src needs --ref", "--src FILE --ref FILE"]
+    ),
     "lm corpus that is neither a folder nor registered": Case(
         ["train", *LM, "task.corpus=no-such-dir"],
         2,
@@ -454,6 +455,8 @@ def setup_parallel_empty(workdir: Path) -> dict[str, str]:
     folder = parallel_folder(workdir, "par-empty")
     for lang in ("de", "en"):
         (folder / f"test.{lang}").write_text("", encoding="utf-8")
+
+
 def lm_folder(workdir: Path, name: str, **files: bytes) -> Path:
     """A corpus folder ``workdir/name`` of LM_TEXT splits, ``files`` (e.g. test=b"") over them."""
     folder = workdir / name
