@@ -186,7 +186,10 @@ def test_task_ptb_is_lm_on_the_registered_corpus(ptb_tiny_run, tmp_path_factory,
     )
     expected = ptb_tiny_run["run"].data.metrics
     got = lm["run"].data.metrics
-    assert set(got) == set(expected)
+    # system metrics are sampled on a wall-clock interval: a short run may have none
+    assert {k for k in got if not k.startswith("system/")} == {
+        k for k in expected if not k.startswith("system/")
+    }
     for key in expected:
         if key == "tokens_per_s" or key.startswith("system/"):
             continue  # wall-clock figures
