@@ -255,6 +255,10 @@ class Translate(Task):
             label_smoothing=smoothing,
         )
 
+    def train_metrics(self, mean_loss: float, *, weight: float, seconds: float) -> dict[str, float]:
+        """The epoch's loss and its target tokens (EOS included) per second of training."""
+        return {"train/loss": mean_loss, "tokens_per_s": weight / seconds if seconds > 0 else 0.0}
+
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
         o = self.options
         total = self.loss_sum(model, batch, smoothing=o.label_smoothing, tf=o.teacher_forcing)
