@@ -35,6 +35,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the device every side trains on (scripts/gpu_speed_check.sh sets BENCH_DEVICE=cuda)
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
 ALL_SIDES = ("reference", "reference + malloc", "rnnlab fp32", "rnnlab bf16")
 
 
@@ -68,7 +70,7 @@ def build_rnnlab(*, precision: str, tokens: int, bptt: int):
             "trainer.max_epochs=1",
             "trainer.progress=false",
             f"trainer.precision={precision}",
-            "device=cpu",
+            f"device={DEVICE}",
         ]
     )
     torch.manual_seed(0)
@@ -104,11 +106,12 @@ def build_reference(*, tokens: int, bptt: int, malloc: bool):
 
     if malloc:
         tune_malloc()
-    cfg = compose(["experiment=ptb_small", f"task.max_tokens={tokens}", "device=cpu"])
+    cfg = compose(["experiment=ptb_small", f"task.max_tokens={tokens}", f"device={DEVICE}"])
     task = build(cfg).task
+    task.to(torch.device(DEVICE))
     data = task.split_streams("train")  # (T, 20): the same streams as every other side
     torch.manual_seed(0)
-    model = ReferenceLM(len(task.get_vocab()))
+    model = ReferenceLM(len(task.get_vocab())).to(DEVICE)
     optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
 
     def epoch() -> float:
@@ -151,7 +154,7 @@ def main() -> int:
 
     from rnnlab.train.precision import resolve_precision
 
-    auto, why = resolve_precision("auto", torch.device("cpu"))
+    auto, why = resolve_precision("auto", torch.device(DEVICE))
     sides = tuple(s for s in ALL_SIDES if s != "rnnlab bf16" or args.bf16 or auto == "bf16")
     print(f"trainer.precision=auto picks {auto} here ({why})", flush=True)
     ctx = mp.get_context("spawn")
@@ -172,7 +175,7 @@ def main() -> int:
         return value
 
     print(
-        f"PTB training throughput, CPU ({torch.get_num_threads()} threads, torch "
+        f"PTB training throughput, {DEVICE} ({torch.get_num_threads()} CPU threads, torch "
         f"{torch.__version__}): 2x200 LSTM, "
         f"batch 20, bptt {args.bptt}, vocab 10000, ~{args.tokens} tokens per epoch, "
         f"{args.rounds} timed rounds after a warm-up, one process per side",

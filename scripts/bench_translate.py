@@ -9,7 +9,8 @@ order, on both sides), each in its own worker process:
 * ``reference``: the loop as the well-known tutorials write it: ``nn.LSTM`` encoder over a
   packed batch, an ``nn.LSTMCell`` decoder stepped in Python, attention, combination and the
   output projection at every step, teacher forcing, the loss over the stacked logits;
-* ``rnnlab``: the real path: task, model and optimizer built from the composed config, one
+* ``rnnlab``: the real path (``trainer.precision=auto`` as the preset ships: bf16 only where
+  it is faster; the reference stays fp32): task, model and optimizer from the composed config, one
   epoch of ``rnnlab.train.loop.Fit.train_epoch`` (what ``rnnlab train`` runs, evaluation
   excepted); its ``tokens_per_s`` is the target tokens (EOS included) per second.
 
@@ -35,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDES = ("reference", "rnnlab")
+#: the device both sides train on (scripts/gpu_speed_check.sh sets BENCH_DEVICE=cuda)
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
 
 
 def compose(overrides: list[str]):
@@ -50,8 +53,10 @@ def compose(overrides: list[str]):
 def build_parts(sentences: int):
     from rnnlab.compose import compose as build
 
-    overrides = ["experiment=multi30k_cpu", f"task.max_train={sentences}", "device=cpu"]
-    return build(compose([*overrides, "trainer.progress=false", "trainer.precision=fp32"]))
+    overrides = ["experiment=multi30k_cpu", f"task.max_train={sentences}", f"device={DEVICE}"]
+    parts = build(compose([*overrides, "trainer.progress=false"]))  # precision: auto
+    parts.task.to(parts.device)
+    return parts
 
 
 def reference_model(task, *, embed: int = 256, hidden: int = 256, dropout: float = 0.3):
@@ -106,7 +111,7 @@ def build_reference(sentences: int):
     task = build_parts(sentences).task
     task.ensure_vocab()
     torch.manual_seed(0)
-    model = reference_model(task)
+    model = reference_model(task).to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
 
     def epoch(number: int) -> tuple[float, float]:
@@ -147,7 +152,7 @@ def build_rnnlab(sentences: int):
     tune_malloc()  # as train_model does
     parts = build_parts(sentences)
     torch.manual_seed(0)
-    model = parts.task.build_model(stack=parts.stack)
+    model = parts.task.build_model(stack=parts.stack).to(parts.device)
     optimizer = parts.optimizer(model.parameters())
     settings = replace(parts.trainer, eval_every=10**6)
     loop = Fit(model, parts.task, optimizer, None, settings, MemoryRecorder())
@@ -200,7 +205,7 @@ def main() -> int:
         return value
 
     print(
-        f"Multi30k de->en training throughput, CPU ({torch.get_num_threads()} threads, torch "
+        f"Multi30k de->en training throughput, {DEVICE} ({torch.get_num_threads()} CPU threads, torch "
         f"{torch.__version__}): multi30k_cpu model, batch 64, {args.sentences} pairs per epoch, "
         f"{args.rounds} timed rounds after a warm-up, one process per side",
         flush=True,

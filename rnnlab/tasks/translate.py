@@ -17,6 +17,7 @@ epoch to epoch and, as a maximised number, would need a second negated metric ke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,11 +315,14 @@ class Translate(Task):
             total += self.loss_sum(model, batch, smoothing=0.0, tf=1.0).item()
             tokens += batch.tokens
         beam = 1 if split == "val" else self.options.beam_size
+        start = time.perf_counter()
         hyps = [self.detokenize(h) for h in self.decode(model, data.src_ids, beam_size=beam)]
+        speed = len(hyps) / max(time.perf_counter() - start, 1e-9)  # decoding sentences/s
         model.train(was_training)
         loss = total / max(tokens, 1)
         bleu, signature = self.bleu(hyps, data.tgt_raw)
         metrics = {f"{split}/loss": loss, f"{split}/ppl": perplexity(loss), f"{split}/bleu": bleu}
+        metrics[f"{split}/sentences_per_s"] = speed
         return EvalResult(metrics, outputs={"hypotheses": hyps}, tags={"sacrebleu": signature})
 
     @torch.no_grad()
