@@ -4,7 +4,8 @@ Both sides train the ``experiment=multi30k_cpu`` model size (embeddings 256, a b
 LSTM encoder of 2x128, an LSTM decoder of 256 with Luong "general" attention and input
 feeding, tied output embedding, dropout 0.3, label smoothing 0.1, Adam at 2e-3, clip 1.0) on
 the same Multi30k de->en batches (rnnlab's task supplies them: the same tensors, in the same
-order, on both sides), each in its own worker process:
+order, on both sides; the vocabularies of the whole training set, so the output layer has the
+preset's size; the first ``--batches`` batches of each epoch), each in its own worker process:
 
 * ``reference``: the loop as the well-known tutorials write it: ``nn.LSTM`` encoder over a
   packed batch, an ``nn.LSTMCell`` decoder stepped in Python, attention, combination and the
@@ -18,7 +19,7 @@ Rounds alternate which side goes first; the figure is the median of the per-roun
 first round is a warm-up. The mean training loss of each side after the same steps is printed
 beside it (different initialisations, same data: the two must land close).
 
-    python scripts/bench_translate.py [--sentences 2000] [--rounds 4] [--quick]
+    python scripts/bench_translate.py [--batches 40] [--rounds 4] [--threads N] [--quick]
 
 Ends with ``RATIO translate_train=x.xx`` (rnnlab's target tokens/s over the reference's).
 """
@@ -50,12 +51,18 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
-def build_parts(sentences: int):
+def build_parts(batches: int):
+    """The multi30k_cpu parts; its task yields only the first ``batches`` of every epoch."""
+    import itertools
+
     from rnnlab.compose import compose as build
 
-    overrides = ["experiment=multi30k_cpu", f"task.max_train={sentences}", f"device={DEVICE}"]
+    overrides = ["experiment=multi30k_cpu", f"device={DEVICE}"]
     parts = build(compose([*overrides, "trainer.progress=false"]))  # precision: auto
-    parts.task.to(parts.device)
+    task = parts.task.to(parts.device)
+    every = task.train_batches
+    task.train_batches = lambda *, epoch: itertools.islice(every(epoch=epoch), batches)
+    task.split("train")  # tokenise and build the vocabularies now, outside the timing
     return parts
 
 
@@ -104,11 +111,11 @@ def reference_model(task, *, embed: int = 256, hidden: int = 256, dropout: float
     return Seq2Seq(len(task.src_vocab), len(task.tgt_vocab))
 
 
-def build_reference(sentences: int):
+def build_reference(batches: int):
     import torch
     from torch import nn
 
-    task = build_parts(sentences).task
+    task = build_parts(batches).task
     task.ensure_vocab()
     torch.manual_seed(0)
     model = reference_model(task).to(DEVICE)
@@ -139,7 +146,7 @@ def build_reference(sentences: int):
     return epoch
 
 
-def build_rnnlab(sentences: int):
+def build_rnnlab(batches: int):
     from dataclasses import replace
 
     import torch
@@ -150,7 +157,7 @@ def build_rnnlab(sentences: int):
     from rnnlab.train.signals import StopRequest
 
     tune_malloc()  # as train_model does
-    parts = build_parts(sentences)
+    parts = build_parts(batches)
     torch.manual_seed(0)
     model = parts.task.build_model(stack=parts.stack).to(parts.device)
     optimizer = parts.optimizer(model.parameters())
@@ -166,9 +173,13 @@ def build_rnnlab(sentences: int):
     return epoch
 
 
-def worker(side: str, sentences: int, conn) -> None:
+def worker(side: str, batches: int, threads: int | None, conn) -> None:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        epoch = build_rnnlab(sentences) if side == "rnnlab" else build_reference(sentences)
+        epoch = build_rnnlab(batches) if side == "rnnlab" else build_reference(batches)
         conn.send(("ready", None))
         while (ask := conn.recv()) != "stop":
             conn.send(("rate", epoch(ask)))
@@ -178,12 +189,13 @@ def worker(side: str, sentences: int, conn) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sentences", type=int, default=2000, help="training pairs per epoch")
+    parser.add_argument("--batches", type=int, default=40, help="training batches per epoch")
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds after a warm-up")
-    parser.add_argument("--quick", action="store_true", help="640 pairs, 2 rounds (< 3 min)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per side")
+    parser.add_argument("--quick", action="store_true", help="8 batches, 2 rounds")
     args = parser.parse_args()
     if args.quick:
-        args.sentences, args.rounds = 640, 2
+        args.batches, args.rounds = 8, 2
     if "RNNLAB_DATA" not in os.environ and (ROOT.parent / "shared" / "datasets").is_dir():
         os.environ["RNNLAB_DATA"] = str(ROOT.parent / "shared" / "datasets")
     import torch
@@ -192,7 +204,9 @@ def main() -> int:
     pipes, procs = {}, []
     for side in SIDES:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(side, args.sentences, child), daemon=True)
+        proc = ctx.Process(
+            target=worker, args=(side, args.batches, args.threads, child), daemon=True
+        )
         proc.start()
         pipes[side], procs = parent, [*procs, proc]
 
@@ -205,8 +219,8 @@ def main() -> int:
         return value
 
     print(
-        f"Multi30k de->en training throughput, {DEVICE} ({torch.get_num_threads()} CPU threads, torch "
-        f"{torch.__version__}): multi30k_cpu model, batch 64, {args.sentences} pairs per epoch, "
+        f"Multi30k de->en training throughput, {DEVICE} ({args.threads or torch.get_num_threads()} CPU threads, torch "
+        f"{torch.__version__}): multi30k_cpu model, batch 64, {args.batches} batches per epoch, "
         f"{args.rounds} timed rounds after a warm-up, one process per side",
         flush=True,
     )
