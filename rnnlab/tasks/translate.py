@@ -247,13 +247,13 @@ class Translate(Task):
             yield self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
 
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf)  # (T, B, V)
+        # the read-out and the loss run on real target tokens only: the vocabulary-sized
+        # matmul is the step's largest, and padding would only be ignored by the loss
+        feeds = model.features(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf)
+        real = batch.tgt_out != PAD  # (T, B)
+        logits = model.readout(feeds[real])  # (N, V): N real tokens
         return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),  # (T·B, V)
-            batch.tgt_out.reshape(-1),  # (T·B,)
-            ignore_index=PAD,
-            reduction="sum",
-            label_smoothing=smoothing,
+            logits, batch.tgt_out[real], reduction="sum", label_smoothing=smoothing
         )
 
     def train_metrics(self, mean_loss: float, *, weight: float, seconds: float) -> dict[str, float]:
