@@ -64,3 +64,17 @@ def test_training_sets_the_thread_count_and_leaves_it_as_it_was(clean_env):
     assert torch.get_num_threads() == before
     assert recorder.tags["threads"] == "1"
     assert recorder.tags["threads_reason"] == "set by trainer.threads"
+
+
+def test_a_config_recorded_before_trainer_threads_existed_still_composes():
+    """eval, translate and resume compose a run's recorded config: one from before this key
+    existed takes today's default."""
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    from rnnlab.compose import compose as build
+
+    recorded = OmegaConf.to_yaml(compose(["device=cpu"]), resolve=True)  # as a checkpoint holds it
+    cfg = OmegaConf.create(recorded)
+    del cfg.trainer["threads"]
+    assert build(cfg).trainer.threads == "auto"

@@ -27,6 +27,7 @@ from rnnlab.compose.naming import flatten, run_name
 from rnnlab.compose.read import check_finite, read_options
 from rnnlab.compose.schema import RunOptions, TrackingOptions
 from rnnlab.models.stack import StackSpec
+from rnnlab.paths import config_dir
 from rnnlab.tasks.base import Task
 from rnnlab.train.device import resolve_device
 from rnnlab.train.settings import TrainerSettings
@@ -60,7 +61,10 @@ def compose(cfg: DictConfig) -> RunSpec:
     """Turn a composed config into a RunSpec (no MLflow, no training)."""
     check_finite(cfg)
     run = read_options(RunOptions, {k: cfg.get(k) for k in ("seed", "device", "resume")})
-    trainer = read_options(TrainerSettings, cfg.trainer)
+    # a run recorded before a trainer key existed (trainer.threads, issue 16) takes today's
+    # default for it, so eval, translate and resume still read its config
+    defaults = OmegaConf.load(config_dir() / "trainer" / "default.yaml")
+    trainer = read_options(TrainerSettings, OmegaConf.merge(defaults, cfg.trainer))
     tracking = read_options(TrackingOptions, cfg.tracking)
     device = resolve_device(run.device)
     task = build_task(cfg.task, progress=trainer.progress)
