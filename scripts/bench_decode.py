@@ -42,29 +42,25 @@ def compose(overrides: list[str]):
 
 
 def trained_here(epochs: int, sentences: int):
-    """The multi30k_tiny model trained for ``epochs`` on ``sentences`` pairs (fp32)."""
-    from dataclasses import replace
-
+    """The multi30k_tiny model trained for ``epochs`` on ``sentences`` pairs (fp32), through
+    rnnlab's training step without the per-epoch evaluation."""
     import torch
 
     from rnnlab.compose import compose as build
-    from rnnlab.train.loop import fit
+    from rnnlab.train.loop import Fit, Progress
     from rnnlab.train.recorder import MemoryRecorder
+    from rnnlab.train.signals import StopRequest
 
     overrides = ["experiment=multi30k_tiny", f"task.max_train={sentences}", "task.max_eval=null"]
     cfg = compose([*overrides, "device=cpu", "trainer.progress=false", "trainer.precision=fp32"])
     parts = build(cfg)
     torch.manual_seed(0)
     model = parts.task.build_model(stack=parts.stack)
-    settings = replace(parts.trainer, max_epochs=epochs, eval_every=10**6)
-    fit(
-        model=model,
-        task=parts.task,
-        optimizer=parts.optimizer(model.parameters()),
-        scheduler=None,
-        settings=settings,
-        recorder=MemoryRecorder(),
-    )
+    optimizer = parts.optimizer(model.parameters())
+    loop = Fit(model, parts.task, optimizer, None, parts.trainer, MemoryRecorder())
+    with StopRequest() as stop:
+        for epoch in range(1, epochs + 1):
+            loop.train_epoch(Progress(epoch=epoch), stop)
     return parts.task, model.eval()
 
 
