@@ -5,7 +5,8 @@ vocabulary, SGD with gradient clipping) on the CPU, each in its own worker proce
 no process-wide state (allocator, thread pools) leaks from one side into another:
 
 * ``reference``: the textbook loop of ``ptb_reference.py`` in a plain Python process;
-* ``rnnlab fp32`` / ``rnnlab bf16``: the real path, as ``rnnlab train`` runs it: the task and
+* ``rnnlab fp32`` / ``rnnlab bf16``: the real path (bf16 only where ``trainer.precision=auto``
+  picks it, or with ``--bf16``; the header says what auto picks here and why), as ``rnnlab train`` runs it: the task and
   model built from the composed config (``experiment=ptb_small task.bptt=35``), the process
   set up by ``train_model``'s allocator tuning (``rnnlab.train.allocator``), driven by
   ``rnnlab.train.loop.fit`` with ``trainer.precision=fp32`` or ``bf16``; the per-epoch
@@ -17,7 +18,10 @@ Each round asks every worker for one epoch in turn, in a rotating order, so a bu
 slows all sides alike; ratios to the reference are taken within a round before the median
 over rounds; the first round is a warm-up.
 
-    python scripts/bench_ptb.py [--tokens 28000] [--rounds 5] [--bptt 35]
+    python scripts/bench_ptb.py [--tokens 28000] [--rounds 5] [--bptt 35] [--quick] [--bf16]
+
+It ends with ``RATIO ptb_train=x.xx``: rnnlab's tokens/s in the precision ``auto`` picks, over
+the textbook loop's (median of the per-round ratios).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SIDES = ("reference", "reference + malloc", "rnnlab fp32", "rnnlab bf16")
+#: the device every side trains on (scripts/gpu_speed_check.sh sets BENCH_DEVICE=cuda)
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
+ALL_SIDES = ("reference", "reference + malloc", "rnnlab fp32", "rnnlab bf16")
 
 
 def compose(overrides: list[str]):
@@ -64,7 +70,7 @@ def build_rnnlab(*, precision: str, tokens: int, bptt: int):
             "trainer.max_epochs=1",
             "trainer.progress=false",
             f"trainer.precision={precision}",
-            "device=cpu",
+            f"device={DEVICE}",
         ]
     )
     torch.manual_seed(0)
@@ -100,11 +106,12 @@ def build_reference(*, tokens: int, bptt: int, malloc: bool):
 
     if malloc:
         tune_malloc()
-    cfg = compose(["experiment=ptb_small", f"task.max_tokens={tokens}", "device=cpu"])
+    cfg = compose(["experiment=ptb_small", f"task.max_tokens={tokens}", f"device={DEVICE}"])
     task = build(cfg).task
+    task.to(torch.device(DEVICE))
     data = task.split_streams("train")  # (T, 20): the same streams as every other side
     torch.manual_seed(0)
-    model = ReferenceLM(len(task.get_vocab()))
+    model = ReferenceLM(len(task.get_vocab())).to(DEVICE)
     optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
 
     def epoch() -> float:
@@ -135,17 +142,24 @@ def main() -> int:
     parser.add_argument(
         "--bptt", type=int, default=35, help="window length (35: the textbook; ptb_small: 20)"
     )
+    parser.add_argument("--quick", action="store_true", help="4000 tokens, 1 round (< 3 min idle)")
+    parser.add_argument("--bf16", action="store_true", help="time bf16 even where auto says no")
     args = parser.parse_args()
+    if args.quick:
+        args.tokens, args.rounds = 4000, 1
     if "RNNLAB_DATA" not in os.environ and (ROOT.parent / "shared" / "datasets").is_dir():
         os.environ["RNNLAB_DATA"] = str(ROOT.parent / "shared" / "datasets")
 
     import torch
 
-    from rnnlab.train.precision import native_bf16
+    from rnnlab.train.precision import resolve_precision
 
+    auto, why = resolve_precision("auto", torch.device(DEVICE))
+    sides = tuple(s for s in ALL_SIDES if s != "rnnlab bf16" or args.bf16 or auto == "bf16")
+    print(f"trainer.precision=auto picks {auto} here ({why})", flush=True)
     ctx = mp.get_context("spawn")
     pipes, procs = {}, []
-    for side in SIDES:
+    for side in sides:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker, args=(side, args.tokens, args.bptt, child), daemon=True)
         proc.start()
@@ -161,28 +175,28 @@ def main() -> int:
         return value
 
     print(
-        f"PTB training throughput, CPU ({torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, native bf16: {native_bf16(torch.device('cpu'))}): 2x200 LSTM, "
+        f"PTB training throughput, {DEVICE} ({torch.get_num_threads()} CPU threads, torch "
+        f"{torch.__version__}): 2x200 LSTM, "
         f"batch 20, bptt {args.bptt}, vocab 10000, ~{args.tokens} tokens per epoch, "
         f"{args.rounds} timed rounds after a warm-up, one process per side",
         flush=True,
     )
-    rates: dict[str, list[float]] = {side: [] for side in SIDES}
-    ratios: dict[str, list[float]] = {side: [] for side in SIDES[1:]}
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    ratios: dict[str, list[float]] = {side: [] for side in sides[1:]}
     try:
-        for side in SIDES:
+        for side in sides:
             ask(side, "ready")
         for round_no in range(args.rounds + 1):
-            shift = round_no % len(SIDES)  # rotate who goes first
-            order = SIDES[shift:] + SIDES[:shift]
+            shift = round_no % len(sides)  # rotate who goes first
+            order = sides[shift:] + sides[:shift]
             rate = {side: ask(side, "epoch") for side in order}
             tag = "warm-up" if round_no == 0 else f"round {round_no}"
             cells = [f"{rate['reference']:6.0f}"] + [
-                f"{rate[side]:6.0f} ({rate[side] / rate['reference']:.2f}x)" for side in SIDES[1:]
+                f"{rate[side]:6.0f} ({rate[side] / rate['reference']:.2f}x)" for side in sides[1:]
             ]
             print(f"  {tag:8s} " + "   ".join(cells), flush=True)
             if round_no > 0:
-                for side in SIDES:
+                for side in sides:
                     rates[side].append(rate[side])
                 for side in ratios:
                     ratios[side].append(rate[side] / rate["reference"])
@@ -195,13 +209,14 @@ def main() -> int:
                 pipe.send("stop")
         for proc in procs:
             proc.join(timeout=10)
-    print("  (columns: " + ", ".join(SIDES) + "; tok/s and ratio to the reference)")
+    print("  (columns: " + ", ".join(sides) + "; tok/s and ratio to the reference)")
     print(f"{'reference (textbook loop)':28s}: {statistics.median(rates['reference']):7.0f} tok/s")
     for side in ratios:
         print(
             f"{side:28s}: {statistics.median(rates[side]):7.0f} tok/s, "
             f"{statistics.median(ratios[side]):.2f}x the reference (median per round)"
         )
+    print(f"RATIO ptb_train={statistics.median(ratios[f'rnnlab {auto}']):.2f}")
     return 0
 
 

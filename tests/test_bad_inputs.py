@@ -94,7 +94,13 @@ CASES = {
     "unknown precision": Case(
         ["train", "trainer.precision=fp16", *FAST],
         2,
-        ["trainer.precision must be one of fp32, bf16, got 'fp16'", "trainer.*"],
+        ["trainer.precision must be one of auto, fp32, bf16, got 'fp16'", "trainer.*"],
+    ),
+    "bad thread count": Case(
+        ["train", "trainer.threads=0", *FAST],
+        2,
+        ["trainer.threads must be auto or a positive integer, got '0'", "trainer.*"],
+        creates_no_run=True,
     ),
     "negative momentum": Case(
         ["train", "optim=sgd", "optim.momentum=-1", *FAST], 2, ["momentum", "optim.*"]

@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import cli_inprocess, compose, needs_cpu_bf16_lstm, runs_of, train
 
-from rnnlab.train.precision import autocast, native_bf16, precision_warning
+from rnnlab.train import precision
+from rnnlab.train.precision import autocast, native_bf16, precision_warning, resolve_precision
 
 
 def fit_preset(
@@ -91,6 +92,45 @@ def test_a_bf16_run_is_tagged_and_eval_reproduces_its_fp32_test_ppl(shared_data,
     assert result.stdout.strip() == f"test/ppl: {run.data.metrics['test/ppl']:.2f}"
 
 
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "chosen", "says"),
+    [
+        (True, True, "bf16", "AMX"),
+        (False, True, "fp32", "AVX512-BF16 but no AMX"),
+        (False, False, "fp32", "without native bf16"),
+    ],
+)
+def test_auto_picks_bf16_on_a_cpu_only_with_amx(monkeypatch, amx, avx512_bf16, chosen, says):
+    """The rule, CPU flag by flag: AVX512-BF16 alone made the bf16 LSTM 0.73x the textbook
+    loop (docs/benchmarks.md), so only AMX makes auto pick bf16; explicit bf16 there warns."""
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(precision, "cpu_has_avx512_bf16", lambda: avx512_bf16)
+    cpu = torch.device("cpu")
+    picked, reason = resolve_precision("auto", cpu)
+    assert (picked, says in reason, reason.startswith("auto: ")) == (chosen, True, True)
+    assert resolve_precision("fp32", cpu) == ("fp32", "set by trainer.precision")
+    warning = precision_warning("bf16", cpu)
+    assert (warning is None) == (chosen == "bf16")
+    if warning is not None:
+        assert says in warning and "trainer.precision=auto or fp32" in warning
+
+
+def test_auto_reads_this_machines_cpu_flags():
+    flags = precision.cpu_flags()
+    picked, reason = resolve_precision("auto", torch.device("cpu"))
+    if flags:  # Linux: the choice follows /proc/cpuinfo
+        assert picked == ("bf16" if "amx_bf16" in flags else "fp32"), reason
+
+
+def test_a_run_is_tagged_with_its_precision_and_threads_and_why(bitcount_run):
+    tags = bitcount_run["run"].data.tags
+    params = bitcount_run["run"].data.params
+    assert (params["trainer.precision"], params["trainer.threads"]) == ("auto", "auto")
+    picked, reason = resolve_precision("auto", torch.device("cpu"))
+    assert (tags["precision"], tags["precision_reason"]) == (picked, reason)
+    assert int(tags["threads"]) >= 1 and tags["threads_reason"].startswith("auto: ")
+
+
 def test_emulated_bf16_is_warned_about_and_fp32_never_is():
     cpu = torch.device("cpu")
     assert precision_warning("fp32", cpu) is None
@@ -98,7 +138,7 @@ def test_emulated_bf16_is_warned_about_and_fp32_never_is():
     if native_bf16(cpu):
         assert warning is None
     else:
-        assert "trainer.precision=fp32" in warning and "emulated" in warning
+        assert "trainer.precision=auto or fp32" in warning and "emulated" in warning
 
 
 @pytest.mark.gpu

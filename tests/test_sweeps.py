@@ -9,6 +9,7 @@ config checks run in-process."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -69,6 +70,9 @@ def test_joblib_sweep_of_eight_jobs_on_four_workers_loses_nothing(workdir, clien
             history = client.get_metric_history(child.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
         assert {"test/loss", "test_long/loss"} <= set(child.data.metrics)
+        # the thread policy: 4 jobs at once share the cores (joblib's OMP_NUM_THREADS agrees)
+        assert child.data.tags["threads"] == str(max(1, (os.cpu_count() or 1) // 4))
+        assert "4 sweep jobs at once" in child.data.tags["threads_reason"]
         assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {
             "config.yaml",
             "checkpoints",

@@ -269,6 +269,9 @@ def test_tiny_run_logs_every_metric_tag_and_artifact(tiny_run):
     metrics = run.data.metrics
     for key in ("test/bleu", "test/chrf", "test/unk", "test/ppl", "test/loss"):
         assert key in metrics
+    # throughput: training target tokens/s per epoch, decoding sentences/s at test time
+    assert [m.step for m in client.get_metric_history(run_id, "tokens_per_s")] == [1, 2, 3]
+    assert metrics["tokens_per_s"] > 0 and metrics["test/sentences_per_s"] > 0
     assert abs(metrics["test/ppl"] - torch.tensor(metrics["test/loss"]).exp().item()) < 1e-3
     assert 0.0 <= metrics["test/bleu"] <= 100.0
     assert run.data.tags["sacrebleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
@@ -353,5 +356,6 @@ def test_eval_and_translate_commands_reuse_the_run(tiny_run):
         env=nowhere,
     )
     assert many.returncode == 0, many.stderr
+    assert "translated 2 sentences in" in many.stderr and "sentences/s, beam 1)" in many.stderr
     out = many.stdout.split("\n")
     assert len(out) == 4 and out[0] and out[1] == "" and out[2] and out[3] == ""

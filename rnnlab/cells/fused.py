@@ -144,11 +144,16 @@ class FusedCell(Cell):
         raise NotImplementedError
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        per_step, shared = self.begin_sequence(x_t.unsqueeze(0))  # (1, B, G·H)
-        p_t = tuple(p[0] for p in per_step) if isinstance(per_step, tuple) else per_step[0]
-        h, new_state = self.step(p_t, state, shared)
-        self.end_sequence(shared, state, h.unsqueeze(0))
-        return h, new_state
+        """One step on its own (a decoder's loop, decoding): the two projections and the
+        gates. The sequence loop's batched weight gradient (BatchedRecurrentGrad) saves
+        nothing for one step and costs an autograd node and a concat per step, so it is
+        not used here; the function and its gradients are the same."""
+        w_ih, _, b_ih, b_hh = self.weights
+        gi_t = F.linear(x_t, w_ih, b_ih)  # (B, G·H)
+        gh_t = F.linear(state[0], self.recurrent_weight(), b_hh)  # (B, G·H)
+        if self.layer_norm:
+            gi_t, gh_t = self.ln_ih(gi_t), self.ln_hh(gh_t)
+        return self.update(gi_t, gh_t, state)
 
     def sequence(
         self, x: Tensor, state: State, lengths: Tensor | None = None

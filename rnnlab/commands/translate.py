@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -47,7 +48,15 @@ def translate(
             "Pass the id of a run trained with task=translate (see 'rnnlab runs -e translate')",
         )
     keep = [i for i, line in enumerate(lines) if line.strip()]
+    start = time.perf_counter()
     outputs = task.translate(restored.model, [lines[i] for i in keep], beam_size=beam_size)
+    seconds = time.perf_counter() - start
+    beam = beam_size or "as the run's"
+    click.echo(
+        f"translated {len(keep)} sentences in {seconds:.2f} s "
+        f"({len(keep) / max(seconds, 1e-9):.1f} sentences/s, beam {beam})",
+        err=True,
+    )
     translated = dict(zip(keep, outputs, strict=True))
     for i in range(len(lines)):
         click.echo(translated.get(i, ""))

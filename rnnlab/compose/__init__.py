@@ -28,6 +28,7 @@ from rnnlab.compose.read import check_finite, read_options
 from rnnlab.compose.reference import Reference, read_reference
 from rnnlab.compose.schema import RunOptions, TrackingOptions
 from rnnlab.models.stack import StackSpec
+from rnnlab.paths import config_dir
 from rnnlab.tasks.base import Task
 from rnnlab.train.device import resolve_device
 from rnnlab.train.settings import TrainerSettings
@@ -65,7 +66,10 @@ def compose(cfg: DictConfig) -> RunSpec:
     keys = ("seed", "device", "resume", "rerun")
     run = read_options(RunOptions, {k: cfg.get(k) for k in keys})
     reference = read_reference(cfg.get("reference"))
-    trainer = read_options(TrainerSettings, cfg.trainer)
+    # a run recorded before a trainer key existed (trainer.threads) takes today's default
+    # for it, so eval, translate and resume still read its config
+    defaults = OmegaConf.load(config_dir() / "trainer" / "default.yaml")
+    trainer = read_options(TrainerSettings, OmegaConf.merge(defaults, cfg.trainer))
     tracking = read_options(TrackingOptions, cfg.tracking)
     device = resolve_device(run.device)
     task = build_task(cfg.task, progress=trainer.progress)

@@ -145,6 +145,17 @@ class Seq2Seq(nn.Module):
         self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, *, teacher_forcing: float = 1.0
     ) -> Tensor:
         """Logits (T, B, V) for target inputs tgt_in (T, B) that start with BOS."""
+        feeds = self.features(src, src_lengths, tgt_in, teacher_forcing=teacher_forcing)
+        return self.readout(feeds)  # (T, B, V): one read-out matmul
+
+    def readout(self, feeds: Tensor) -> Tensor:
+        """Logits (..., V) of attentional vectors (..., F)."""
+        return self.out(self.drop(feeds))
+
+    def features(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, *, teacher_forcing: float = 1.0
+    ) -> Tensor:
+        """The attentional vectors (T, B, F) the read-out turns into logits."""
         encoded = self.encode(src, src_lengths)
         feed, state = self.initial_feed(encoded), encoded.state
         tokens = tgt_in[0]  # (B,)
@@ -158,4 +169,4 @@ class Seq2Seq(nn.Module):
                     own = self.out(feed).argmax(dim=-1)  # (B,)
                     gold = torch.rand(tokens.shape, device=tokens.device) < teacher_forcing
                     tokens = torch.where(gold | (tokens == self.pad_index), tokens, own)
-        return self.out(self.drop(torch.stack(feeds, dim=0)))  # (T, B, V): one read-out matmul
+        return torch.stack(feeds, dim=0)  # (T, B, F)

@@ -45,6 +45,22 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def concurrent_jobs() -> int:
+    """How many jobs the sweep's launcher runs at once: ``hydra.launcher.n_jobs`` (joblib's
+    rule: -1 is every core, -2 all but one), 1 outside a multirun or for a sequential one."""
+    if not in_multirun():
+        return 1
+    from hydra.core.hydra_config import HydraConfig
+
+    n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    if n_jobs is None:
+        return 1
+    from rnnlab.train.threads import available_cores
+
+    n_jobs = int(n_jobs)
+    return max(1, n_jobs if n_jobs > 0 else available_cores() + 1 + n_jobs)
+
+
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Run one job; returns the run's best objective (``task.objective``) for sweepers."""
@@ -52,7 +68,7 @@ def main(cfg: DictConfig) -> float:
     from rnnlab.train.signals import Interrupted
 
     try:
-        return run_job(cfg, sweep=sweep_context())
+        return run_job(cfg, sweep=sweep_context(), concurrent_jobs=concurrent_jobs())
     except BaseException as exc:
         error = user_error(exc)
         if error is None or debug_enabled():

@@ -31,8 +31,14 @@ from rnnlab.train.run import TrainOutcome, train_model
 from rnnlab.train.signals import Interrupted
 
 
-def run_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None] = ({}, None)) -> float:
-    """Train a new run (or resume ``cfg.resume``); print the summary; return the objective."""
+def run_job(
+    cfg: DictConfig,
+    *,
+    sweep: tuple[dict[str, str], str | None] = ({}, None),
+    concurrent_jobs: int = 1,
+) -> float:
+    """Train a new run (or resume ``cfg.resume``); print the summary; return the objective.
+    ``concurrent_jobs``: jobs the sweep's launcher runs at once (the thread policy's share)."""
     started = time.perf_counter()
     if cfg.get("resume"):
         return resume_job(cfg, started=started)
@@ -50,7 +56,7 @@ def run_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None] = ({}, 
     )
     setup = time.perf_counter() - mlflow_start
     logger.log_params(spec.params)
-    outcome = execute(spec, logger, config_yaml=spec.config_yaml)
+    outcome = execute(spec, logger, config_yaml=spec.config_yaml, concurrent_jobs=concurrent_jobs)
     return finish(outcome, spec, logger, uri=uri, started=started, setup=setup)
 
 
@@ -73,7 +79,12 @@ def resume_job(cfg: DictConfig, *, started: float) -> float:
 
 
 def execute(
-    spec: RunSpec, logger: RunLogger, *, config_yaml: str, resume: dict[str, Any] | None = None
+    spec: RunSpec,
+    logger: RunLogger,
+    *,
+    config_yaml: str,
+    resume: dict[str, Any] | None = None,
+    concurrent_jobs: int = 1,
 ) -> TrainOutcome:
     """Train, write the artifacts and end the run; on any failure the run is ended too."""
     stop_system_metrics = nothing
@@ -90,6 +101,7 @@ def execute(
             seed=spec.seed,
             config_yaml=config_yaml,
             resume=resume,
+            concurrent_jobs=concurrent_jobs,
         )
         write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
         outcome.summary += reference_lines(spec, outcome.metrics)

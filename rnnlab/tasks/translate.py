@@ -22,6 +22,7 @@ epoch to epoch and, as a maximised number, would need a second negated metric ke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,14 +354,18 @@ class Translate(Task):
             yield self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
 
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf)  # (T, B, V)
+        # the read-out and the loss run on real target tokens only: the vocabulary-sized
+        # matmul is the step's largest, and padding would only be ignored by the loss
+        feeds = model.features(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf)
+        real = batch.tgt_out != PAD  # (T, B)
+        logits = model.readout(feeds[real])  # (N, V): N real tokens
         return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),  # (T·B, V)
-            batch.tgt_out.reshape(-1),  # (T·B,)
-            ignore_index=PAD,
-            reduction="sum",
-            label_smoothing=smoothing,
+            logits, batch.tgt_out[real], reduction="sum", label_smoothing=smoothing
         )
+
+    def train_metrics(self, mean_loss: float, *, weight: float, seconds: float) -> dict[str, float]:
+        """The epoch's loss and its target tokens (EOS included) per second of training."""
+        return {"train/loss": mean_loss, "tokens_per_s": weight / seconds if seconds > 0 else 0.0}
 
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
         o = self.options
@@ -438,12 +443,15 @@ class Translate(Task):
             total += self.loss_sum(model, batch, smoothing=0.0, tf=1.0).item()
             tokens += batch.tokens
         beam = 1 if split == "val" else self.options.beam_size
+        start = time.perf_counter()
         hyps = [self.detokenize(h) for h in self.decode(model, data.src_ids, beam_size=beam)]
+        speed = len(hyps) / max(time.perf_counter() - start, 1e-9)  # decoding sentences/s
         model.train(was_training)
         loss = total / max(tokens, 1)
         scores, tags = self.scores(hyps, data.tgt_raw)
         metrics = {f"{split}/loss": loss, f"{split}/ppl": perplexity(loss)}
         metrics.update({f"{split}/{name}": value for name, value in scores.items()})
+        metrics[f"{split}/sentences_per_s"] = speed
         return EvalResult(metrics, outputs={"hypotheses": hyps}, tags=tags)
 
     @torch.no_grad()

@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from rnnlab.errors import DivergenceError
 from rnnlab.tasks.base import Task, progress_enabled
 from rnnlab.train.lines import EpochLines, lines_enabled
-from rnnlab.train.precision import autocast
+from rnnlab.train.precision import autocast, resolve_precision
 from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.signals import StopRequest
@@ -119,6 +119,8 @@ class Fit:
 
     def __post_init__(self) -> None:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # trainer.precision=auto becomes fp32 or bf16 for the task's device
+        self.precision, _ = resolve_precision(self.settings.precision, self.task.device)
 
     def run(self, p: Progress) -> FitResult:
         """Train from ``p`` until the last epoch; ``p`` is updated in place."""
@@ -203,7 +205,7 @@ class Fit:
 
     def train_step(self, p: Progress, batch: Any, carry: Any) -> Any:
         """One optimizer step on ``batch``; returns the task's new carry."""
-        with autocast(self.settings.precision, self.task.device):
+        with autocast(self.precision, self.task.device):
             loss, carry, batch_weight = self.task.train_loss(self.model, batch, carry)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,10 +9,11 @@ the session's business (:mod:`rnnlab.session`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -24,9 +25,10 @@ from rnnlab.train.allocator import tune_malloc
 from rnnlab.train.checkpoint import save_checkpoint
 from rnnlab.train.device import seed_everything
 from rnnlab.train.loop import FitResult, Progress, fit, model_scalars
-from rnnlab.train.precision import precision_warning
+from rnnlab.train.precision import precision_warning, resolve_precision
 from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
+from rnnlab.train.threads import apply_threads
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -89,6 +91,35 @@ def restore(model: Any, optimizer: Any, scheduler: Any, resume: dict[str, Any]) 
     return Progress.from_state_dict(resume["progress"])
 
 
+@contextlib.contextmanager
+def machine_settings(
+    settings: TrainerSettings, *, device: torch.device, concurrent_jobs: int, recorder: Recorder
+) -> Iterator[TrainerSettings]:
+    """Resolve ``auto`` precision and threads for this machine, tag and print the choices;
+    yields the settings with the precision resolved. The thread count is restored after, as
+    the process may go on (tests, notebooks)."""
+    before = torch.get_num_threads()
+    threads, threads_reason = apply_threads(settings.threads, concurrent_jobs=concurrent_jobs)
+    precision, precision_reason = resolve_precision(settings.precision, device)
+    recorder.set_tags(
+        {
+            "precision": precision,
+            "precision_reason": precision_reason,
+            "threads": str(threads),
+            "threads_reason": threads_reason,
+        }
+    )
+    print(f"training precision: {precision} ({precision_reason})", flush=True)
+    print(f"threads: {threads} ({threads_reason})", flush=True)
+    warning = precision_warning(precision, device)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    try:
+        yield replace(settings, precision=precision, threads=str(threads))
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_model(
     *,
     task: Task,
@@ -101,10 +132,13 @@ def train_model(
     seed: int,
     config_yaml: str,
     resume: dict[str, Any] | None = None,
+    concurrent_jobs: int = 1,
 ) -> TrainOutcome:
     """Train (or resume), then evaluate the best weights on the task's final splits.
 
-    Raises :class:`~rnnlab.train.loop.Stopped` after a stop signal (a checkpoint is saved).
+    ``concurrent_jobs``: training processes the launcher runs at once beside this one (the
+    thread policy's share). Raises :class:`~rnnlab.train.loop.Stopped` after a stop signal
+    (a checkpoint is saved).
     """
     tune_malloc()  # process-wide: freed activations stay in the heap (rnnlab.train.allocator)
     set_deterministic(settings.deterministic)
@@ -117,26 +151,27 @@ def train_model(
     sched = scheduler(opt) if scheduler is not None else None
     start = restore(model, opt, sched, resume) if resume is not None else None
     path = rnn_path(model)
-    recorder.set_tags({"rnn_path": path, "device": str(device), "precision": settings.precision})
-    print(f"rnn path: {path}, training precision: {settings.precision}", flush=True)
-    warning = precision_warning(settings.precision, device)
-    if warning is not None:
-        print(warning, file=sys.stderr, flush=True)
+    recorder.set_tags({"rnn_path": path, "device": str(device)})
+    print(f"rnn path: {path}", flush=True)
     common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
     save_last = checkpoint_writer(
         recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common
     )
-    result = fit(
-        model=model,
-        task=task,
-        optimizer=opt,
-        scheduler=sched,
-        settings=settings,
-        recorder=recorder,
-        start=start,
-        checkpoint=save_last,
+    machine = machine_settings(
+        settings, device=device, concurrent_jobs=concurrent_jobs, recorder=recorder
     )
-    return evaluate_best(task, model, result, recorder=recorder, common=common)
+    with machine as resolved:
+        result = fit(
+            model=model,
+            task=task,
+            optimizer=opt,
+            scheduler=sched,
+            settings=resolved,
+            recorder=recorder,
+            start=start,
+            checkpoint=save_last,
+        )
+        return evaluate_best(task, model, result, recorder=recorder, common=common)
 
 
 def evaluate_best(

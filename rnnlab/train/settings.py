@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rnnlab.options import POSITIVE, Options, one_of, option
+from rnnlab.options import POSITIVE, Options, Rule, one_of, option
 from rnnlab.train.precision import PRECISIONS
+from rnnlab.train.threads import valid_threads
 
 
 @dataclass(frozen=True)
@@ -32,5 +33,8 @@ class TrainerSettings(Options):
     checkpoint_every_epochs: int = option(POSITIVE)
     #: make CUDA kernels deterministic (torch.use_deterministic_algorithms); slower on GPU
     deterministic: bool = option()
-    #: ``fp32``, or ``bf16`` mixed precision for the training forward pass
+    #: ``auto`` (bf16 where it is faster: rnnlab.train.precision), ``fp32``, or ``bf16``
+    #: mixed precision for the training forward pass
     precision: str = option(one_of(*PRECISIONS))
+    #: intra-op threads: ``auto`` (cores / concurrent jobs: rnnlab.train.threads) or N
+    threads: str = option(Rule(valid_threads, "auto or a positive integer"))
