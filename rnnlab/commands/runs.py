@@ -71,6 +71,15 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--uri", default=None, help=URI_HELP)
 @click.option("--max-results", default=1000, show_default=True)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the store's invariants (no duplicate metric steps, last.pt for resumable "
+    "runs, statuses vs leases); print each problem, exit 1 if any.",
+)
+@click.option(
+    "--mark-dead", is_flag=True, help="End RUNNING runs whose writer is gone (DEAD) as FAILED."
+)
 def runs(
     experiments: tuple[str, ...],
     statuses: tuple[str, ...],
@@ -85,6 +94,8 @@ def runs(
     fmt: str,
     uri: str | None,
     max_results: int,
+    check: bool,
+    mark_dead: bool,
 ) -> None:
     """Print a table of runs: name, status, key params and final metrics.
 
@@ -105,6 +116,14 @@ def runs(
     from rnnlab.errors import RnnlabError
     from rnnlab.tracking.uri import resolve_tracking_uri
 
+    if check or mark_dead:
+        from rnnlab.analysis.health import store_health
+
+        lines, sound = store_health(
+            uri=resolve_tracking_uri(uri), experiments=experiments, check=check, mark_dead=mark_dead
+        )
+        click.echo("\n".join(lines))
+        raise SystemExit(0 if sound else 1)
     if pivot and not metric:
         raise RnnlabError(
             "--pivot needs the metric to aggregate", "Add --metric val/loss (or val/ppl)"

@@ -49,6 +49,8 @@ class TrackingOptions(Options):
     experiment: str | None = option()
     #: seconds between batched metric writes (0: write every metric at once)
     flush_every_s: float = option(NON_NEGATIVE)
+    #: seconds between refreshes of the run's lease (rnnlab.tracking.lease)
+    heartbeat_s: float = option(POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,9 @@ class RunOptions(Options):
     device: str = option()
     #: continue this unfinished run from its latest checkpoint
     resume: str | None = option()
+    #: with resume: take the run over even while another process holds its lease
+    force: bool = option()
+
+    def check(self) -> None:
+        if self.force and not self.resume:
+            raise ValueError("force=true only applies to resume=RUN_ID (taking a run over)")

@@ -15,13 +15,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.compose import RunSpec, compose
+from rnnlab.compose import RunSpec, command_options, compose
 from rnnlab.tasks.base import ShowsAttention
 from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.uri import resolve_tracking_uri
 from rnnlab.train.loop import Stopped
 from rnnlab.train.run import TrainOutcome, train_model
-from rnnlab.train.signals import Interrupted
+from rnnlab.train.signals import Interrupted, Terminated, terminate_raises
 
 
 def run_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None] = ({}, None)) -> float:
@@ -40,6 +40,7 @@ def run_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None] = ({}, 
         tags={**tags, **spec.tags},
         parent_run_id=parent,
         flush_every_s=spec.tracking.flush_every_s,
+        heartbeat_s=spec.tracking.heartbeat_s,
     )
     setup = time.perf_counter() - mlflow_start
     logger.log_params(spec.params)
@@ -49,16 +50,31 @@ def run_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None] = ({}, 
 
 def resume_job(cfg: DictConfig, *, started: float) -> float:
     """Continue an unfinished run from its ``last`` checkpoint, with the run's own config
-    (only ``device`` comes from this command line: the machine may differ)."""
+    (only ``device`` and the lease's heartbeat come from this command line: the machine may
+    differ). The run's lease is taken first: one writer per run (rnnlab.tracking.lease)."""
     from rnnlab.session.restore import resume_checkpoint
+    from rnnlab.tracking.lease import Lease
+    from rnnlab.tracking.store import connect, get_run
 
-    run_id = str(cfg.resume)
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    checkpoint = resume_checkpoint(run_id, uri)
-    run_cfg = OmegaConf.create(checkpoint["config"])
-    run_cfg.device = cfg.device
-    spec = compose(run_cfg)
-    logger = RunLogger.reopen(uri=uri, run_id=run_id, flush_every_s=spec.tracking.flush_every_s)
+    options, tracking = command_options(cfg)
+    run_id = str(options.resume)
+    uri = resolve_tracking_uri(tracking.uri)
+    client = connect(uri)
+    run = get_run(client, run_id, uri=uri, asked_as=f"resume={run_id}")
+    lease = Lease.acquire(
+        client, uri=uri, run=run, heartbeat_s=tracking.heartbeat_s, force=options.force
+    )
+    try:
+        checkpoint = resume_checkpoint(client, run)
+        run_cfg = OmegaConf.create(checkpoint["config"])
+        run_cfg.device = cfg.device
+        run_cfg.force = False
+        run_cfg.tracking.heartbeat_s = tracking.heartbeat_s
+        spec = compose(run_cfg)
+        logger = RunLogger.reopen(uri=uri, lease=lease, flush_every_s=spec.tracking.flush_every_s)
+    except BaseException:
+        lease.release()
+        raise
     epoch = checkpoint["progress"]["epoch"]
     print(f"resuming run {logger.run_name} ({run_id}) at epoch {epoch}", flush=True)
     outcome = execute(spec, logger, config_yaml=checkpoint["config"], resume=checkpoint)
@@ -70,21 +86,29 @@ def execute(
 ) -> TrainOutcome:
     """Train, write the artifacts and end the run; on any failure the run is ended too."""
     try:
-        outcome = train_model(
-            task=spec.task,
-            stack=spec.stack,
-            optimizer=spec.optimizer,
-            scheduler=spec.scheduler,
-            settings=spec.trainer,
-            recorder=logger,
-            device=spec.device,
-            seed=spec.seed,
-            config_yaml=config_yaml,
-            resume=resume,
-        )
-        write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
-        logger.end("FINISHED")
+        with terminate_raises():
+            outcome = train_model(
+                task=spec.task,
+                stack=spec.stack,
+                optimizer=spec.optimizer,
+                scheduler=spec.scheduler,
+                settings=spec.trainer,
+                recorder=logger,
+                device=spec.device,
+                seed=spec.seed,
+                config_yaml=config_yaml,
+                resume=resume,
+            )
+            write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
+            logger.end("FINISHED")
         return outcome
+    except Terminated as term:
+        stage = stage_of(logger)
+        resumable = resume is not None or "last" in logger.checkpoints
+        logger.fail(f"stopped by signal {term.signum} during {stage}", status="KILLED")
+        raise Interrupted(
+            signum=term.signum, run_id=logger.run_id, stage=stage, resumable=resumable
+        ) from None
     except Stopped as stop:
         logger.fail(f"stopped by signal {stop.signum}; resumable", status="KILLED")
         progress = stop.progress
@@ -97,6 +121,15 @@ def execute(
     except BaseException as exc:
         logger.fail(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def stage_of(logger: RunLogger) -> str:
+    """Where a run was when a signal arrived outside the training loop (what it wrote last)."""
+    if "best" in logger.checkpoints:
+        return "the writing of its artifacts"
+    if "last" in logger.checkpoints:
+        return "the final evaluation"
+    return "its set-up, before training"
 
 
 def write_artifacts(

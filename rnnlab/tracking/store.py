@@ -139,6 +139,12 @@ def experiment_id(client, name: str, *, uri: str) -> str:
         return experiment.experiment_id
 
 
+def has_artifact(client: Any, run_id: str, path: str) -> bool:
+    """Whether run ``run_id`` holds the artifact ``path`` (e.g. ``checkpoints/last.pt``)."""
+    folder = path.rpartition("/")[0] or None
+    return any(f.path == path for f in client.list_artifacts(run_id, folder))
+
+
 def download_checkpoint(client: Any, run_id: str, which: str, dst: Path) -> Path:
     """Fetch ``checkpoints/<which>.pt`` of ``run_id`` into the folder ``dst``."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
