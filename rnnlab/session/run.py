@@ -65,7 +65,7 @@ def resume_job(cfg: DictConfig, *, started: float) -> float:
         client, uri=uri, run=run, heartbeat_s=tracking.heartbeat_s, force=options.force
     )
     try:
-        checkpoint = resume_checkpoint(client, run)
+        checkpoint = resume_checkpoint(client, lease.run)
         run_cfg = OmegaConf.create(checkpoint["config"])
         run_cfg.device = cfg.device
         run_cfg.force = False

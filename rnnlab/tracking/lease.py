@@ -94,7 +94,22 @@ def take_os_lock(path: Path) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {HOST}".encode())  # who holds it, for the one locked out
     return fd
+
+
+def lock_owner(path: Path, wait_s: float = 2.0) -> str:
+    """Who holds the OS lock ``path``, as its holder wrote it (it writes just after locking)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with contextlib.suppress(OSError):
+            pid, _, host = path.read_text().partition(" ")
+            if pid and host:
+                return f"process {pid} on {host}"
+        if time.monotonic() > deadline:
+            return "another process on this machine"
+        time.sleep(0.05)
 
 
 def release_os_lock(fd: int | None) -> None:
@@ -138,6 +153,7 @@ class Lease:
     def __init__(self, client: Any, run_id: str, holder: Holder, fd: int | None) -> None:
         self.client, self.run_id, self.holder, self.fd = client, run_id, holder, fd
         self.lost: str | None = None  # who took it, once someone has
+        self.run: Any = None  # the run as read once the lease was taken (acquire)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="rnnlab-lease", daemon=True)
         self._thread.start()
@@ -150,29 +166,36 @@ class Lease:
 
     @classmethod
     def acquire(cls, client: Any, *, uri: str, run: Any, heartbeat_s: float, force: bool) -> Lease:
-        """Take ``run``'s lease, or a :class:`TrackingError` naming the live holder."""
+        """Take ``run``'s lease, or a :class:`TrackingError` naming the live holder. The run is
+        read again once the OS lock is held (:attr:`run`): the last holder may have just
+        ended it."""
         run_id, name = run.info.run_id, run.info.run_name
         path = lock_path(uri, run_id)
         fd = take_os_lock(path) if path is not None else None
+        run = client.get_run(run_id)
         current = Holder.parse(run.data.tags.get(LEASE_TAG))
         locked_out = path is not None and fd is None
         if locked_out:
-            alive = True
+            alive, who = True, lock_owner(path)
         elif current is not None and path is not None and current.host == HOST:
             alive = False  # we hold the OS lock, so the holder on this machine is dead
         else:
             alive = current is not None and not current.stale()
         if alive and not force:
             release_os_lock(fd)
-            who = current.describe() if current else "another process on this machine"
+            if not locked_out:
+                who = current.describe()
             raise busy_error(run_id, name, who)
         holder = Holder.new(heartbeat_s)
         client.set_tag(run_id, LEASE_TAG, holder.to_tag())
-        written = Holder.parse(client.get_run(run_id).data.tags.get(LEASE_TAG))
+        run = client.get_run(run_id)
+        written = Holder.parse(run.data.tags.get(LEASE_TAG))
         if written is None or written.token != holder.token:  # lost a race for the tag
             release_os_lock(fd)
             raise busy_error(run_id, name, written.describe() if written else "another process")
-        return cls(client, run_id, holder, fd)
+        lease = cls(client, run_id, holder, fd)
+        lease.run = run
+        return lease
 
     def _beat(self) -> None:
         """Refresh the heartbeat; notice when another process has taken the lease."""

@@ -18,10 +18,12 @@ from typing import Any
 
 from rnnlab.tracking.lease import LEASE_TAG, Holder, Lease
 from rnnlab.tracking.store import connect, experiment_id, is_locked, locked_error
+from rnnlab.train.faults import fault_point
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
 
 
 class RunLogger:
@@ -76,11 +78,22 @@ class RunLogger:
         self.experiment_id = run.info.experiment_id
         self._init_state(run, flush_every_s)
         self.lease = lease
+        self._archive_failure(run.data.tags)
         for key in run.data.metrics:
             steps = [m.step for m in self.client.get_metric_history(run_id, key)]
             self._floor[key] = max(steps, default=-1)
         self.client.update_run(run_id, status="RUNNING")
         return self
+
+    def _archive_failure(self, tags: Mapping[str, str]) -> None:
+        """A resumed run is no longer failed: its ``failure_reason`` moves to the end of
+        ``failure_history`` (so a run that ends FINISHED does not carry a stale reason)."""
+        reason = tags.get("failure_reason")
+        if not reason:
+            return
+        history = "\n".join(filter(None, [tags.get("failure_history"), reason]))
+        self.client.set_tag(self.run_id, "failure_history", history[-MAX_TAG_LENGTH:])
+        self.client.delete_tag(self.run_id, "failure_reason")
 
     # -- writing -----------------------------------------------------------------------
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -155,6 +168,7 @@ class RunLogger:
     def write_checkpoint(self, name: str, write: Callable[[Path], Path]) -> None:
         """Flush the metrics, then save ``checkpoints/<name>.pt``: atomically in place when the
         artifact store is a local folder, else written locally and uploaded."""
+        fault_point("checkpoint.flush")
         self.flush()  # the store holds every metric up to the checkpoint: resume loses none
         local = self.local_artifact_dir()
         if local is not None:
