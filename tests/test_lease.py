@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RNNLAB, cli_inprocess, runs_of
-from test_resume import BITCOUNT, EPOCHS, metric_steps, wait_for_checkpoint
+from test_resume import metric_steps
 
 from rnnlab.tracking.lease import LEASE_TAG, Holder, Lease, LeaseLost
 
@@ -39,13 +39,27 @@ def foreign_lease(host: str, *, age_s: float, every_s: float = 30.0) -> str:
     return holder.to_tag()
 
 
-def test_two_resumers_exactly_one_writes(workdir, client):
-    proc = start(["train", *BITCOUNT], workdir)
-    wait_for_checkpoint(workdir, proc, after_epoch=50)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+#: bitcount with a checkpoint every 10 epochs; the second one is at epoch 20
+EPOCHS = 200
+BITCOUNT = [
+    "experiment=bitcount_rmsprop",
+    f"trainer.max_epochs={EPOCHS}",
+    "trainer.checkpoint_every_epochs=10",
+    "device=cpu",
+]
+
+
+def killed_run(workdir: Path, client, fault: str) -> str:
+    """A bitcount run SIGKILLed by ``RNNLAB_FAULT=fault``; its id."""
+    proc = start(["train", *BITCOUNT], workdir, env={"RNNLAB_FAULT": fault})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
     (run,) = runs_of(client, "bitcount")
-    run_id = run.info.run_id
+    return run.info.run_id
+
+
+def test_two_resumers_exactly_one_writes(workdir, client):
+    run_id = killed_run(workdir, client, "checkpoint.renamed@2")
     both = [start(["train", f"resume={run_id}", "device=cpu"], workdir) for _ in range(2)]
     results = [(p, *p.communicate(timeout=600)) for p in both]
     assert sorted(p.returncode for p, _, _ in results) == [0, 2], results
@@ -159,3 +173,40 @@ def test_sigterm_during_final_evaluation_ends_killed_and_resumes(workdir, client
     assert "test/loss" in done.data.metrics
     assert "failure_reason" not in done.data.tags  # the KILLED episode went to history
     assert "stopped by signal 15" in done.data.tags["failure_history"]
+
+
+def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    run = client.get_run(run_id)
+    return {
+        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        for key in sorted(run.data.metrics)
+    }
+
+
+def test_kill_at_each_step_of_a_checkpoint_write_then_resume_is_bit_exact(workdir, client):
+    """SIGKILL after the rename (a fresh run), then, resumed each time, before the metrics
+    flush, with the temp file just created, and before the rename: the run that finally
+    resumes to the end holds exactly the metrics of an uninterrupted run."""
+    run_id = killed_run(workdir, client, "checkpoint.renamed@1")
+    for point in ("checkpoint.flush", "checkpoint.temp", "checkpoint.rename"):
+        proc = start(
+            ["train", f"resume={run_id}", "device=cpu"], workdir, env={"RNNLAB_FAULT": point}
+        )
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, err
+        assert "resuming run" in out
+    final = cli_inprocess("train", f"resume={run_id}", "device=cpu", cwd=workdir)
+    assert final.returncode == 0, final.stderr
+    reference = cli_inprocess("train", *BITCOUNT, cwd=workdir)
+    assert reference.returncode == 0, reference.stderr
+    (ref_id,) = [r.info.run_id for r in runs_of(client, "bitcount") if r.info.run_id != run_id]
+    resumed, uninterrupted = metric_histories(client, run_id), metric_histories(client, ref_id)
+    assert resumed.keys() == uninterrupted.keys()
+    for key in resumed:  # every point at its step, bit for bit; none missing, none twice
+        assert resumed[key] == uninterrupted[key], key
+    assert [s for s, _ in resumed["train/loss"]] == list(range(1, EPOCHS + 1))
+    checkpoints = next(workdir.glob(f"mlartifacts/*/{run_id}/artifacts/checkpoints"))
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt"]
+    check = cli_inprocess("runs", "--check", cwd=workdir)
+    assert check.returncode == 0, check.stdout
+    assert "checked 2 run(s)" in check.stdout and "0 problem(s)" in check.stdout

@@ -24,6 +24,8 @@ VERSION = 1
 def save_checkpoint(path: Path, **payload: Any) -> Path:
     """Write ``payload`` to ``path`` via a temp file and rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*"):  # left by a process killed mid-write;
+        stale.unlink(missing_ok=True)  # one writer per run (the lease), so none is in use
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     fault_point("checkpoint.temp")
