@@ -162,36 +162,42 @@ CASES = {
         2,
         ["Missing data file", "ptb.train.txt", "rnnlab data fetch ptb"],
         setup="no_data",
+        creates_no_run=True,
     ),
     "checksum mismatch": Case(
         ["train", "experiment=ptb_tiny", "device=cpu"],
         2,
         ["Checksum mismatch for", "expected sha256", "rnnlab data fetch ptb"],
         setup="edited_corpus",
+        creates_no_run=True,
     ),
     "empty corpus file": Case(
         ["train", "experiment=ptb_tiny", "device=cpu"],
         2,
         ["Checksum mismatch for", "ptb.valid.txt", "delete it"],
         setup="empty_corpus",
+        creates_no_run=True,
     ),
     "corpus with invalid UTF-8": Case(
         ["train", "experiment=ptb_tiny", "device=cpu"],
         2,
         ["Checksum mismatch for", "ptb.test.txt"],
         setup="invalid_utf8_corpus",
+        creates_no_run=True,
     ),
     "truncated gzip": Case(
         ["train", "experiment=multi30k_tiny", "device=cpu"],
         2,
         ["Checksum mismatch for", "train.de.gz", "rnnlab data fetch multi30k"],
         setup="truncated_gzip",
+        creates_no_run=True,
     ),
     "bptt larger than the data": Case(
         ["train", "experiment=ptb_tiny", "task.bptt=100000", "device=cpu"],
         2,
         ["task.bptt=100000 is larger than the training data", "task.bptt below"],
         setup="shared_corpus",
+        creates_no_run=True,
     ),
 }
 

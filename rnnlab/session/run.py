@@ -30,6 +30,7 @@ def run_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None] = ({}, 
     if cfg.get("resume"):
         return resume_job(cfg, started=started)
     spec = compose(cfg)
+    spec.task.prepare()  # the data, and the values only the data can check: before the run
     uri = resolve_tracking_uri(spec.tracking.uri)
     tags, parent = sweep
     mlflow_start = time.perf_counter()
