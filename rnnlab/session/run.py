@@ -60,7 +60,7 @@ def resume_job(cfg: DictConfig, *, started: float) -> float:
     options, tracking = command_options(cfg)
     run_id = str(options.resume)
     uri = resolve_tracking_uri(tracking.uri)
-    client = connect(uri)
+    client = connect(uri, writes=True)
     run = get_run(client, run_id, uri=uri, asked_as=f"resume={run_id}")
     lease = Lease.acquire(
         client, uri=uri, run=run, heartbeat_s=tracking.heartbeat_s, force=options.force

@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rnnlab.tracking.lease import LEASE_TAG, Holder, Lease
+from rnnlab.tracking.lease import LEASE_TAG, Holder, Lease, LeaseLost
 from rnnlab.tracking.store import connect, experiment_id, is_locked, locked_error
+from rnnlab.tracking.store_errors import store_error
 from rnnlab.train.faults import fault_point
 
 MAX_METRICS_PER_BATCH = 1000
@@ -41,7 +42,7 @@ class RunLogger:
         heartbeat_s: float = 30.0,
     ) -> None:
         self.uri = uri
-        self.client = connect(uri)
+        self.client = connect(uri, writes=True)
         self.experiment_id = experiment_id(self.client, experiment, uri=uri)
         holder = Holder.new(heartbeat_s)  # the lease comes with the run: one writer from birth
         all_tags = {**(tags or {}), LEASE_TAG: holder.to_tag()}
@@ -103,6 +104,9 @@ class RunLogger:
         except Exception as exc:
             if is_locked(exc):
                 raise locked_error(self.uri, exc) from exc
+            known = store_error(self.uri, exc)  # a full disk, a store made read-only
+            if known is not None:
+                raise known from exc
             raise
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -216,11 +220,15 @@ class RunLogger:
         if self.ended or self.abandon_if_lost():
             return
         try:
-            try:
-                self.flush()
-            finally:
-                self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
-                self.end(status)
+            self.flush()
+        except LeaseLost:
+            self.abandon_if_lost()
+            return
+        except Exception:  # the store takes no more metrics (full, gone): the error saying so
+            self._buffer.clear()  # is the one propagating; a status update may still fit
+        try:
+            self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
+            self.end(status)
         except Exception as exc:
             self.ended = True
             self.lease.release()

@@ -79,14 +79,20 @@ def probe_server(uri: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def connect(uri: str):
+def connect(uri: str, *, writes: bool = False):
     """An ``MlflowClient`` for ``uri`` that has answered once; a clear error otherwise.
 
-    A sqlite store is switched to WAL mode (see :func:`use_wal`).
+    A store rnnlab must not open (another application's sqlite file, MLflow's legacy file
+    store) or cannot write (``writes``: a read-only file) is refused before MLflow touches it
+    (:mod:`rnnlab.tracking.store_errors`). A sqlite store is switched to WAL mode
+    (see :func:`use_wal`).
     """
     from mlflow.tracking import MlflowClient
 
+    from rnnlab.tracking.store_errors import refuse_unusable, store_error
+
     quiet_mlflow_logs()
+    refuse_unusable(uri, writes=writes)
 
     if uri.startswith(("http://", "https://")):
         probe_server(uri)
@@ -97,10 +103,13 @@ def connect(uri: str):
             f"The tracking store {uri} is in a directory that does not exist ({db.parent})",
             "Create the directory or point tracking.uri / MLFLOW_TRACKING_URI elsewhere",
         )
-    client = MlflowClient(tracking_uri=uri)
     try:
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as exc:  # any failure to reach the store is fatal before training
+        known = store_error(uri, exc)
+        if known is not None:
+            raise known from exc
         raise TrackingError(
             f"Cannot reach the MLflow tracking store at {uri}: {type(exc).__name__}: {exc}",
             "Check that the server is up (or the sqlite file is writable), or set tracking.uri "
@@ -175,7 +184,14 @@ def search_runs_frame(
             max_results=max_results,
             output_format="pandas",
         )
-    except mlflow.exceptions.MlflowException as exc:
+    except Exception as exc:
+        from rnnlab.tracking.store_errors import store_error
+
+        known = store_error(uri, exc)
+        if known is not None:
+            raise known from exc
+        if not isinstance(exc, mlflow.exceptions.MlflowException):
+            raise
         raise RnnlabError(
             f'MLflow could not use the filter "{filter_string}": {exc.message}',
             "Write it in MLflow's search syntax, e.g. --where \"params.optim._target_ LIKE "
