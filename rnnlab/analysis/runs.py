@@ -37,10 +37,8 @@ def build_filter(
     for value in status:
         if value.upper() not in STATUSES:
             raise RnnlabError(f"Unknown run status '{value}'", f"Use one of: {', '.join(STATUSES)}")
-    if len(status) == 1:
+    if len(status) == 1:  # MLflow has no IN or OR for status: several are filtered after
         clauses.append(f"attributes.status = {quote(status[0].upper())}")
-    elif status:
-        clauses.append(f"attributes.status IN ({', '.join(quote(s.upper()) for s in status)})")
     for kind, items in (("params", params), ("tags", tags)):
         for item in items:
             key, sep, value = item.partition("=")
@@ -59,6 +57,7 @@ def search_frame(
     experiments: Sequence[str] = (),
     filter_string: str = "",
     max_results: int = 1000,
+    statuses: Sequence[str] = (),
 ) -> pd.DataFrame:
     """MLflow's own ``search_runs`` frame (params.*, metrics.*, tags.* columns) plus
     ``experiment`` and ``run_name``; empty if nothing matches."""
@@ -79,6 +78,8 @@ def search_frame(
     names = {e.experiment_id: e.name for e in found}
     frame["experiment"] = frame["experiment_id"].map(names)
     frame["run_name"] = frame.get("tags.mlflow.runName")
+    if len(statuses) > 1:  # one status is in the MLflow filter (build_filter)
+        frame = frame[frame["status"].isin([s.upper() for s in statuses])]
     mark_dead_status(frame, uri)
     return frame.reset_index(drop=True)
 

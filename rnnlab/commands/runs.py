@@ -70,7 +70,9 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
     show_default=True,
 )
 @click.option("--uri", default=None, help=URI_HELP)
-@click.option("--max-results", default=1000, show_default=True)
+@click.option(
+    "--max-results", default=1000, show_default=True, type=click.IntRange(1, 50000)
+)  # 50000: MLflow's own limit for one search
 @click.option(
     "--check",
     is_flag=True,
@@ -138,6 +140,7 @@ def runs(
         experiments=experiments,
         filter_string=filter_string,
         max_results=max_results,
+        statuses=statuses,
     )
     if pivot:
         row, col = pivot

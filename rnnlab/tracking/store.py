@@ -132,13 +132,29 @@ def get_run(client: Any, run_id: str, *, uri: str, asked_as: str) -> Any:
         ) from exc
 
 
+def artifact_folder(root: Path, name: str) -> Path:
+    """The folder under ``root`` for experiment ``name``'s artifacts. A name is not a path:
+    ``/tmp/x`` or ``../../x`` must not write outside the store, so every character outside
+    ``[A-Za-z0-9._-]`` becomes ``_`` (two names may share a folder: runs have their own)."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+    folder = (root / slug).resolve()
+    if not folder.is_relative_to(root.resolve()):  # cannot happen after the slug; the rule
+        raise TrackingError(
+            f"tracking.experiment={name!r} maps outside the artifact root {root}",
+            "Use a plain name (letters, digits, . _ -)",
+        )
+    return folder
+
+
 def experiment_id(client, name: str, *, uri: str) -> str:
     """The id of experiment ``name``, creating it (artifacts beside a sqlite file) if needed."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     db = sqlite_path(uri)
-    location = (db.parent / "mlartifacts" / name).as_uri() if db is not None else None
+    location = artifact_folder(db.parent / "mlartifacts", name).as_uri() if db else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # created concurrently by a parallel sweep job
