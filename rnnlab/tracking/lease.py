@@ -35,6 +35,8 @@ LEASE_TAG = "rnnlab.lease"
 #: missed heartbeats after which a lease is stale: one slow store write must not look like death
 STALE_BEATS = 4
 HOST = socket.gethostname()
+#: disk held in reserve beside a sqlite store while a run is written (see take_os_lock)
+RESERVE_BYTES = 256 * 1024
 
 
 class LeaseLost(TrackingError):
@@ -83,8 +85,12 @@ def lock_path(uri: str, run_id: str) -> Path | None:
     return None if db is None else db.parent / f"{db.name}.leases" / f"{run_id}.lock"
 
 
-def take_os_lock(path: Path) -> int | None:
-    """An open descriptor holding an exclusive ``flock`` on ``path``; None if it is held."""
+def take_os_lock(path: Path, *, reserve: bool = False) -> int | None:
+    """An open descriptor holding an exclusive ``flock`` on ``path``; None if it is held.
+
+    With ``reserve``, the lock file also holds :data:`RESERVE_BYTES` of disk beside the
+    store, which :meth:`Lease.free_reserve` gives back when the disk fills: sqlite then has
+    room to record the run's failure instead of leaving it RUNNING."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +102,9 @@ def take_os_lock(path: Path) -> int | None:
         return None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {HOST}".encode())  # who holds it, for the one locked out
+    if reserve:
+        with contextlib.suppress(OSError):  # no room even now: there is no reserve to keep
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
     return fd
 
 
@@ -162,7 +171,7 @@ class Lease:
     def for_new_run(cls, client: Any, *, uri: str, run_id: str, holder: Holder) -> Lease:
         """The lease of a run just created with ``holder`` in its tags (nobody else knows it)."""
         path = lock_path(uri, run_id)
-        return cls(client, run_id, holder, take_os_lock(path) if path else None)
+        return cls(client, run_id, holder, take_os_lock(path, reserve=True) if path else None)
 
     @classmethod
     def acquire(cls, client: Any, *, uri: str, run: Any, heartbeat_s: float, force: bool) -> Lease:
@@ -171,7 +180,7 @@ class Lease:
         ended it."""
         run_id, name = run.info.run_id, run.info.run_name
         path = lock_path(uri, run_id)
-        fd = take_os_lock(path) if path is not None else None
+        fd = take_os_lock(path, reserve=True) if path is not None else None
         run = client.get_run(run_id)
         current = Holder.parse(run.data.tags.get(LEASE_TAG))
         locked_out = path is not None and fd is None
@@ -220,6 +229,11 @@ class Lease:
                 "Nothing to do here: the other process continues the run",
             )
 
+    def free_reserve(self) -> None:
+        """Give back the disk reserve (the run's failure is about to be recorded)."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+
     def release(self) -> None:
         """Stop the heartbeat, remove the tag if it is still ours, drop the OS lock."""
         self._stop.set()
@@ -231,5 +245,6 @@ class Lease:
                 current = Holder.parse(tag)
                 if current is not None and current.token == self.holder.token:
                     self.client.delete_tag(self.run_id, LEASE_TAG)
+        self.free_reserve()
         release_os_lock(self.fd)
         self.fd = None

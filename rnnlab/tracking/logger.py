@@ -226,6 +226,7 @@ class RunLogger:
             return
         except Exception:  # the store takes no more metrics (full, gone): the error saying so
             self._buffer.clear()  # is the one propagating; a status update may still fit
+        self.lease.free_reserve()  # room on a full disk for the failure to be recorded
         try:
             self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
             self.end(status)
