@@ -11,6 +11,27 @@ def split_columns(values: tuple[str, ...]) -> list[str]:
     return [c.strip() for value in values for c in value.split(",") if c.strip()]
 
 
+def print_pivot(frame, *, pivot: tuple[str, str], metric: str, fmt: str) -> None:
+    """The sweep grid of ``metric``: long form for csv/json, a grid otherwise."""
+    from rnnlab.analysis.runs import format_runs, pivot_grid, pivot_stats
+
+    stats = pivot_stats(frame, row=pivot[0], col=pivot[1], metric=metric)
+    if fmt in ("csv", "json"):
+        click.echo(format_runs(stats, fmt=fmt))
+        return
+    grid = pivot_grid(stats, row=stats.columns[0], col=stats.columns[1])
+    click.echo(format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)"))
+
+
+def health(*, uri: str, experiments: tuple[str, ...], check: bool, mark: bool) -> None:
+    """``--check`` / ``--mark-dead``: print the report; exit 1 if a check found a problem."""
+    from rnnlab.analysis.health import store_health
+
+    lines, sound = store_health(uri=uri, experiments=experiments, check=check, mark_dead=mark)
+    click.echo("\n".join(lines))
+    raise SystemExit(0 if sound else 1)
+
+
 @click.command()
 @click.option(
     "--experiment",
@@ -107,25 +128,12 @@ def runs(
     rnnlab runs --tag sweep=PARENT_RUN_ID --pivot optim.name optim.lr --metric val/loss
     rnnlab runs --format markdown > runs.md
     """
-    from rnnlab.analysis.runs import (
-        build_filter,
-        format_runs,
-        pivot_grid,
-        pivot_stats,
-        runs_table,
-        search_frame,
-    )
+    from rnnlab.analysis.runs import build_filter, format_runs, runs_table, search_frame
     from rnnlab.errors import RnnlabError
     from rnnlab.tracking.uri import resolve_tracking_uri
 
     if check or mark_dead:
-        from rnnlab.analysis.health import store_health
-
-        lines, sound = store_health(
-            uri=resolve_tracking_uri(uri), experiments=experiments, check=check, mark_dead=mark_dead
-        )
-        click.echo("\n".join(lines))
-        raise SystemExit(0 if sound else 1)
+        health(uri=resolve_tracking_uri(uri), experiments=experiments, check=check, mark=mark_dead)
     if pivot and not metric:
         raise RnnlabError(
             "--pivot needs the metric to aggregate", "Add --metric val/loss (or val/ppl)"
@@ -143,13 +151,7 @@ def runs(
         statuses=statuses,
     )
     if pivot:
-        row, col = pivot
-        stats = pivot_stats(frame, row=row, col=col, metric=metric)
-        if fmt in ("csv", "json"):
-            click.echo(format_runs(stats, fmt=fmt))
-            return
-        grid = pivot_grid(stats, row=stats.columns[0], col=stats.columns[1])
-        click.echo(format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)"))
+        print_pivot(frame, pivot=pivot, metric=metric, fmt=fmt)
         return
     table = runs_table(frame, columns=split_columns(columns), sort=sort, descending=desc)
     click.echo(format_runs(table, fmt=fmt))
