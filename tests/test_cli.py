@@ -79,7 +79,7 @@ def test_train_yaml_holds_the_defaults_list_and_the_top_level_keys_only():
     import yaml
 
     data = yaml.safe_load((config_dir() / "train.yaml").read_text())
-    assert list(data) == ["defaults", "seed", "device", "resume", "paths"]
+    assert list(data) == ["defaults", "seed", "device", "resume", "force", "paths"]
     hydra_settings = yaml.safe_load((config_dir() / "hydra_settings.yaml").read_text())
     assert "callbacks" in hydra_settings  # Hydra's own settings live in their own file
 
