@@ -220,3 +220,25 @@ def test_kill_at_each_step_of_a_checkpoint_write_then_resume_is_bit_exact(workdi
     print(check.stdout)  # the issue note quotes it
     assert check.returncode == 0, check.stdout
     assert "checked 2 run(s)" in check.stdout and "0 problem(s)" in check.stdout
+
+
+def test_resume_of_a_run_a_sweep_job_is_writing_is_refused(workdir, client, store_uri):
+    """A sweep job's run holds its lease from the moment it is created (RunLogger, as
+    session.run_job makes it for each job), so resuming it meanwhile is refused."""
+    from rnnlab.tracking.logger import RunLogger
+
+    job = RunLogger(
+        uri=store_uri,
+        experiment="bitcount",
+        run_name="job-0",
+        tags={"sweep": "PARENT", "sweep_job": "0"},
+        heartbeat_s=30.0,
+    )
+    try:
+        result = cli_inprocess("train", f"resume={job.run_id}", "device=cpu", cwd=workdir)
+        assert result.returncode == 2
+        assert f"being written by process {os.getpid()} on" in result.stderr
+        assert client.get_run(job.run_id).info.status == "RUNNING"
+    finally:
+        job.end("FINISHED")
+    assert LEASE_TAG not in client.get_run(job.run_id).data.tags
