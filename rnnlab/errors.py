@@ -14,8 +14,10 @@ import os
 import sys
 
 DEBUG_VAR = "RNNLAB_DEBUG"
-#: an OSError with one of these errnos is a full, read-only or forbidden place to write
-WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG}
+#: an OSError with one of these errnos is a full or read-only place to write
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+#: and one of these a file the process may not open, to read or to write
+PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
 
 
 class RnnlabError(Exception):
@@ -77,6 +79,14 @@ def user_error(exc: BaseException) -> RnnlabError | None:
             f"Cannot write {exc.filename or 'a file'}: {exc.strerror}",
             "Free disk space, run from a writable directory, or point tracking.uri / "
             "MLFLOW_TRACKING_URI at a store on another disk",
+        )
+        error.__cause__ = exc
+        return error
+    if isinstance(exc, OSError) and exc.errno in PERMISSION_ERRNOS:
+        error = RnnlabError(
+            f"Permission denied on {exc.filename or 'a file'}: {exc.strerror}",
+            "Give your user access to it (read for data and configs, write for the tracking "
+            "store and its artifacts), or point RNNLAB_DATA / tracking.uri elsewhere",
         )
         error.__cause__ = exc
         return error

@@ -79,7 +79,8 @@ def test_train_yaml_holds_the_defaults_list_and_the_top_level_keys_only():
     import yaml
 
     data = yaml.safe_load((config_dir() / "train.yaml").read_text())
-    assert list(data) == ["defaults", "seed", "device", "resume", "rerun", "reference", "paths"]
+    keys = ["defaults", "seed", "device", "resume", "rerun", "reference", "force", "paths"]
+    assert list(data) == keys
     hydra_settings = yaml.safe_load((config_dir() / "hydra_settings.yaml").read_text())
     assert "callbacks" in hydra_settings  # Hydra's own settings live in their own file
 

@@ -37,10 +37,8 @@ def build_filter(
     for value in status:
         if value.upper() not in STATUSES:
             raise RnnlabError(f"Unknown run status '{value}'", f"Use one of: {', '.join(STATUSES)}")
-    if len(status) == 1:
+    if len(status) == 1:  # MLflow has no IN or OR for status: several are filtered after
         clauses.append(f"attributes.status = {quote(status[0].upper())}")
-    elif status:
-        clauses.append(f"attributes.status IN ({', '.join(quote(s.upper()) for s in status)})")
     for kind, items in (("params", params), ("tags", tags)):
         for item in items:
             key, sep, value = item.partition("=")
@@ -59,25 +57,14 @@ def search_frame(
     experiments: Sequence[str] = (),
     filter_string: str = "",
     max_results: int = 1000,
+    statuses: Sequence[str] = (),
 ) -> pd.DataFrame:
     """MLflow's own ``search_runs`` frame (params.*, metrics.*, tags.* columns) plus
     ``experiment`` and ``run_name``; empty if nothing matches."""
     from rnnlab.tracking.store import connect, search_runs_frame
 
     client = connect(uri)
-    if experiments:
-        found = []
-        for name in experiments:
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                names = sorted(e.name for e in client.search_experiments())
-                raise RnnlabError(
-                    f"No experiment named '{name}' in {uri}",
-                    f"Known experiments: {', '.join(names) or 'none'}",
-                )
-            found.append(experiment)
-    else:
-        found = client.search_experiments()
+    found = find_experiments(client, uri, experiments)
     if not found:
         return pd.DataFrame()
     frame = search_runs_frame(
@@ -91,7 +78,40 @@ def search_frame(
     names = {e.experiment_id: e.name for e in found}
     frame["experiment"] = frame["experiment_id"].map(names)
     frame["run_name"] = frame.get("tags.mlflow.runName")
+    if len(statuses) > 1:  # one status is in the MLflow filter (build_filter)
+        frame = frame[frame["status"].isin([s.upper() for s in statuses])]
+    mark_dead_status(frame, uri)
     return frame.reset_index(drop=True)
+
+
+def find_experiments(client, uri: str, experiments: Sequence[str]) -> list:
+    """The experiments named (all when none is), or an error listing the known ones."""
+    if not experiments:
+        return client.search_experiments()
+    found = []
+    for name in experiments:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise RnnlabError(
+                f"No experiment named '{name}' in {uri}",
+                f"Known experiments: {', '.join(names) or 'none'}",
+            )
+        found.append(experiment)
+    return found
+
+
+def mark_dead_status(frame: pd.DataFrame, uri: str) -> None:
+    """Status DEAD for a RUNNING run whose lease holder is gone (rnnlab.tracking.lease)."""
+    from rnnlab.tracking.lease import LEASE_TAG, lease_alive
+
+    column = f"tags.{LEASE_TAG}"
+    if column not in frame.columns:
+        return
+    for index, row in frame[frame["status"] == "RUNNING"].iterrows():
+        tag = row[column] if isinstance(row[column], str) else None
+        if lease_alive(tag, uri=uri, run_id=row["run_id"]) is False:
+            frame.loc[index, "status"] = "DEAD"
 
 
 def resolve_column(frame: pd.DataFrame, name: str) -> str:

@@ -19,11 +19,26 @@ def bench() -> None:
     type=click.Choice(["fused", "stepwise", "compiled"]),
     help="Path to time (repeat); default: all three.",
 )
-@click.option("--rounds", default=5, show_default=True, help="Interleaved timing rounds.")
-@click.option("--reps", default=3, show_default=True, help="Passes per timing.")
-@click.option("--chunk", default=8, show_default=True, help="Steps per compiled graph.")
+@click.option(
+    "--rounds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Interleaved timing rounds.",
+)
+@click.option(
+    "--reps", default=3, show_default=True, type=click.IntRange(min=1), help="Passes per timing."
+)
+@click.option(
+    "--chunk",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Steps per compiled graph.",
+)
 @click.option(
     "--threads",
+    type=click.IntRange(min=0),
     default=1,
     show_default=True,
     help="torch CPU threads (1 gives stable ratios on a shared machine; 0: torch's default).",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from rnnlab.commands.params import FINITE_POSITIVE
 from rnnlab.commands.runs import URI_HELP
 
 
@@ -14,7 +15,7 @@ from rnnlab.commands.runs import URI_HELP
     "--temperature",
     default=1.0,
     show_default=True,
-    type=float,
+    type=FINITE_POSITIVE,
     help="Softmax temperature (> 0): below 1 is safer, above 1 wilder.",
 )
 @click.option(
@@ -22,7 +23,9 @@ from rnnlab.commands.runs import URI_HELP
     default=None,
     help="Words to start from (each must be in the run's vocabulary); default: a sentence start.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1), help="Sampling seed."
+)
 @click.option("--checkpoint", "which", default="best", show_default=True, help="best or last")
 @click.option("--device", default="cpu", show_default=True, help="auto | cpu | cuda")
 @click.option("--uri", default=None, help=URI_HELP)

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import click
 
+from rnnlab.commands.params import OutputFile
 from rnnlab.commands.runs import URI_HELP
 
 
 @click.command()
 @click.argument("run_ids", nargs=-1, required=True)
 @click.option("--metric", "-m", default="train/loss", show_default=True, help="Metric to plot.")
-@click.option("--out", "-o", default=None, help="PNG file (default: plot-METRIC-RUNID.png here).")
+@click.option(
+    "--out",
+    "-o",
+    type=OutputFile(),
+    default=None,
+    help="PNG file (default: plot-METRIC-RUNID.png here).",
+)
 @click.option("--uri", default=None, help=URI_HELP)
 def plot(run_ids: tuple[str, ...], metric: str, out: str | None, uri: str | None) -> None:
     """Overlay the METRIC learning curves of RUN_IDS in one PNG (log y-axis where it helps)."""
@@ -35,7 +42,9 @@ def plot(run_ids: tuple[str, ...], metric: str, out: str | None, uri: str | None
 
 @click.command()
 @click.argument("run_ids", nargs=-1, required=True)
-@click.option("--out", "-o", default=None, help="PNG file (default: landscape-RUNID.png here).")
+@click.option(
+    "--out", "-o", type=OutputFile(), default=None, help="PNG file (default: landscape-RUNID.png)."
+)
 @click.option("--no-log-artifact", is_flag=True, help="Do not attach the PNG to the runs.")
 @click.option("--uri", default=None, help=URI_HELP)
 def landscape(

@@ -23,6 +23,15 @@ def pivot_text(frame, *, pivot: tuple[str, str], metric: str, fmt: str) -> str:
     return format_runs(grid, fmt=fmt, title=f"{metric} (mean ± std)")
 
 
+def health(*, uri: str, experiments: tuple[str, ...], check: bool, mark: bool) -> None:
+    """``--check`` / ``--mark-dead``: print the report; exit 1 if a check found a problem."""
+    from rnnlab.analysis.health import store_health
+
+    lines, sound = store_health(uri=uri, experiments=experiments, check=check, mark_dead=mark)
+    click.echo("\n".join(lines))
+    raise SystemExit(0 if sound else 1)
+
+
 @click.command()
 @click.option(
     "--experiment",
@@ -87,7 +96,18 @@ def pivot_text(frame, *, pivot: tuple[str, str], metric: str, fmt: str) -> str:
     help="Add the result's difference from the preset's published reference (vs_reference).",
 )
 @click.option("--uri", default=None, help=URI_HELP)
-@click.option("--max-results", default=1000, show_default=True)
+@click.option(
+    "--max-results", default=1000, show_default=True, type=click.IntRange(1, 50000)
+)  # 50000: MLflow's own limit for one search
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the store's invariants (no duplicate metric steps, last.pt for resumable "
+    "runs, statuses vs leases); print each problem, exit 1 if any.",
+)
+@click.option(
+    "--mark-dead", is_flag=True, help="End RUNNING runs whose writer is gone (DEAD) as FAILED."
+)
 def runs(
     experiments: tuple[str, ...],
     statuses: tuple[str, ...],
@@ -103,6 +123,8 @@ def runs(
     vs_reference: bool,
     uri: str | None,
     max_results: int,
+    check: bool,
+    mark_dead: bool,
 ) -> None:
     """Print a table of runs: name, status, key params and final metrics.
 
@@ -114,15 +136,12 @@ def runs(
     rnnlab runs -e ptb --vs-reference       # each result against the preset's paper figure
     """
     from rnnlab.analysis.reference import with_reference
-    from rnnlab.analysis.runs import (
-        build_filter,
-        format_runs,
-        runs_table,
-        search_frame,
-    )
+    from rnnlab.analysis.runs import build_filter, format_runs, runs_table, search_frame
     from rnnlab.errors import RnnlabError
     from rnnlab.tracking.uri import resolve_tracking_uri
 
+    if check or mark_dead:
+        health(uri=resolve_tracking_uri(uri), experiments=experiments, check=check, mark=mark_dead)
     if pivot and not metric:
         raise RnnlabError(
             "--pivot needs the metric to aggregate", "Add --metric val/loss (or val/ppl)"
@@ -137,6 +156,7 @@ def runs(
         experiments=experiments,
         filter_string=filter_string,
         max_results=max_results,
+        statuses=statuses,
     )
     if pivot:
         click.echo(pivot_text(frame, pivot=pivot, metric=metric, fmt=fmt))

@@ -13,7 +13,13 @@ from rnnlab.commands.runs import URI_HELP
 @click.command()
 @click.argument("run_id")
 @click.argument("sentences", nargs=-1)
-@click.option("--beam", "beam_size", type=int, default=None, help="Beam size (default: the run's).")
+@click.option(
+    "--beam",
+    "beam_size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Beam size (default: the run's).",
+)
 @click.option("--checkpoint", "which", default="best", show_default=True, help="best or last")
 @click.option("--device", default=None, help="auto | cpu | cuda (default: the run's own)")
 @click.option("--uri", default=None, help=URI_HELP)

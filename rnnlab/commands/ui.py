@@ -8,9 +8,17 @@ from rnnlab.commands.runs import URI_HELP
 
 
 @click.command()
-@click.option("--port", default=5000, show_default=True, help="Port to serve on.")
+@click.option(
+    "--port",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to serve on.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--workers", default=1, show_default=True, help="Server worker processes.")
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Server workers."
+)
 @click.option("--uri", default=None, help=URI_HELP)
 def ui(port: int, host: str, workers: int, uri: str | None) -> None:
     """Start the MLflow UI against rnnlab's tracking store (loopback only by default)."""

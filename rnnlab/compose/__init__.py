@@ -33,7 +33,7 @@ from rnnlab.tasks.base import Task
 from rnnlab.train.device import resolve_device
 from rnnlab.train.settings import TrainerSettings
 
-__all__ = ["RunSpec", "compose"]
+__all__ = ["RunSpec", "command_options", "compose"]
 
 
 @dataclass
@@ -60,17 +60,23 @@ class RunSpec:
     config_yaml: str = ""
 
 
+def command_options(cfg: DictConfig) -> tuple[RunOptions, TrackingOptions]:
+    """The top-level keys and ``tracking.*``, checked: all ``resume=`` reads from the command
+    line before it touches the run (the rest comes from the run's own config)."""
+    check_finite(cfg)
+    keys = ("seed", "device", "resume", "rerun", "force")
+    run = read_options(RunOptions, {k: cfg.get(k) for k in keys})
+    return run, read_options(TrackingOptions, cfg.tracking)
+
+
 def compose(cfg: DictConfig) -> RunSpec:
     """Turn a composed config into a RunSpec (no MLflow, no training)."""
-    check_finite(cfg)
-    keys = ("seed", "device", "resume", "rerun")
-    run = read_options(RunOptions, {k: cfg.get(k) for k in keys})
+    run, tracking = command_options(cfg)
     reference = read_reference(cfg.get("reference"))
     # a run recorded before a trainer key existed (trainer.threads) takes today's default
     # for it, so eval, translate and resume still read its config
     defaults = OmegaConf.load(config_dir() / "trainer" / "default.yaml")
     trainer = read_options(TrainerSettings, OmegaConf.merge(defaults, cfg.trainer))
-    tracking = read_options(TrackingOptions, cfg.tracking)
     device = resolve_device(run.device)
     task = build_task(cfg.task, progress=trainer.progress)
     stack = build_stack(cfg.cell)

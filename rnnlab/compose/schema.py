@@ -64,6 +64,9 @@ class TrackingOptions(Options):
                 "tracking.register_model needs tracking.log_model=true (it registers that model)"
             )
 
+    #: seconds between refreshes of the run's lease (rnnlab.tracking.lease)
+    heartbeat_s: float = option(POSITIVE)
+
 
 @dataclass(frozen=True)
 class RunOptions(Options):
@@ -76,3 +79,9 @@ class RunOptions(Options):
     resume: str | None = option()
     #: start a new run from this past run's resolved config (plus the command line's overrides)
     rerun: str | None = option()
+    #: with resume: take the run over even while another process holds its lease
+    force: bool = option()
+
+    def check(self) -> None:
+        if self.force and not self.resume:
+            raise ValueError("force=true only applies to resume=RUN_ID (taking a run over)")

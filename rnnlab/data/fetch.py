@@ -107,13 +107,24 @@ def corpus_file(name: str, filename: str, *, data_dir: str | os.PathLike | None 
     entry = manifest.entry(filename)
     root = data_root(data_dir)
     path = root / name / filename
+    if path.is_dir():
+        raise DataError(
+            f"{path} is a directory, where corpus '{name}' needs its file {filename}",
+            f"Move that directory out of the way, then run '{fetch_command(name)}'",
+        )
     if not path.is_file():
         raise DataError(
             f"Missing data file {path} (corpus '{name}', data root {root})",
             f"Run '{fetch_command(name)}' (or '{fetch_command(name)} --source DIR' to copy a local "
             f"copy), or set {ENV_VAR} to a directory that holds {name}/{filename}",
         )
-    verify(path, entry)
+    try:
+        verify(path, entry)
+    except OSError as exc:  # reading, not writing: no disk to free, a permission to fix
+        raise DataError(
+            f"Cannot read data file {path}: {exc.strerror}",
+            f"Make it readable (e.g. chmod a+r {path}), or set {ENV_VAR} to a copy you can read",
+        ) from exc
     return path
 
 
@@ -167,6 +178,11 @@ def fetch(
     written = []
     for entry in manifest.files:
         target = root / manifest.name / entry.name
+        if target.is_dir():
+            raise DataError(
+                f"{target} is a directory, where the corpus file {entry.name} belongs",
+                "Move that directory out of the way and fetch again; nothing was written",
+            )
         if target.is_file() and sha256_of(target) == entry.sha256:
             written.append(target)
             continue

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.compose import compose
 from rnnlab.errors import ConfigError
 from rnnlab.tasks.base import Task
-from rnnlab.tracking.store import connect, download_checkpoint, get_run
+from rnnlab.tracking.store import connect, download_checkpoint, get_run, has_artifact
 from rnnlab.train.checkpoint import load_checkpoint
 
 
@@ -31,14 +31,25 @@ class Restored:
     device: Any
 
 
-def resume_checkpoint(run_id: str, uri: str) -> dict[str, Any]:
-    """The latest checkpoint of an unfinished run, or a clear error."""
-    client = connect(uri)
-    run = get_run(client, run_id, uri=uri, asked_as=f"resume={run_id}")
+def resume_checkpoint(client: Any, run: Any) -> dict[str, Any]:
+    """The latest checkpoint of an unfinished run whose lease this process holds, or a clear
+    error. A run that stopped before its first checkpoint cannot resume: it is ended FAILED
+    (it would otherwise stay RUNNING, or KILLED as if resumable, for ever)."""
+    run_id, name = run.info.run_id, run.info.run_name
     if run.info.status == "FINISHED":
         raise ConfigError(
-            f"resume={run_id}: run {run.info.run_name} already FINISHED",
+            f"resume={run_id}: run {name} already FINISHED",
             "Start a new run instead (drop resume=), e.g. with more trainer.max_epochs",
+        )
+    if not has_artifact(client, run_id, "checkpoints/last.pt"):
+        reason = "stopped before its first checkpoint: nothing to resume from"
+        client.set_tag(run_id, "failure_reason", reason)
+        client.set_terminated(run_id, status="FAILED")
+        raise ConfigError(
+            f"resume={run_id}: run {name} {reason} (it was {run.info.status}; it is now "
+            "marked FAILED)",
+            "Start it again as a new run (the same command without resume=); a lower "
+            "trainer.checkpoint_every_epochs checkpoints sooner",
         )
     with tempfile.TemporaryDirectory(prefix="rnnlab-resume-") as tmp:
         return load_checkpoint(download_checkpoint(client, run_id, "last", Path(tmp)))

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.compose import RunSpec, compose
+from rnnlab.compose import RunSpec, command_options, compose
 from rnnlab.session.record import (
     begin_recording,
     log_model,
@@ -28,7 +28,7 @@ from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.uri import resolve_tracking_uri
 from rnnlab.train.loop import Stopped
 from rnnlab.train.run import TrainOutcome, train_model
-from rnnlab.train.signals import Interrupted
+from rnnlab.train.signals import Interrupted, Terminated, terminate_raises
 
 
 def run_job(
@@ -43,6 +43,7 @@ def run_job(
     if cfg.get("resume"):
         return resume_job(cfg, started=started)
     spec = compose(cfg)
+    spec.task.prepare()  # the data, and the values only the data can check: before the run
     uri = resolve_tracking_uri(spec.tracking.uri)
     tags, parent = sweep
     mlflow_start = time.perf_counter()
@@ -53,6 +54,7 @@ def run_job(
         tags={**tags, **spec.tags, **origin_tags(spec, rerun_of=cfg.get("rerun"))},
         parent_run_id=parent,
         flush_every_s=spec.tracking.flush_every_s,
+        heartbeat_s=spec.tracking.heartbeat_s,
     )
     setup = time.perf_counter() - mlflow_start
     logger.log_params(spec.params)
@@ -62,16 +64,31 @@ def run_job(
 
 def resume_job(cfg: DictConfig, *, started: float) -> float:
     """Continue an unfinished run from its ``last`` checkpoint, with the run's own config
-    (only ``device`` comes from this command line: the machine may differ)."""
+    (only ``device`` and the lease's heartbeat come from this command line: the machine may
+    differ). The run's lease is taken first: one writer per run (rnnlab.tracking.lease)."""
     from rnnlab.session.restore import resume_checkpoint
+    from rnnlab.tracking.lease import Lease
+    from rnnlab.tracking.store import connect, get_run
 
-    run_id = str(cfg.resume)
-    uri = resolve_tracking_uri(cfg.tracking.uri)
-    checkpoint = resume_checkpoint(run_id, uri)
-    run_cfg = OmegaConf.create(checkpoint["config"])
-    run_cfg.device = cfg.device
-    spec = compose(run_cfg)
-    logger = RunLogger.reopen(uri=uri, run_id=run_id, flush_every_s=spec.tracking.flush_every_s)
+    options, tracking = command_options(cfg)
+    run_id = str(options.resume)
+    uri = resolve_tracking_uri(tracking.uri)
+    client = connect(uri, writes=True)
+    run = get_run(client, run_id, uri=uri, asked_as=f"resume={run_id}")
+    lease = Lease.acquire(
+        client, uri=uri, run=run, heartbeat_s=tracking.heartbeat_s, force=options.force
+    )
+    try:
+        checkpoint = resume_checkpoint(client, lease.run)
+        run_cfg = OmegaConf.create(checkpoint["config"])
+        run_cfg.device = cfg.device
+        run_cfg.force = False
+        run_cfg.tracking.heartbeat_s = tracking.heartbeat_s
+        spec = compose(run_cfg)
+        logger = RunLogger.reopen(uri=uri, lease=lease, flush_every_s=spec.tracking.flush_every_s)
+    except BaseException:
+        lease.release()
+        raise
     epoch = checkpoint["progress"]["epoch"]
     print(f"resuming run {logger.run_name} ({run_id}) at epoch {epoch}", flush=True)
     outcome = execute(spec, logger, config_yaml=checkpoint["config"], resume=checkpoint)
@@ -89,26 +106,35 @@ def execute(
     """Train, write the artifacts and end the run; on any failure the run is ended too."""
     stop_system_metrics = nothing
     try:
-        stop_system_metrics = begin_recording(spec, logger, resumed=resume is not None)
-        outcome = train_model(
-            task=spec.task,
-            stack=spec.stack,
-            optimizer=spec.optimizer,
-            scheduler=spec.scheduler,
-            settings=spec.trainer,
-            recorder=logger,
-            device=spec.device,
-            seed=spec.seed,
-            config_yaml=config_yaml,
-            resume=resume,
-            concurrent_jobs=concurrent_jobs,
-        )
-        write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
-        outcome.summary += reference_lines(spec, outcome.metrics)
-        outcome.summary += log_model(spec, outcome.model, logger, step=outcome.fit.epochs)
-        stop_system_metrics()
-        logger.end("FINISHED")
+        with terminate_raises():
+            stop_system_metrics = begin_recording(spec, logger, resumed=resume is not None)
+            outcome = train_model(
+                task=spec.task,
+                stack=spec.stack,
+                optimizer=spec.optimizer,
+                scheduler=spec.scheduler,
+                settings=spec.trainer,
+                recorder=logger,
+                device=spec.device,
+                seed=spec.seed,
+                config_yaml=config_yaml,
+                resume=resume,
+                concurrent_jobs=concurrent_jobs,
+            )
+            write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
+            outcome.summary += reference_lines(spec, outcome.metrics)
+            outcome.summary += log_model(spec, outcome.model, logger, step=outcome.fit.epochs)
+            stop_system_metrics()
+            logger.end("FINISHED")
         return outcome
+    except Terminated as term:
+        stop_system_metrics()
+        stage = stage_of(logger)
+        resumable = resume is not None or "last" in logger.checkpoints
+        logger.fail(f"stopped by signal {term.signum} during {stage}", status="KILLED")
+        raise Interrupted(
+            signum=term.signum, run_id=logger.run_id, stage=stage, resumable=resumable
+        ) from None
     except Stopped as stop:
         stop_system_metrics()
         logger.fail(f"stopped by signal {stop.signum}; resumable", status="KILLED")
@@ -124,6 +150,15 @@ def execute(
         stop_system_metrics()
         logger.fail(f"{type(exc).__name__}: {exc}")
         raise
+
+
+def stage_of(logger: RunLogger) -> str:
+    """Where a run was when a signal arrived outside the training loop (what it wrote last)."""
+    if "best" in logger.checkpoints:
+        return "the writing of its artifacts"
+    if "last" in logger.checkpoints:
+        return "the final evaluation"
+    return "its set-up, before training"
 
 
 def write_artifacts(

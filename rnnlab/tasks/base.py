@@ -119,6 +119,11 @@ class Task(abc.ABC):
         self.device = device
         return self
 
+    def prepare(self) -> None:
+        """Read and check the data now, so that a missing or corrupt file, or a config value
+        the data rules out, fails before any MLflow run exists (tasks with files override)."""
+        return None  # a task that generates its data (bitcount) has nothing to read
+
     def bar(self, iterable: Iterable[Any], *, desc: str, unit: str, total: int | None = None):
         """``iterable`` with a progress bar when :attr:`progress` allows one."""
         from tqdm.auto import tqdm

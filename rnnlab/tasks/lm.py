@@ -225,6 +225,21 @@ class LanguageModelTask(Task):
     def train_batches(self, *, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The epoch's windows in corpus order, with a progress bar (:meth:`Task.bar`)."""
         streams = self.split_streams("train")  # (T, B)
+        self.check_bptt(streams)
+        return self.bar(
+            windows(streams, self.bptt),
+            total=num_windows(streams, self.bptt),
+            desc=f"epoch {epoch}",
+            unit="window",
+        )
+
+    def prepare(self) -> None:
+        for split in ("train", "val", "test"):
+            self.split_streams(split)
+        self.check_bptt(self.split_streams("train"))
+
+    def check_bptt(self, streams: Tensor) -> None:
+        """``task.bptt`` must leave at least one target in each (T, B) training stream."""
         if self.bptt >= streams.shape[0]:
             raise ConfigError(
                 f"task.bptt={self.bptt} is larger than the training data allows: each of the "
@@ -232,12 +247,6 @@ class LanguageModelTask(Task):
                 f"Use task.bptt below {streams.shape[0]} (or a smaller task.batch_size, or more "
                 "data via task.max_tokens)",
             )
-        return self.bar(
-            windows(streams, self.bptt),
-            total=num_windows(streams, self.bptt),
-            desc=f"epoch {epoch}",
-            unit="window",
-        )
 
     def init_carry(self, model: nn.Module) -> Carry:
         return model.init_state(self.batch_size, self.device)

@@ -235,6 +235,10 @@ class Translate(Task):
             sources.append(DataSource(name, context, digest, url))
         return sources
 
+    def prepare(self) -> None:
+        for name in SPLITS:
+            self.split(name)
+
     def tokens(self, split: str):
         if split not in self._tokens:
             src_raw, tgt_raw = self.read_split(split)

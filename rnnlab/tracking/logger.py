@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.tracking.auth import denied
+from rnnlab.tracking.lease import LEASE_TAG, Holder, Lease, LeaseLost
 from rnnlab.tracking.store import connect, experiment_id, is_locked, locked_error
+from rnnlab.tracking.store_errors import store_error
+from rnnlab.train.faults import fault_point
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
 
 
 class RunLogger:
@@ -36,17 +40,20 @@ class RunLogger:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
         flush_every_s: float = 5.0,
+        heartbeat_s: float = 30.0,
     ) -> None:
         self.uri = uri
-        self.client = connect(uri)
+        self.client = connect(uri, writes=True)
         self.experiment_id = experiment_id(self.client, experiment, uri=uri)
-        all_tags = dict(tags or {})
+        holder = Holder.new(heartbeat_s)  # the lease comes with the run: one writer from birth
+        all_tags = {**(tags or {}), LEASE_TAG: holder.to_tag()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self._write(
             self.client.create_run, self.experiment_id, run_name=run_name, tags=all_tags
         )
         self._init_state(run, flush_every_s)
+        self.lease = Lease.for_new_run(self.client, uri=uri, run_id=self.run_id, holder=holder)
 
     def _init_state(self, run: Any, flush_every_s: float) -> None:
         self.run_id: str = run.info.run_id
@@ -58,22 +65,37 @@ class RunLogger:
         self._floor: dict[str, int] = {}
         self.seconds_in_mlflow = 0.0
         self.ended = False
+        self.checkpoints: set[str] = set()  # the checkpoint names written by this process
 
     @classmethod
-    def reopen(cls, *, uri: str, run_id: str, flush_every_s: float = 5.0) -> RunLogger:
-        """Continue an existing run: status back to RUNNING, and metric points at steps it
-        already holds are dropped, so a resumed run has no duplicate steps."""
+    def reopen(cls, *, uri: str, lease: Lease, flush_every_s: float = 5.0) -> RunLogger:
+        """Continue an existing run whose ``lease`` this process holds: status back to
+        RUNNING, and metric points at steps it already holds are dropped, so a resumed run has
+        no duplicate steps (the lease makes sure no other writer adds any meanwhile)."""
         self = cls.__new__(cls)
         self.uri = uri
-        self.client = connect(uri)
+        self.client = lease.client
+        run_id = lease.run_id
         run = self.client.get_run(run_id)
         self.experiment_id = run.info.experiment_id
         self._init_state(run, flush_every_s)
+        self.lease = lease
+        self._archive_failure(run.data.tags)
         for key in run.data.metrics:
             steps = [m.step for m in self.client.get_metric_history(run_id, key)]
             self._floor[key] = max(steps, default=-1)
         self.client.update_run(run_id, status="RUNNING")
         return self
+
+    def _archive_failure(self, tags: Mapping[str, str]) -> None:
+        """A resumed run is no longer failed: its ``failure_reason`` moves to the end of
+        ``failure_history`` (so a run that ends FINISHED does not carry a stale reason)."""
+        reason = tags.get("failure_reason")
+        if not reason:
+            return
+        history = "\n".join(filter(None, [tags.get("failure_history"), reason]))
+        self.client.set_tag(self.run_id, "failure_history", history[-MAX_TAG_LENGTH:])
+        self.client.delete_tag(self.run_id, "failure_reason")
 
     # -- writing -----------------------------------------------------------------------
     def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -85,6 +107,9 @@ class RunLogger:
                 raise locked_error(self.uri, exc) from exc
             if (forbidden := denied(self.uri, exc)) is not None:
                 raise forbidden from exc
+            known = store_error(self.uri, exc)  # a full disk, a store made read-only
+            if known is not None:
+                raise known from exc
             raise
 
     def timed(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -136,6 +161,7 @@ class RunLogger:
         """Write buffered metrics with ``log_batch`` (1000 per call), synchronously: a flush
         must be done before the checkpoint that follows it (and MLflow's async queue costs
         more at shutdown than it saves, docs/benchmarks.md)."""
+        self.lease.check()  # a run taken over (force=true) gets no more writes from here
         start = time.monotonic()
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
@@ -162,13 +188,15 @@ class RunLogger:
     def write_checkpoint(self, name: str, write: Callable[[Path], Path]) -> None:
         """Flush the metrics, then save ``checkpoints/<name>.pt``: atomically in place when the
         artifact store is a local folder, else written locally and uploaded."""
+        fault_point("checkpoint.flush")
         self.flush()  # the store holds every metric up to the checkpoint: resume loses none
         local = self.local_artifact_dir()
         if local is not None:
             write(local / "checkpoints" / f"{name}.pt")
-            return
-        with tempfile.TemporaryDirectory(prefix="rnnlab-ckpt-") as tmp:
-            self.log_artifact(write(Path(tmp) / f"{name}.pt"), "checkpoints")
+        else:
+            with tempfile.TemporaryDirectory(prefix="rnnlab-ckpt-") as tmp:
+                self.log_artifact(write(Path(tmp) / f"{name}.pt"), "checkpoints")
+        self.checkpoints.add(name)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         start = time.monotonic()
@@ -178,15 +206,26 @@ class RunLogger:
     # -- ending ------------------------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:
         """Flush what is buffered and set the run's final status (once)."""
-        if self.ended:
+        if self.ended or self.abandon_if_lost():
             return
         start = time.monotonic()
         try:
             self.flush()
         finally:
-            self._write(self.client.set_terminated, self.run_id, status=status)
-            self.ended = True
+            try:
+                self._write(self.client.set_terminated, self.run_id, status=status)
+                self.ended = True
+            finally:
+                self.lease.release()
             self.seconds_in_mlflow += time.monotonic() - start
+
+    def abandon_if_lost(self) -> bool:
+        """When another process took the run over, end here without writing: it is theirs."""
+        if self.lease.lost is None:
+            return False
+        self.ended = True
+        self.lease.release()
+        return True
 
     def fail(self, reason: str, status: str = "FAILED") -> None:
         """Keep every metric logged so far, tag the reason, and mark the run failed.
@@ -194,16 +233,22 @@ class RunLogger:
         Called while another error propagates: if the store itself fails now (a full disk,
         a dead server), say so on stderr and let the original error through.
         """
-        if self.ended:
+        if self.ended or self.abandon_if_lost():
             return
         try:
-            try:
-                self.flush()
-            finally:
-                self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
-                self.end(status)
+            self.flush()
+        except LeaseLost:
+            self.abandon_if_lost()
+            return
+        except Exception:  # the store takes no more metrics (full, gone): the error saying so
+            self._buffer.clear()  # is the one propagating; a status update may still fit
+        self.lease.free_reserve()  # room on a full disk for the failure to be recorded
+        try:
+            self._write(self.client.set_tag, self.run_id, "failure_reason", reason[:5000])
+            self.end(status)
         except Exception as exc:
             self.ended = True
+            self.lease.release()
             print(
                 f"rnnlab: warning: could not record the failure of run {self.run_id} in "
                 f"MLflow ({type(exc).__name__}: {str(exc).splitlines()[0]}); it may still show as RUNNING",

@@ -80,14 +80,20 @@ def probe_server(uri: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def connect(uri: str):
+def connect(uri: str, *, writes: bool = False):
     """An ``MlflowClient`` for ``uri`` that has answered once; a clear error otherwise.
 
-    A sqlite store is switched to WAL mode (see :func:`use_wal`).
+    A store rnnlab must not open (another application's sqlite file, MLflow's legacy file
+    store) or cannot write (``writes``: a read-only file) is refused before MLflow touches it
+    (:mod:`rnnlab.tracking.store_errors`). A sqlite store is switched to WAL mode
+    (see :func:`use_wal`).
     """
     from mlflow.tracking import MlflowClient
 
+    from rnnlab.tracking.store_errors import refuse_unusable, store_error
+
     quiet_mlflow_logs()
+    refuse_unusable(uri, writes=writes)
 
     if uri.startswith(("http://", "https://")):
         probe_server(uri)
@@ -99,10 +105,13 @@ def connect(uri: str):
             f"The tracking store {uri} is in a directory that does not exist ({db.parent})",
             "Create the directory or point tracking.uri / MLFLOW_TRACKING_URI elsewhere",
         )
-    client = MlflowClient(tracking_uri=uri)
     try:
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as exc:  # any failure to reach the store is fatal before training
+        known = store_error(uri, exc)
+        if known is not None:
+            raise known from exc
         raise TrackingError(
             f"Cannot reach the MLflow tracking store at {uri}: {type(exc).__name__}: {exc}",
             "Check that the server is up (or the sqlite file is writable), or set tracking.uri "
@@ -125,6 +134,22 @@ def get_run(client: Any, run_id: str, *, uri: str, asked_as: str) -> Any:
         ) from exc
 
 
+def artifact_folder(root: Path, name: str) -> Path:
+    """The folder under ``root`` for experiment ``name``'s artifacts. A name is not a path:
+    ``/tmp/x`` or ``../../x`` must not write outside the store, so every character outside
+    ``[A-Za-z0-9._-]`` becomes ``_`` (two names may share a folder: runs have their own)."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+    folder = (root / slug).resolve()
+    if not folder.is_relative_to(root.resolve()):  # cannot happen after the slug; the rule
+        raise TrackingError(
+            f"tracking.experiment={name!r} maps outside the artifact root {root}",
+            "Use a plain name (letters, digits, . _ -)",
+        )
+    return folder
+
+
 def experiment_id(client, name: str, *, uri: str) -> str:
     """The id of experiment ``name``, creating it (artifacts beside a sqlite file) if needed."""
     experiment = client.get_experiment_by_name(name)
@@ -132,7 +157,7 @@ def experiment_id(client, name: str, *, uri: str) -> str:
         mark_training(client, experiment)
         return experiment.experiment_id
     db = sqlite_path(uri)
-    location = (db.parent / "mlartifacts" / name).as_uri() if db is not None else None
+    location = artifact_folder(db.parent / "mlartifacts", name).as_uri() if db else None
     try:
         return client.create_experiment(name, artifact_location=location, tags=TRAINING_KIND)
     except Exception:  # created concurrently by a parallel sweep job
@@ -154,6 +179,12 @@ def mark_training(client: Any, experiment: Any) -> None:
     ((key, value),) = TRAINING_KIND.items()
     if key not in experiment.tags:
         client.set_experiment_tag(experiment.experiment_id, key, value)
+
+
+def has_artifact(client: Any, run_id: str, path: str) -> bool:
+    """Whether run ``run_id`` holds the artifact ``path`` (e.g. ``checkpoints/last.pt``)."""
+    folder = path.rpartition("/")[0] or None
+    return any(f.path == path for f in client.list_artifacts(run_id, folder))
 
 
 def download_checkpoint(client: Any, run_id: str, which: str, dst: Path) -> Path:
@@ -186,7 +217,14 @@ def search_runs_frame(
             max_results=max_results,
             output_format="pandas",
         )
-    except mlflow.exceptions.MlflowException as exc:
+    except Exception as exc:
+        from rnnlab.tracking.store_errors import store_error
+
+        known = store_error(uri, exc)
+        if known is not None:
+            raise known from exc
+        if not isinstance(exc, mlflow.exceptions.MlflowException):
+            raise
         raise RnnlabError(
             f'MLflow could not use the filter "{filter_string}": {exc.message}',
             "Write it in MLflow's search syntax, e.g. --where \"params.optim._target_ LIKE "

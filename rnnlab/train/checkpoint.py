@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rnnlab.errors import RnnlabError
+from rnnlab.train.faults import fault_point
 
 FORMAT = "rnnlab-checkpoint"
 VERSION = 1
@@ -23,12 +24,17 @@ VERSION = 1
 def save_checkpoint(path: Path, **payload: Any) -> Path:
     """Write ``payload`` to ``path`` via a temp file and rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*"):  # left by a process killed mid-write;
+        stale.unlink(missing_ok=True)  # one writer per run (the lease), so none is in use
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    fault_point("checkpoint.temp")
     try:
         try:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+            fault_point("checkpoint.rename")
             os.replace(tmp, path)
+            fault_point("checkpoint.renamed")
         except (OSError, RuntimeError) as exc:
             free = shutil.disk_usage(path.parent).free / 1e6
             raise RnnlabError(

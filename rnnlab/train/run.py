@@ -24,6 +24,7 @@ from rnnlab.train import rng
 from rnnlab.train.allocator import tune_malloc
 from rnnlab.train.checkpoint import save_checkpoint
 from rnnlab.train.device import seed_everything
+from rnnlab.train.faults import fault_point
 from rnnlab.train.loop import FitResult, Progress, fit, model_scalars
 from rnnlab.train.precision import precision_warning, resolve_precision
 from rnnlab.train.recorder import Recorder
@@ -180,6 +181,7 @@ def evaluate_best(
     """Load the best weights, evaluate the final splits, record them and checkpoint ``best``."""
     summary = [f"final train loss: {result.final.get('train/loss', float('nan')):.6g}"]
     summary += task.summary(model)
+    fault_point("final_evaluation")
     model.load_state_dict(result.best_state)
     model.eval()
     results = {split: task.evaluate(model, split) for split in task.final_splits}

@@ -1,11 +1,14 @@
 """Clean interrupts: the first SIGINT/SIGTERM asks the loop to checkpoint and stop.
 
 The loop polls :attr:`StopRequest.signum` after each optimizer step, so a stop always lands
-on a consistent state. A second Ctrl-C interrupts at once.
+on a consistent state. A second Ctrl-C interrupts at once. Outside the loop (building the
+task, the final evaluation, the artifacts) :func:`terminate_raises` turns SIGTERM into
+:class:`Terminated`, so the session can still end the run KILLED instead of dying with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from types import FrameType
@@ -16,16 +19,57 @@ NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
 
 class Interrupted(RnnlabError):
-    """Training stopped on a signal after saving a checkpoint."""
+    """Training stopped on a signal after saving a checkpoint (or outside training: ``stage``)."""
 
-    def __init__(self, *, signum: int, run_id: str, epoch: int, step: int) -> None:
+    def __init__(
+        self,
+        *,
+        signum: int,
+        run_id: str,
+        epoch: int = 0,
+        step: int = 0,
+        stage: str | None = None,
+        resumable: bool = True,
+    ) -> None:
         self.exit_code = 128 + signum
         self.signum = signum
-        super().__init__(
-            f"Interrupted by {NAMES.get(signum, signum)} at epoch {epoch} (step {step}); a "
-            f"checkpoint was saved and run {run_id} is marked KILLED",
-            f"Resume it with: rnnlab train resume={run_id}",
-        )
+        name = NAMES.get(signum, signum)
+        if stage is None:
+            problem = (
+                f"Interrupted by {name} at epoch {epoch} (step {step}); a checkpoint was saved"
+            )
+        else:
+            problem = f"Interrupted by {name} during {stage}"
+        fix = f"Resume it with: rnnlab train resume={run_id}"
+        if not resumable:
+            fix = "It stopped before its first checkpoint, so start it again (the same command)"
+        super().__init__(f"{problem}; run {run_id} is marked KILLED", fix)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived outside the training loop (a BaseException: no handler may swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def terminate_raises():
+    """While the body runs, SIGTERM raises :class:`Terminated` (Python's default is to die at
+    once, leaving the run RUNNING); the loop's :class:`StopRequest` takes over inside it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StopRequest:

@@ -1,0 +1,126 @@
+"""What can be wrong with a tracking store, said as one paragraph with the fix.
+
+:func:`refuse_unusable` runs before MLflow opens a store, because opening is not harmless:
+MLflow creates its ~70 tables (and rnnlab switches the file to WAL) in any sqlite file it is
+pointed at, so another application's database must be refused before that, untouched.
+:func:`store_error` turns the errors a store raises later (sqlite's ``database or disk is
+full`` is an ``OperationalError``, not an ``OSError``) into the same kind of paragraph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from rnnlab.errors import TrackingError
+from rnnlab.tracking.uri import sqlite_path
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: MLflow's core tables (created in one transaction); a database with tables, none of
+#: these, belongs to another application
+MLFLOW_TABLES = {"experiments", "runs"}
+ELSEWHERE = "point tracking.uri / --uri / MLFLOW_TRACKING_URI at another store"
+
+
+def refuse_unusable(uri: str, *, writes: bool) -> None:
+    """A :class:`TrackingError` for a store rnnlab must not (or cannot) open; nothing is
+    written to the store by this check."""
+    if uri.startswith("file:"):
+        raise TrackingError(
+            f"The tracking URI {uri} is MLflow's legacy file store, which MLflow 3 keeps in "
+            "maintenance mode and refuses to open",
+            "Use a database store, e.g. tracking.uri=sqlite:///mlflow.db (or --uri); 'mlflow "
+            "migrate-filestore' moves existing runs into one",
+        )
+    db = sqlite_path(uri)
+    if db is None or not db.exists():
+        return
+    if db.is_dir():
+        raise TrackingError(
+            f"The tracking store {uri} is a directory, not a sqlite file", ELSEWHERE
+        )
+    writable = os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)
+    if writes and not writable:
+        raise TrackingError(
+            f"The tracking store {uri} is read-only (sqlite needs to write the file and "
+            f"create its journal beside it in {db.parent})",
+            f"Make both writable, or {ELSEWHERE}",
+        )
+    tables = sqlite_tables(db, uri, read_only=not writable)
+    if tables and not MLFLOW_TABLES & tables:
+        shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+        raise TrackingError(
+            f"The sqlite file {db} is another application's database (tables: {shown}), not "
+            "an MLflow store; it was left untouched",
+            f"Use a new file for MLflow, e.g. tracking.uri=sqlite:///mlflow.db, or {ELSEWHERE}",
+        )
+
+
+def sqlite_tables(db: Path, uri: str, *, read_only: bool = False) -> set[str]:
+    """The table names of the sqlite file ``db`` (read-only); an error if it is not sqlite."""
+    import sqlite3
+
+    try:
+        with db.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise TrackingError(
+            f"Cannot read the tracking store {db}: {exc.strerror}",
+            f"Check its permissions, or {ELSEWHERE}",
+        ) from exc
+    if not header:
+        return set()  # an empty file: sqlite (and MLflow) make it a database
+    if header != SQLITE_HEADER:
+        raise TrackingError(
+            f"The tracking URI {uri} points at {db}, which is not a sqlite database",
+            "Point tracking.uri / --uri / MLFLOW_TRACKING_URI at an MLflow store (e.g. "
+            "sqlite:///mlflow.db, created if missing), not at another file",
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    except sqlite3.Error as exc:
+        if read_only:  # a WAL store cannot even be read without creating its -shm file
+            raise TrackingError(
+                f"The tracking store {uri} is read-only, and sqlite cannot open it there ({exc})",
+                "Copy the store (the .db file and mlartifacts/) to a writable directory and "
+                "point --uri / tracking.uri at the copy",
+            ) from exc
+        raise store_error(uri, exc) or TrackingError(
+            f"Cannot read the sqlite store {db}: {exc}", ELSEWHERE
+        ) from exc
+    return {name for (name,) in rows}
+
+
+def store_error(uri: str, exc: BaseException) -> TrackingError | None:
+    """The paragraph for a known store failure in ``exc`` (or its causes); None otherwise."""
+    text = " ".join(str(e) for e in causes(exc))
+    if "database or disk is full" in text:
+        return TrackingError(
+            f"The tracking store {uri} is full (sqlite: database or disk is full)",
+            "Free disk space where the store lives (a run's checkpoints are kept: rnnlab "
+            "train resume=RUN_ID continues it), or point tracking.uri at another disk",
+        )
+    if "readonly database" in text or "read-only file system" in text.lower():
+        return TrackingError(
+            f"The tracking store {uri} is read-only", f"Make it writable, or {ELSEWHERE}"
+        )
+    if "file is not a database" in text:
+        return TrackingError(f"The tracking store {uri} is not a sqlite database", ELSEWHERE)
+    if "unable to open database file" in text or "disk I/O error" in text:
+        return TrackingError(
+            f"sqlite cannot open or read the tracking store {uri} ({text[:200]})",
+            f"Check that its file and directory exist and are readable and writable, or {ELSEWHERE}",
+        )
+    return None
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the chain of exceptions behind it."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
