@@ -694,6 +694,7 @@ def test_bad_input(name, earlier):
         pytest.skip("this machine has a GPU")
     env = globals()[f"setup_{case.setup}"](workdir) if case.setup else {}
     runs_before = all_run_ids(client)
+    running_before = {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
     args = [arg.format(**env) for arg in case.args]  # {RUN_ID}: a run the setup made
     result = cli_inprocess(*args, cwd=workdir, env=env)
     assert result.returncode == case.code, result.stderr
@@ -706,9 +707,9 @@ def test_bad_input(name, earlier):
         assert len(lines) == 1, err
     if case.creates_no_run:
         assert all_run_ids(client) == runs_before
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    assert not client.search_runs(experiments, "attributes.status = 'RUNNING'")
-    assert not [r for r in all_runs(client) if r.info.status == "RUNNING"]  # none left open
+    # the case leaves no run RUNNING (a setup may hold one on purpose: another live writer)
+    running = {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
+    assert running <= running_before
     # the earlier run is untouched
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED"
