@@ -48,11 +48,11 @@ def in_multirun() -> bool:
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Run one job; returns the run's best objective (``task.objective``) for sweepers."""
-    from rnnlab.session.run import run_job
+    from rnnlab.session.spawn import run_any
     from rnnlab.train.signals import Interrupted
 
     try:
-        return run_job(cfg, sweep=sweep_context())
+        return run_any(cfg, sweep=sweep_context())
     except BaseException as exc:
         error = user_error(exc)
         if error is None or debug_enabled():

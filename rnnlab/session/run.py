@@ -19,6 +19,7 @@ from rnnlab.compose import RunSpec, compose
 from rnnlab.tasks.base import ShowsAttention
 from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.uri import resolve_tracking_uri
+from rnnlab.train.distributed import SOLO, Ranks, check_world_size
 from rnnlab.train.loop import Stopped
 from rnnlab.train.run import TrainOutcome, train_model
 from rnnlab.train.signals import Interrupted
@@ -58,6 +59,7 @@ def resume_job(cfg: DictConfig, *, started: float) -> float:
     run_cfg = OmegaConf.create(checkpoint["config"])
     run_cfg.device = cfg.device
     spec = compose(run_cfg)
+    check_world_size(checkpoint, 1, run_id=run_id)  # several ranks: rnnlab.session.spawn
     logger = RunLogger.reopen(uri=uri, run_id=run_id, flush_every_s=spec.tracking.flush_every_s)
     epoch = checkpoint["progress"]["epoch"]
     print(f"resuming run {logger.run_name} ({run_id}) at epoch {epoch}", flush=True)
@@ -66,9 +68,15 @@ def resume_job(cfg: DictConfig, *, started: float) -> float:
 
 
 def execute(
-    spec: RunSpec, logger: RunLogger, *, config_yaml: str, resume: dict[str, Any] | None = None
+    spec: RunSpec,
+    logger: RunLogger,
+    *,
+    config_yaml: str,
+    resume: dict[str, Any] | None = None,
+    ranks: Ranks = SOLO,
 ) -> TrainOutcome:
-    """Train, write the artifacts and end the run; on any failure the run is ended too."""
+    """Train, write the artifacts and end the run; on any failure the run is ended too.
+    (Rank 0 of a data-parallel group runs this; the other ranks have no run to write.)"""
     try:
         outcome = train_model(
             task=spec.task,
@@ -81,6 +89,7 @@ def execute(
             seed=spec.seed,
             config_yaml=config_yaml,
             resume=resume,
+            ranks=ranks,
         )
         write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
         logger.end("FINISHED")

@@ -5,6 +5,10 @@ The vocabulary is built from the training text (one ``<eos>`` per line end; PTB'
 out as parallel streams (:mod:`rnnlab.data.bptt`) and cut into ``bptt``-step windows; the
 hidden state carries from window to window and is detached between them (truncated BPTT).
 
+Under data parallelism (``shard``) the training stream is laid out as ``world_size`` times
+``batch_size`` streams and each rank trains on its own ``batch_size`` of them: a contiguous
+slice of the corpus, with its own hidden state.
+
 ``sum_over_time`` back-propagates the window's loss summed over time steps and averaged
 over the batch, the convention Zaremba et al. (2014) trained with (their lr 1 and clip 5
 assume it); the logged ``train/loss`` is always the per-token mean, so ``train/ppl`` is a
@@ -137,8 +141,13 @@ class PennTreebank(Task):
             ids = torch.tensor(
                 vocab.encode(read_tokens(self.path(split), max_tokens=self.options.max_tokens))
             )
-            rows = self.batch_size if split == "train" else self.options.eval_batch_size
-            self.streams[split] = batchify(ids, rows).to(self.device)  # (T, B)
+            if split == "train":  # rank r trains on streams r·B .. (r+1)·B - 1 of W·B
+                first = self.rank * self.batch_size
+                streams = batchify(ids, self.batch_size * self.world_size)  # (T, W·B)
+                streams = streams[:, first : first + self.batch_size].contiguous()  # (T, B)
+            else:
+                streams = batchify(ids, self.options.eval_batch_size)  # (T, B)
+            self.streams[split] = streams.to(self.device)
         return self.streams[split]
 
     def to(self, device: torch.device) -> PennTreebank:

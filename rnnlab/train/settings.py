@@ -32,3 +32,7 @@ class TrainerSettings(Options):
     deterministic: bool = option()
     #: ``fp32``, or ``bf16`` mixed precision for the training forward pass
     precision: str = option(one_of(*PRECISIONS))
+    #: data-parallel processes on this node (1: one process; rnnlab.train.distributed)
+    devices: int = option(POSITIVE)
+    #: seconds a collective may wait for the other ranks before the run fails
+    dist_timeout_s: float = option(POSITIVE)

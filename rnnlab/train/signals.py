@@ -21,6 +21,7 @@ class Interrupted(RnnlabError):
     def __init__(self, *, signum: int, run_id: str, epoch: int, step: int) -> None:
         self.exit_code = 128 + signum
         self.signum = signum
+        self.epoch, self.step = epoch, step
         super().__init__(
             f"Interrupted by {NAMES.get(signum, signum)} at epoch {epoch} (step {step}); a "
             f"checkpoint was saved and run {run_id} is marked KILLED",
@@ -38,7 +39,8 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
-        self.signum = signum
+        if self.signum is None:  # the first signal names the stop (a launcher forwards more)
+            self.signum = signum
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
