@@ -241,3 +241,38 @@ def test_a_dying_rank_takes_the_run_down_within_seconds(shared_data, workdir, cl
     reason = run.data.tags["failure_reason"]
     assert reason.startswith("rank 1 of 2") and "SIGKILL" in reason
     assert not worker_pids(proc.pid)
+
+
+def test_slurm_tasks_join_the_group_submitit_describes(monkeypatch):
+    """Task 5 of 8 (2 nodes x 4) of a SLURM job: submitit's TorchDistributedEnvironment
+    exports the torchrun variables, rnnlab reads its rank from them."""
+    from rnnlab.train.distributed import from_environment, slurm_environment
+
+    exported = (
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+    )
+    for name in exported:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)  # undone: absent again after the test
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": "8",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SUBMITIT_EXECUTOR": "slurm",  # what the submitit launcher's jobs run under
+    }
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    assert from_environment() is None
+    assert slurm_environment(1) is None  # trainer.devices=1: a plain job, no group
+    ranks = slurm_environment(4)
+    assert (ranks.rank, ranks.world_size, ranks.local_rank) == (5, 8, 1)
+    assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) > 0

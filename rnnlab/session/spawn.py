@@ -33,7 +33,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.compose import RunSpec, compose
-from rnnlab.errors import RnnlabError, user_error
+from rnnlab.errors import ConfigError, RnnlabError, user_error
 from rnnlab.session.run import execute, finish, run_job
 from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.uri import resolve_tracking_uri
@@ -179,6 +179,7 @@ def prepare(
         run_cfg = OmegaConf.create(resume["config"])
         run_cfg.device, run_cfg.trainer.devices = cfg.device, cfg.trainer.devices
         spec = compose(run_cfg)
+        check_gpus(spec.device, spec.trainer.devices)
         check_world_size(resume, spec.trainer.devices, run_id=run_id)
         logger = RunLogger.reopen(uri=uri, run_id=run_id, flush_every_s=0.0)
         config_yaml, compose_yaml = resume["config"], OmegaConf.to_yaml(run_cfg)
@@ -186,12 +187,25 @@ def prepare(
         print(f"resuming run {logger.run_name} ({run_id}) at epoch {epoch}", flush=True)
     else:
         spec = compose(cfg)
+        check_gpus(spec.device, spec.trainer.devices)
         logger = open_run(spec, cfg, sweep)
         config_yaml = compose_yaml = spec.config_yaml
     world = spec.trainer.devices
     logger.set_tags(group_tags(spec, world))
     job = Job(compose_yaml, config_yaml, logger.run_id, logger.uri, world, "", started, resume)
     return logger, spec, job
+
+
+def check_gpus(device: Any, devices: int) -> None:
+    """On CUDA each rank needs its own GPU."""
+    import torch
+
+    visible = torch.cuda.device_count() if device.type == "cuda" else devices
+    if visible < devices:
+        raise ConfigError(
+            f"trainer.devices={devices} on CUDA needs {devices} GPUs, and torch sees {visible}",
+            f"Use trainer.devices={visible} (or fewer), or device=cpu for CPU processes",
+        )
 
 
 def free_port() -> int:
@@ -205,11 +219,18 @@ def launch(job: Job) -> list[int]:
     Stop signals reach every worker as SIGTERM."""
     import torch.multiprocessing as mp
 
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ["MASTER_PORT"] = str(free_port())
-    context = mp.start_processes(
-        worker, args=(job,), nprocs=job.world_size, join=False, start_method="spawn"
-    )
+    saved = {name: os.environ.get(name) for name in ("MASTER_ADDR", "MASTER_PORT")}
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    try:  # the workers inherit the rendezvous address; this process keeps its environment
+        context = mp.start_processes(
+            worker, args=(job,), nprocs=job.world_size, join=False, start_method="spawn"
+        )
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     with Forwarding(context.processes):
         try:
             while not context.join(timeout=0.5):

@@ -182,11 +182,21 @@ def from_environment(env: Mapping[str, str] | None = None) -> Ranks | None:
 def slurm_environment(devices: int) -> Ranks | None:
     """Inside a SLURM job step of several tasks asked to train on ``devices`` per node:
     submitit's ``TorchDistributedEnvironment`` exports the torchrun variables; the group."""
-    if devices < 2 or int(os.environ.get("SLURM_NTASKS", "1")) < 2:
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if devices < 2 or tasks < 2:
         return None
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        raise ConfigError(
+            f"trainer.devices={devices} inside a SLURM step of {tasks} tasks that submitit did "
+            "not start: rnnlab cannot tell how the tasks form a group",
+            "Submit through the launcher (rnnlab train -m hydra/launcher=slurm "
+            "hydra.launcher.tasks_per_node=N trainer.devices=N ...), or run torchrun in the "
+            "step (srun torchrun ... -m rnnlab train ...) with trainer.devices=1",
+        )
     from submitit.helpers import TorchDistributedEnvironment
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    # GPUs are picked by local rank (Ranks.place); a MASTER_PORT set by the job is kept
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     return from_environment()
 
 
