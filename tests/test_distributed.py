@@ -27,6 +27,8 @@ from rnnlab.train.checkpoint import load_checkpoint
 
 PTB = ["experiment=ptb_tiny", "device=cpu", "trainer.max_epochs=2"]
 TRANSLATE = ["experiment=multi30k_tiny", "device=cpu", "trainer.max_epochs=1"]
+#: epochs of the Ctrl-C run: enough that the signal lands mid-run, few enough to resume fast
+EPOCHS = 8
 #: the per-rank batch b (the single process trains on 2b)
 HALF = {"ptb": 5, "translate": 16}
 
@@ -169,6 +171,18 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
+@pytest.fixture
+def launched():
+    """Processes a test started (in their own process groups): killed, ranks included, if a
+    failed assertion left them running."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
 def wait_for_checkpoint(cwd: Path, proc: subprocess.Popen, *, after_epoch: int) -> Path:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -186,17 +200,22 @@ def wait_for_checkpoint(cwd: Path, proc: subprocess.Popen, *, after_epoch: int) 
 def worker_pids(parent: int) -> list[int]:
     """The spawned rank processes of ``parent`` (not multiprocessing's resource tracker)."""
     pids = []
-    for line in subprocess.run(
-        ["ps", "-o", "pid=,args=", "--ppid", str(parent)], capture_output=True, text=True
-    ).stdout.splitlines():
-        pid, args = line.strip().split(" ", 1)
-        if "spawn_main" in args:
-            pids.append(int(pid))
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or gone
+        if ppid == parent and "spawn_main" in cmdline:
+            pids.append(int(proc.name))
     return sorted(pids)
 
 
-def test_ctrl_c_stops_every_rank_and_resume_needs_the_same_world_size(shared_data, workdir, client):
-    proc = start([*PTB, "trainer.max_epochs=400", "trainer.devices=2"], workdir)
+def test_ctrl_c_stops_every_rank_and_resume_needs_the_same_world_size(
+    shared_data, workdir, client, launched
+):
+    proc = start(["train", *PTB, f"trainer.max_epochs={EPOCHS}", "trainer.devices=2"], workdir)
+    launched.append(proc)
     wait_for_checkpoint(workdir, proc, after_epoch=1)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: every process
     _, err = proc.communicate(timeout=60)
@@ -221,10 +240,24 @@ def test_ctrl_c_stops_every_rank_and_resume_needs_the_same_world_size(shared_dat
     assert "checkpointed by 2 rank(s)" in refused.stderr
     assert "trainer.devices=2" in refused.stderr and "Traceback" not in refused.stderr
     assert client.get_run(run.info.run_id).info.status == "KILLED"  # left as it was
+    resumed = subprocess.run(
+        [*RNNLAB, "train", f"resume={run.info.run_id}", "trainer.devices=2", "device=cpu"],
+        cwd=workdir,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run" in resumed.stdout
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(1, EPOCHS + 1))  # every epoch once, none repeated
 
 
-def test_a_dying_rank_takes_the_run_down_within_seconds(shared_data, workdir, client):
-    proc = start([*PTB, "trainer.max_epochs=400", "trainer.devices=2"], workdir)
+def test_a_dying_rank_takes_the_run_down_within_seconds(shared_data, workdir, client, launched):
+    proc = start(["train", *PTB, "trainer.max_epochs=400", "trainer.devices=2"], workdir)
+    launched.append(proc)
     wait_for_checkpoint(workdir, proc, after_epoch=1)
     ranks = worker_pids(proc.pid)
     assert len(ranks) == 2, ranks
@@ -276,3 +309,23 @@ def test_slurm_tasks_join_the_group_submitit_describes(monkeypatch):
     ranks = slurm_environment(4)
     assert (ranks.rank, ranks.world_size, ranks.local_rank) == (5, 8, 1)
     assert os.environ["MASTER_ADDR"] == "gpu07" and int(os.environ["MASTER_PORT"]) > 0
+
+
+def test_torchrun_ranks_join_its_group_and_rank_0_records_the_run(workdir, client):
+    """``torchrun -m rnnlab train``: each process is a rank of the group torchrun made."""
+    args = ["--standalone", "--nproc-per-node=2", "-m", "rnnlab", "train"]
+    args += ["task.batch_size=10", "trainer.max_epochs=3", "device=cpu"]
+    done = subprocess.run(
+        [str(Path(RNNLAB[0]).parent / "torchrun"), *args],
+        cwd=workdir,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs_of(client, "bitcount")  # one run: rank 1 recorded nothing
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["world_size"] == "2" and run.data.tags["backend"] == "gloo"
+    assert run.data.tags["effective_batch_size"] == "20"
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
