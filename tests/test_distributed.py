@@ -329,3 +329,30 @@ def test_torchrun_ranks_join_its_group_and_rank_0_records_the_run(workdir, clien
     assert run.data.tags["world_size"] == "2" and run.data.tags["backend"] == "gloo"
     assert run.data.tags["effective_batch_size"] == "20"
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
+
+
+def test_rank_shards_split_each_global_batch(shared_data):
+    """At every step the ranks' batches are disjoint and together make the batch of one
+    process with twice the batch size (ptb: streams; translate, bitcount: examples)."""
+    from conftest import task_from_config
+
+    def shards(name, batch, **options):
+        one = task_from_config(name, batch_size=2 * batch, **options)
+        ranks = [
+            task_from_config(name, batch_size=batch, **options).shard(rank=r, world_size=2)
+            for r in range(2)
+        ]
+        return zip(*(t.train_batches(epoch=1) for t in (one, *ranks)), strict=True)
+
+    ptb = {"max_tokens": 4000, "vocab_size": 500, "bptt": 10}
+    for (x, _), (x0, _), (x1, _) in shards("ptb", 5, **ptb):
+        assert torch.equal(torch.cat([x0, x1], dim=1), x)  # rank r: streams 5r .. 5r+4
+    for (x, y), (x0, y0), (x1, y1) in shards("bitcount", 4, n_train=24):
+        assert torch.equal(x[:, 0::2], x0) and torch.equal(x[:, 1::2], x1)
+        assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
+    multi30k = {"max_train": 150, "min_freq": 1}
+    for one, first, second in shards("translate", 8, **multi30k):
+        assert one.tokens == first.tokens + second.tokens
+        lengths = torch.cat([first.src_lengths, second.src_lengths]).sort().values
+        assert torch.equal(lengths, one.src_lengths.sort().values)
+        assert abs(first.src.shape[0] - second.src.shape[0]) <= 2  # similar lengths
