@@ -112,6 +112,7 @@ def spawn_ranks(overrides: list[str], out: Path, resume_from: int | None = None)
     with pytest.MonkeyPatch.context() as mp_env:
         mp_env.setenv("MASTER_ADDR", "127.0.0.1")
         mp_env.setenv("MASTER_PORT", str(port))
+        mp_env.setenv("OMP_NUM_THREADS", "1")  # read by each rank's torch at start-up
         mp.spawn(ddp_worker, args=(overrides, str(out), resume_from), nprocs=2)
 
 
@@ -158,12 +159,18 @@ def test_ddp_world_2_matches_one_process_with_twice_the_batch(
 # -- the CLI, as a real process ------------------------------------------------------------
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
+def one_thread() -> dict[str, str]:
+    """The environment of the CLI runs: no MLFLOW_* leakage, one thread per rank (2 ranks on
+    a 2-core machine; more threads per rank oversubscribe the cores and spin in OpenMP)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**env, "OMP_NUM_THREADS": "1"}
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [*RNNLAB, *args],
         cwd=cwd,
-        env=env,
+        env=one_thread(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -243,7 +250,7 @@ def test_ctrl_c_stops_every_rank_and_resume_needs_the_same_world_size(
     resumed = subprocess.run(
         [*RNNLAB, "train", f"resume={run.info.run_id}", "trainer.devices=2", "device=cpu"],
         cwd=workdir,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        env=one_thread(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -318,7 +325,7 @@ def test_torchrun_ranks_join_its_group_and_rank_0_records_the_run(workdir, clien
     done = subprocess.run(
         [str(Path(RNNLAB[0]).parent / "torchrun"), *args],
         cwd=workdir,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        env=one_thread(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -42,6 +42,7 @@ from rnnlab.train.distributed import (
     Ranks,
     backend_for,
     check_world_size,
+    collective_failed,
     from_environment,
     join,
     leave,
@@ -302,8 +303,6 @@ def train_worker(ranks: Ranks, job: Job) -> float:
 
 def describe(exc: BaseException, rank: int) -> tuple[dict[str, Any], int]:
     """How a worker ended, for the launcher (and its exit code): a clean stop exits 0."""
-    import torch.distributed as dist
-
     if isinstance(exc, Stopped):
         where = {"epoch": exc.progress.epoch, "step": exc.progress.step}
         return {"status": "stopped", "signum": exc.signum, **where}, 0
@@ -312,7 +311,7 @@ def describe(exc: BaseException, rank: int) -> tuple[dict[str, Any], int]:
         return {"status": "stopped", "signum": exc.signum, **where}, 0
     if isinstance(exc, KeyboardInterrupt):
         return {"status": "failed", "message": "interrupted by a second Ctrl-C"}, 130
-    if isinstance(exc, dist.DistError):  # a collective failed: a peer died or timed out
+    if collective_failed(exc):  # a peer died or hung: that rank is the one to report
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         return {"status": "collective", "message": message}, 1
     error = user_error(exc)

@@ -163,6 +163,20 @@ def to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+#: what a collective's error says when a peer rank is gone (gloo raises a plain RuntimeError)
+PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "gloo", "NCCL", "Timed out")
+
+
+def collective_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because another rank died or hung (so
+    that rank, not this one, is the cause to report)."""
+    import torch.distributed as dist
+
+    if isinstance(exc, dist.DistError):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in PEER_GONE)
+
+
 def backend_for(device: torch.device) -> str:
     """NCCL on CUDA, gloo on the CPU."""
     return "nccl" if device.type == "cuda" else "gloo"
