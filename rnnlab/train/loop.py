@@ -10,6 +10,10 @@ stop if a signal asked). A non-finite loss stops training with a
 
 Everything needed to continue bit-exactly lives in a :class:`Progress`, which the
 ``checkpoint`` callback receives; ``fit(start=...)`` continues from one.
+
+Under data parallelism the same loop runs on every rank (``ranks``, ``trainee``: the DDP
+wrapper): each step agrees on the loss scale and on a stop request, epoch sums are taken over
+the ranks, and rank 0's evaluation is every rank's (:mod:`rnnlab.train.distributed`).
 """
 
 from __future__ import annotations
