@@ -453,6 +453,25 @@ CASES = {
         ["task.vocab_size=5 is smaller than the alphabet", "read as <unk>", "at least"],
         setup="lm_folder",
     ),
+    "zero devices": Case(
+        ["train", "trainer.devices=0", *FAST],
+        2,
+        ["trainer.devices must be a positive integer", "trainer.*"],
+        creates_no_run=True,
+    ),
+    "devices in a SLURM step submitit did not start": Case(
+        ["train", "trainer.devices=2", *FAST],
+        2,
+        ["inside a SLURM step of 2 tasks", "hydra/launcher=slurm", "srun torchrun"],
+        env={"SLURM_NTASKS": "2"},
+        creates_no_run=True,
+    ),
+    "a rank fails (2 ranks, bptt larger than the data)": Case(
+        ["train", "experiment=ptb_tiny", "task.bptt=100000", "trainer.devices=2", "device=cpu"],
+        2,
+        ["of 2 failed", "task.bptt=100000 is larger", "marked FAILED"],
+        setup="shared_corpus",
+    ),
 }
 
 
@@ -692,7 +711,7 @@ def test_bad_input(name, earlier):
     case = CASES[name]
     if case.skip_if == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    env = globals()[f"setup_{case.setup}"](workdir) if case.setup else {}
+    env = {**case.env, **(globals()[f"setup_{case.setup}"](workdir) if case.setup else {})}
     runs_before = all_run_ids(client)
     running_before = {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
     args = [arg.format(**env) for arg in case.args]  # {RUN_ID}: a run the setup made

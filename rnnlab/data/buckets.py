@@ -4,6 +4,11 @@ Training batches group sentences of similar length so little compute goes to pad
 the examples are shuffled, cut into pools of ``pool`` batches, each pool is sorted by
 length and cut into batches, and the batch order is shuffled again. All randomness comes
 from the caller's ``torch.Generator``, so a task's batches depend only on its seed.
+
+Under data parallelism every rank draws the same global batches (``world_size`` times the
+batch size) and takes every ``world_size``-th example of each (:func:`shard`): the ranks'
+batches at one step are of similar lengths and disjoint, and together they are the batch
+one process would train on.
 """
 
 from __future__ import annotations
@@ -47,3 +52,12 @@ def sorted_batches(lengths: Sequence[int], *, batch_size: int) -> Iterator[list[
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+def shard(indices: Sequence[int], *, rank: int, world_size: int) -> list[int] | None:
+    """Rank ``rank``'s share of one global batch (every ``world_size``-th example, so the
+    shares have similar lengths), or None when the batch has fewer examples than ranks (all
+    ranks then skip it, and keep the same number of steps)."""
+    if len(indices) < world_size:
+        return None
+    return list(indices[rank::world_size])

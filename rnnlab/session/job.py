@@ -64,11 +64,11 @@ def concurrent_jobs() -> int:
 @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Run one job; returns the run's best objective (``task.objective``) for sweepers."""
-    from rnnlab.session.run import run_job
+    from rnnlab.session.spawn import run_any
     from rnnlab.train.signals import Interrupted
 
     try:
-        return run_job(cfg, sweep=sweep_context(), concurrent_jobs=concurrent_jobs())
+        return run_any(cfg, sweep=sweep_context(), concurrent_jobs=concurrent_jobs())
     except BaseException as exc:
         error = user_error(exc)
         if error is None or debug_enabled():

@@ -26,6 +26,7 @@ from rnnlab.session.record import (
 from rnnlab.tasks.base import ShowsAttention
 from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.uri import resolve_tracking_uri
+from rnnlab.train.distributed import SOLO, Ranks, check_world_size
 from rnnlab.train.loop import Stopped
 from rnnlab.train.run import TrainOutcome, train_model
 from rnnlab.train.signals import Interrupted, Terminated, terminate_raises
@@ -85,6 +86,7 @@ def resume_job(cfg: DictConfig, *, started: float) -> float:
         run_cfg.force = False
         run_cfg.tracking.heartbeat_s = tracking.heartbeat_s
         spec = compose(run_cfg)
+        check_world_size(checkpoint, 1, run_id=run_id)  # several ranks: rnnlab.session.spawn
         logger = RunLogger.reopen(uri=uri, lease=lease, flush_every_s=spec.tracking.flush_every_s)
     except BaseException:
         lease.release()
@@ -102,8 +104,10 @@ def execute(
     config_yaml: str,
     resume: dict[str, Any] | None = None,
     concurrent_jobs: int = 1,
+    ranks: Ranks = SOLO,
 ) -> TrainOutcome:
-    """Train, write the artifacts and end the run; on any failure the run is ended too."""
+    """Train, write the artifacts and end the run; on any failure the run is ended too.
+    (Rank 0 of a data-parallel group runs this; the other ranks have no run to write.)"""
     stop_system_metrics = nothing
     try:
         with terminate_raises():
@@ -120,6 +124,7 @@ def execute(
                 config_yaml=config_yaml,
                 resume=resume,
                 concurrent_jobs=concurrent_jobs,
+                ranks=ranks,
             )
             write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
             outcome.summary += reference_lines(spec, outcome.metrics)

@@ -107,7 +107,14 @@ class Task(abc.ABC):
     #: the metric ``rnnlab eval`` prints (``<split>/<headline>``)
     headline: ClassVar[str] = "loss"
 
+    #: whether ``train_loss`` is a sum over the batch (not a mean over its weight): under
+    #: several ranks the gradient is then that of the global sum (rnnlab.train.distributed)
+    summed_loss: ClassVar[bool] = False
+
     device: torch.device = torch.device("cpu")
+    #: this process's rank and the number of ranks: each trains on its own shard
+    rank: int = 0
+    world_size: int = 1
     #: progress bars (``trainer.progress``): None = only when stderr is a terminal
     progress: bool | None = None
 
@@ -137,6 +144,15 @@ class Task(abc.ABC):
             leave=False,
             dynamic_ncols=True,
         )
+
+    def shard(self, *, rank: int, world_size: int) -> Task:
+        """Train on shard ``rank`` of ``world_size`` from now on (data parallel); returns self.
+
+        Every rank must get the same number of batches per epoch, and the union of the ranks'
+        batches at a step must be the batch one process would train on with ``world_size``
+        times the batch size (the equivalence tests/test_distributed.py checks)."""
+        self.rank, self.world_size = rank, world_size
+        return self
 
     @abc.abstractmethod
     def build_model(self, *, stack: StackSpec) -> nn.Module:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.data.bits import make_bits
+from rnnlab.data.buckets import shard
 from rnnlab.models.seq2one import SequenceRegressor
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import POSITIVE, Options, option
@@ -45,6 +46,7 @@ class BitCount(Task):
     name: ClassVar[str] = "bitcount"
     Options = BitCountOptions
     final_splits: ClassVar[tuple[str, ...]] = ("test", "test_long")
+    summed_loss: ClassVar[bool] = True  # the sum of squared errors over the batch
 
     def __init__(self, options: BitCountOptions) -> None:
         super().__init__(options)
@@ -80,14 +82,20 @@ class BitCount(Task):
 
     def train_batches(self, *, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = self.splits["train"]
-        n = y.shape[0]
-        if self.batch_size >= n:
+        n, world = y.shape[0], self.world_size
+        size = n if self.options.batch_size is None else self.batch_size * world  # global
+        if size >= n and world == 1:
             yield x, y
             return
-        order = torch.randperm(n, generator=epoch_generator(self.seed, epoch)).to(self.device)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield x[:, idx], y[idx]  # (T, b, 1), (b,)
+        if size >= n:  # full batch, split over the ranks: no order to draw
+            order = list(range(n))
+        else:
+            order = torch.randperm(n, generator=epoch_generator(self.seed, epoch)).tolist()
+        for start in range(0, n, size):
+            idx = shard(order[start : start + size], rank=self.rank, world_size=world)
+            if idx is not None:
+                idx = torch.tensor(idx, device=self.device)
+                yield x[:, idx], y[idx]  # (T, b, 1), (b,)
 
     @staticmethod
     def sse(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

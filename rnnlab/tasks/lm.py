@@ -181,8 +181,13 @@ class LanguageModelTask(Task):
             source = self.split_files()[split]
             ids = self.text.ids(source, self.get_vocab())[: self.options.max_tokens]
             self.unk_shares[split] = self.unk_share(ids)
-            rows = self.batch_size if split == "train" else self.options.eval_batch_size
-            self.streams[split] = self.layout(ids, rows, source)
+            if split == "train":  # rank r trains on streams r·B .. (r+1)·B - 1 of W·B
+                first = self.rank * self.batch_size
+                streams = self.layout(ids, self.batch_size * self.world_size, source)  # (T, W·B)
+                streams = streams[:, first : first + self.batch_size].contiguous()  # (T, B)
+            else:
+                streams = self.layout(ids, self.options.eval_batch_size, source)  # (T, B)
+            self.streams[split] = streams
         return self.streams[split]
 
     def unk_share(self, ids: Tensor) -> float:

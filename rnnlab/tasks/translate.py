@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from rnnlab.data.buckets import bucketed_batches, pad, sorted_batches
+from rnnlab.data.buckets import bucketed_batches, pad, shard, sorted_batches
 from rnnlab.data.parallel import SPLITS, PairFiles
 from rnnlab.data.subword import SubwordText
 from rnnlab.data.text import LANGUAGES, MosesText, WordText
@@ -353,9 +353,13 @@ class Translate(Task):
         data = self.split("train")
         lengths = [len(s) for s in data.src_ids]
         order = epoch_generator(self.options.seed, epoch)  # resumable: (seed, epoch) only
-        size = self.options.batch_size
-        for idx in bucketed_batches(lengths, batch_size=size, generator=order):
-            yield self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
+        size = self.options.batch_size * self.world_size  # the global batch, split by shard()
+        for batch in bucketed_batches(lengths, batch_size=size, generator=order):
+            idx = shard(batch, rank=self.rank, world_size=self.world_size)
+            if idx is not None:
+                yield self.make_batch(
+                    [data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx]
+                )
 
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
         # the read-out and the loss run on real target tokens only: the vocabulary-sized

@@ -10,6 +10,10 @@ stop if a signal asked). A non-finite loss stops training with a
 
 Everything needed to continue bit-exactly lives in a :class:`Progress`, which the
 ``checkpoint`` callback receives; ``fit(start=...)`` continues from one.
+
+Under data parallelism the same loop runs on every rank (``ranks``, ``trainee``: the DDP
+wrapper): each step agrees on the loss scale and on a stop request, epoch sums are taken over
+the ranks, and rank 0's evaluation is every rank's (:mod:`rnnlab.train.distributed`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from rnnlab.errors import DivergenceError
 from rnnlab.tasks.base import Task, progress_enabled
+from rnnlab.train.distributed import SOLO, Ranks
 from rnnlab.train.lines import EpochLines, lines_enabled
 from rnnlab.train.precision import autocast, resolve_precision
 from rnnlab.train.recorder import Recorder
@@ -116,11 +121,16 @@ class Fit:
     settings: TrainerSettings
     recorder: Recorder
     checkpoint: Callable[[Progress], None] | None = None
+    #: the module the training forward pass runs through (DDP's wrapper); None: ``model``
+    trainee: nn.Module | None = None
+    ranks: Ranks = SOLO
 
     def __post_init__(self) -> None:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # trainer.precision=auto becomes fp32 or bf16 for the task's device
         self.precision, _ = resolve_precision(self.settings.precision, self.task.device)
+        self.trainee = self.trainee or self.model
+        self.stopping: int | None = None  # the stop signal all ranks agreed on, if any
 
     def run(self, p: Progress) -> FitResult:
         """Train from ``p`` until the last epoch; ``p`` is updated in place."""
@@ -135,8 +145,8 @@ class Fit:
         )
         with StopRequest() as stop, self.epoch_bar(p) as bar:
             while p.epoch <= self.settings.max_epochs:
-                mean_loss = self.train_epoch(p, stop)
-                metrics = self.epoch_metrics(p, mean_loss)
+                mean_loss, weight = self.train_epoch(p, stop)
+                metrics = self.epoch_metrics(p, mean_loss, weight)
                 self.keep_best(p, metrics)
                 self.lines.epoch(p.epoch, metrics)
                 bar.update(1)
@@ -173,8 +183,9 @@ class Fit:
         if self.checkpoint is not None:
             self.checkpoint(p)
 
-    def train_epoch(self, p: Progress, stop: StopRequest) -> float:
-        """Train the batches of epoch ``p.epoch`` not yet done; the epoch's mean loss."""
+    def train_epoch(self, p: Progress, stop: StopRequest) -> tuple[float, float]:
+        """Train the batches of epoch ``p.epoch`` not yet done; the epoch's mean loss and
+        summed batch weight (over every rank)."""
         self.model.train()
         if p.batches_done == 0:
             p.carry = self.task.init_carry(self.model)
@@ -185,30 +196,37 @@ class Fit:
         for index, batch in enumerate(self.task.train_batches(epoch=p.epoch)):
             if index < p.batches_done:
                 continue  # resumed mid-epoch: these batches were trained before the stop
-            carry = self.train_step(p, batch, carry)
+            carry = self.train_step(p, batch, carry, stop)
             p.batches_done = index + 1
             if self.lines.due():  # a long epoch still shows it is alive
                 mean = (p.total / max(p.weight, 1)).item()
                 self.lines.within(p.epoch, batches=p.batches_done, mean_loss=mean)
             every = self.settings.checkpoint_every
-            if (every is not None and p.step % every == 0) or stop.signum is not None:
+            if (every is not None and p.step % every == 0) or self.stopping is not None:
                 p.carry = detach_carry(carry)
                 p.seconds = time.perf_counter() - epoch_start
                 self.save(p)
-                if stop.signum is not None:
-                    raise Stopped(stop.signum, p)
-        mean_loss = (p.total / max(p.weight, 1)).item()  # syncs the device: epoch done
+                if self.stopping is not None:
+                    raise Stopped(self.stopping, p)
+        total, weight = self.ranks.sum(p.total.item(), p.weight)  # syncs the device
+        mean_loss = total / max(weight, 1)
         p.seconds = time.perf_counter() - epoch_start
         if not math.isfinite(mean_loss):
             raise DivergenceError(epoch=p.epoch, step=p.step, loss=mean_loss)
-        return mean_loss
+        return mean_loss, weight
 
-    def train_step(self, p: Progress, batch: Any, carry: Any) -> Any:
-        """One optimizer step on ``batch``; returns the task's new carry."""
+    def train_step(self, p: Progress, batch: Any, carry: Any, stop: StopRequest) -> Any:
+        """One optimizer step on ``batch``; returns the task's new carry. Under several
+        ranks the step also agrees on the loss scale and on a stop request."""
         with autocast(self.precision, self.task.device):
-            loss, carry, batch_weight = self.task.train_loss(self.model, batch, carry)
+            loss, carry, batch_weight = self.task.train_loss(self.trainee, batch, carry)
+        # the agreed signal, not the live one: a signal landing between here and the check
+        # after the step must not stop one rank alone (the others would wait in a collective)
+        scale, self.stopping = self.ranks.agree(
+            batch_weight, stop.signum, summed=self.task.summed_loss
+        )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * scale if scale != 1.0 else loss).backward()
         clip = self.settings.clip_grad_norm
         sampled = (p.step + 1) % self.settings.log_every == 0
         grad_norm = None
@@ -221,23 +239,28 @@ class Fit:
         p.total = p.total + loss.detach() * batch_weight
         p.weight += batch_weight
         if sampled:
-            value = loss.item()
+            value_sum, weight_sum = self.ranks.sum(loss.item() * batch_weight, batch_weight)
+            value = value_sum / weight_sum
             if not math.isfinite(value):
                 raise DivergenceError(epoch=p.epoch, step=p.step, loss=value)
             metrics = {"train/step_loss": value, "grad_norm": float(grad_norm)}
             self.recorder.log_metrics(metrics, step=p.step)
         return carry
 
-    def epoch_metrics(self, p: Progress, mean_loss: float) -> dict[str, float]:
-        """The epoch's metrics (validation too when due), recorded at step ``p.epoch``."""
+    def epoch_metrics(self, p: Progress, mean_loss: float, weight: float) -> dict[str, float]:
+        """The epoch's metrics (validation too when due), recorded at step ``p.epoch``.
+        Rank 0 evaluates and every rank takes its metrics, so all keep the same best weights
+        and step their schedulers alike."""
         epoch = p.epoch
-        metrics = self.task.train_metrics(mean_loss, weight=p.weight, seconds=p.seconds)
-        if epoch % self.settings.eval_every == 0 or epoch == self.settings.max_epochs:
+        metrics = self.task.train_metrics(mean_loss, weight=weight, seconds=p.seconds)
+        due = epoch % self.settings.eval_every == 0 or epoch == self.settings.max_epochs
+        if due and self.ranks.main:
             self.model.eval()
             for split in self.task.eval_splits:
                 metrics.update(self.task.evaluate(self.model, split).metrics)
         metrics.update(model_scalars(self.model))
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics = self.ranks.from_main(metrics)
         self.recorder.log_metrics(metrics, step=epoch)
         for key, value in metrics.items():
             p.history.setdefault(key, []).append((epoch, value))
@@ -258,10 +281,11 @@ class Fit:
         epoch = p.epoch
         p.epoch, p.batches_done, p.carry, p.total = epoch + 1, 0, None, None
         last = epoch == self.settings.max_epochs
-        if last or epoch % self.settings.checkpoint_every_epochs == 0 or stop.signum is not None:
+        _, self.stopping = self.ranks.agree(0, stop.signum, summed=True)
+        if last or epoch % self.settings.checkpoint_every_epochs == 0 or self.stopping is not None:
             self.save(p)
-        if stop.signum is not None and not last:
-            raise Stopped(stop.signum, p)
+        if self.stopping is not None and not last:
+            raise Stopped(self.stopping, p)
 
 
 def fit(
@@ -274,7 +298,10 @@ def fit(
     recorder: Recorder,
     start: Progress | None = None,
     checkpoint: Callable[[Progress], None] | None = None,
+    trainee: nn.Module | None = None,
+    ranks: Ranks = SOLO,
 ) -> FitResult:
-    """Train ``model`` on ``task``; metrics go to ``recorder`` (per epoch, sampled steps)."""
-    loop = Fit(model, task, optimizer, scheduler, settings, recorder, checkpoint)
+    """Train ``model`` on ``task``; metrics go to ``recorder`` (per epoch, sampled steps).
+    ``trainee`` is what the forward pass runs through (a DDP wrapper of ``model``)."""
+    loop = Fit(model, task, optimizer, scheduler, settings, recorder, checkpoint, trainee, ranks)
     return loop.run(start or Progress())

@@ -45,3 +45,17 @@ class MemoryRecorder:
     def write_checkpoint(self, name: str, write: Callable[[Path], Path]) -> None:
         if self.checkpoint_dir is not None:
             write(self.checkpoint_dir / f"{name}.pt")
+
+
+class NullRecorder:
+    """A Recorder that keeps nothing: the other ranks of a data-parallel run, where only
+    rank 0 talks to the tracking store."""
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        return None
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        return None
+
+    def write_checkpoint(self, name: str, write: Callable[[Path], Path]) -> None:
+        return None

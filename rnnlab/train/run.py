@@ -24,6 +24,7 @@ from rnnlab.train import rng
 from rnnlab.train.allocator import tune_malloc
 from rnnlab.train.checkpoint import save_checkpoint
 from rnnlab.train.device import seed_everything
+from rnnlab.train.distributed import SOLO, Ranks, check_world_size, to_device
 from rnnlab.train.faults import fault_point
 from rnnlab.train.loop import FitResult, Progress, fit, model_scalars
 from rnnlab.train.precision import precision_warning, resolve_precision
@@ -64,17 +65,31 @@ def set_deterministic(enabled: bool) -> None:
 
 
 def checkpoint_writer(
-    *, recorder: Recorder, model: torch.nn.Module, optimizer: Any, scheduler: Any, common: dict
+    *,
+    recorder: Recorder,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    common: dict,
+    ranks: Ranks = SOLO,
 ) -> Callable[[Progress], None]:
-    """A callback that saves everything needed to resume as checkpoint ``last``."""
+    """A callback that saves everything needed to resume as checkpoint ``last``. Every rank
+    calls it; rank 0 writes it, with each rank's own state (``ranks``: carry, partial epoch
+    loss, RNG streams) gathered from all of them."""
 
     def write(progress: Progress) -> None:
+        own = {"carry": progress.carry, "total": progress.total, "weight": progress.weight}
+        states = ranks.gather({**own, "rng": rng.capture()})
+        if not ranks.main:
+            return
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "progress": progress.state_dict(),
-            "rng": rng.capture(),
+            "rng": states[0]["rng"],
+            "world_size": ranks.world_size,
+            "ranks": states,
             **common,
         }
         recorder.write_checkpoint("last", lambda path: save_checkpoint(path, **payload))
@@ -82,14 +97,26 @@ def checkpoint_writer(
     return write
 
 
-def restore(model: Any, optimizer: Any, scheduler: Any, resume: dict[str, Any]) -> Progress:
-    """Load a ``last`` checkpoint's state into the fresh objects; where training stood."""
+def restore(
+    model: Any, optimizer: Any, scheduler: Any, resume: dict[str, Any], ranks: Ranks = SOLO
+) -> Progress:
+    """Load a ``last`` checkpoint's state into the fresh objects; where training stood (this
+    rank's own carry, partial epoch loss and RNG streams included)."""
+    check_world_size(resume, ranks.world_size, run_id="the checkpoint")
     model.load_state_dict(resume["model"])
     optimizer.load_state_dict(resume["optimizer"])
     if scheduler is not None and resume.get("scheduler") is not None:
         scheduler.load_state_dict(resume["scheduler"])
-    rng.restore(resume["rng"])
-    return Progress.from_state_dict(resume["progress"])
+    progress = Progress.from_state_dict(resume["progress"])
+    own = resume.get("ranks", [None])[ranks.rank]
+    if own is None:  # a checkpoint from before data parallelism: one rank, all in progress
+        rng.restore(resume["rng"])
+        return progress
+    rng.restore(own["rng"])
+    device = next(model.parameters()).device
+    progress.carry, progress.weight = to_device(own["carry"], device), own["weight"]
+    progress.total = to_device(own["total"], device)
+    return progress
 
 
 @contextlib.contextmanager
@@ -134,29 +161,37 @@ def train_model(
     config_yaml: str,
     resume: dict[str, Any] | None = None,
     concurrent_jobs: int = 1,
-) -> TrainOutcome:
+    ranks: Ranks = SOLO,
+) -> TrainOutcome | None:
     """Train (or resume), then evaluate the best weights on the task's final splits.
 
     ``concurrent_jobs``: training processes the launcher runs at once beside this one (the
-    thread policy's share). Raises :class:`~rnnlab.train.loop.Stopped` after a stop signal
-    (a checkpoint is saved).
+    thread policy's share). Under several ``ranks`` (a process group already joined) each
+    trains on its shard of the data through DistributedDataParallel, and rank 0 alone
+    evaluates: the others return None. Raises :class:`~rnnlab.train.loop.Stopped` after a
+    stop signal (a checkpoint is saved).
     """
     tune_malloc()  # process-wide: freed activations stay in the heap (rnnlab.train.allocator)
     set_deterministic(settings.deterministic)
     seed_everything(seed)
-    task.to(device)
+    device = ranks.place(device)
+    task.shard(rank=ranks.rank, world_size=ranks.world_size).to(device)
     if resume is not None:  # the vocabularies / subword models the weights were trained with
         task.load_state_dict(resume.get("task_state") or {})
     model = task.build_model(stack=stack).to(device)
+    trainee = ranks.wrap(model)  # DDP broadcasts rank 0's weights: all ranks start alike
+    if ranks.rank > 0:
+        seed_everything(seed + ranks.rank)  # each rank its own dropout masks
     opt = optimizer(model.parameters())
     sched = scheduler(opt) if scheduler is not None else None
-    start = restore(model, opt, sched, resume) if resume is not None else None
-    path = rnn_path(model)
-    recorder.set_tags({"rnn_path": path, "device": str(device)})
-    print(f"rnn path: {path}", flush=True)
+    start = restore(model, opt, sched, resume, ranks) if resume is not None else None
+    if ranks.main:
+        path = rnn_path(model)
+        recorder.set_tags({"rnn_path": path, "device": str(device)})
+        print(f"rnn path: {path}", flush=True)
     common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
     save_last = checkpoint_writer(
-        recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common
+        recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common, ranks=ranks
     )
     machine = machine_settings(
         settings, device=device, concurrent_jobs=concurrent_jobs, recorder=recorder
@@ -171,7 +206,11 @@ def train_model(
             recorder=recorder,
             start=start,
             checkpoint=save_last,
+            trainee=trainee,
+            ranks=ranks,
         )
+        if not ranks.main:
+            return None
         return evaluate_best(task, model, result, recorder=recorder, common=common)
 
 

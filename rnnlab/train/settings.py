@@ -38,3 +38,7 @@ class TrainerSettings(Options):
     precision: str = option(one_of(*PRECISIONS))
     #: intra-op threads: ``auto`` (cores / concurrent jobs: rnnlab.train.threads) or N
     threads: str = option(Rule(valid_threads, "auto or a positive integer"))
+    #: data-parallel processes on this node (1: one process; rnnlab.train.distributed)
+    devices: int = option(POSITIVE)
+    #: seconds a collective may wait for the other ranks before the run fails
+    dist_timeout_s: float = option(POSITIVE)

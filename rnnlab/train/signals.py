@@ -33,6 +33,7 @@ class Interrupted(RnnlabError):
     ) -> None:
         self.exit_code = 128 + signum
         self.signum = signum
+        self.epoch, self.step = epoch, step
         name = NAMES.get(signum, signum)
         if stage is None:
             problem = (
@@ -82,7 +83,8 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
-        self.signum = signum
+        if self.signum is None:  # the first signal names the stop (a launcher forwards more)
+            self.signum = signum
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
