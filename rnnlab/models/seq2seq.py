@@ -142,11 +142,22 @@ class Seq2Seq(nn.Module):
         return self.out(self.drop(feed)), feed, state, weights
 
     def forward(
-        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, *, teacher_forcing: float = 1.0
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        *,
+        teacher_forcing: float = 1.0,
+        keep: Tensor | None = None,
     ) -> Tensor:
-        """Logits (T, B, V) for target inputs tgt_in (T, B) that start with BOS."""
+        """Logits (T, B, V) for target inputs tgt_in (T, B) that start with BOS; with a
+        ``keep`` mask (T, B), logits (N, V) of the N kept positions only (the read-out is the
+        step's largest matmul: padding need not pay for it). Training goes through here, not
+        through :meth:`features`, so a DistributedDataParallel wrapper sees every step."""
         feeds = self.features(src, src_lengths, tgt_in, teacher_forcing=teacher_forcing)
-        return self.readout(feeds)  # (T, B, V): one read-out matmul
+        if keep is not None:
+            feeds = feeds[keep]  # (N, F)
+        return self.readout(feeds)  # (T, B, V) or (N, V): one read-out matmul
 
     def readout(self, feeds: Tensor) -> Tensor:
         """Logits (..., V) of attentional vectors (..., F)."""

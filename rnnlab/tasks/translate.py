@@ -364,9 +364,9 @@ class Translate(Task):
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
         # the read-out and the loss run on real target tokens only: the vocabulary-sized
         # matmul is the step's largest, and padding would only be ignored by the loss
-        feeds = model.features(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf)
         real = batch.tgt_out != PAD  # (T, B)
-        logits = model.readout(feeds[real])  # (N, V): N real tokens
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf, keep=real)
+        # logits: (N, V), N real tokens
         return nn.functional.cross_entropy(
             logits, batch.tgt_out[real], reduction="sum", label_smoothing=smoothing
         )
