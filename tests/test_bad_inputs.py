@@ -711,7 +711,8 @@ def test_bad_input(name, earlier):
     case = CASES[name]
     if case.skip_if == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    env = {**case.env, **(globals()[f"setup_{case.setup}"](workdir) if case.setup else {})}
+    made = (globals()[f"setup_{case.setup}"](workdir) if case.setup else None) or {}
+    env = {**case.env, **made}
     runs_before = all_run_ids(client)
     running_before = {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
     args = [arg.format(**env) for arg in case.args]  # {RUN_ID}: a run the setup made

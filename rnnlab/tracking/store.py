@@ -154,7 +154,7 @@ def experiment_id(client, name: str, *, uri: str) -> str:
     """The id of experiment ``name``, creating it (artifacts beside a sqlite file) if needed."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
-        mark_training(client, experiment)
+        mark_training(client, experiment, uri=uri)
         return experiment.experiment_id
     db = sqlite_path(uri)
     location = artifact_folder(db.parent / "mlartifacts", name).as_uri() if db else None
@@ -164,7 +164,7 @@ def experiment_id(client, name: str, *, uri: str) -> str:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
-        mark_training(client, experiment)
+        mark_training(client, experiment, uri=uri)
         return experiment.experiment_id
 
 
@@ -173,12 +173,21 @@ def experiment_id(client, name: str, *, uri: str) -> str:
 TRAINING_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def mark_training(client: Any, experiment: Any) -> None:
+def mark_training(client: Any, experiment: Any, *, uri: str) -> None:
     """Tag an existing experiment as model training, unless it already says what it is
-    (a user who picked another kind in the UI keeps it)."""
+    (a user who picked another kind in the UI keeps it). A server that refuses the tag
+    (a user who may only read the experiment) gets its one-paragraph error here."""
+    from rnnlab.tracking.auth import denied
+
     ((key, value),) = TRAINING_KIND.items()
-    if key not in experiment.tags:
+    if key in experiment.tags:
+        return
+    try:
         client.set_experiment_tag(experiment.experiment_id, key, value)
+    except Exception as exc:
+        if (forbidden := denied(uri, exc)) is not None:
+            raise forbidden from exc
+        raise
 
 
 def has_artifact(client: Any, run_id: str, path: str) -> bool:
