@@ -108,7 +108,7 @@ def reference_model(task, *, embed: int = 256, hidden: int = 256, dropout: float
                 logits.append(self.out(self.drop(feed)))  # (B, V)
             return torch.stack(logits)  # (T, B, V)
 
-    return Seq2Seq(len(task.src_vocab), len(task.tgt_vocab))
+    return Seq2Seq(len(task.src_text), len(task.tgt_text))
 
 
 def build_reference(batches: int):

@@ -466,10 +466,12 @@ CASES = {
         env={"SLURM_NTASKS": "2"},
         creates_no_run=True,
     ),
-    "a rank fails (2 ranks, bptt larger than the data)": Case(
-        ["train", "experiment=ptb_tiny", "task.bptt=100000", "trainer.devices=2", "device=cpu"],
+    # bptt 300 fits the 400-token streams one process lays out (checked before the run), not
+    # the 200-token streams of each of 2 ranks: the ranks find it, and the run ends FAILED
+    "a rank fails (2 ranks, bptt larger than a rank's shard)": Case(
+        ["train", "experiment=ptb_tiny", "task.bptt=300", "trainer.devices=2", "device=cpu"],
         2,
-        ["of 2 failed", "task.bptt=100000 is larger", "marked FAILED"],
+        ["of 2 failed", "task.bptt=300 is larger", "marked FAILED"],
         setup="shared_corpus",
     ),
 }

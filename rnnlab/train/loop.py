@@ -131,6 +131,11 @@ class Fit:
         self.precision, _ = resolve_precision(self.settings.precision, self.task.device)
         self.trainee = self.trainee or self.model
         self.stopping: int | None = None  # the stop signal all ranks agreed on, if any
+        # plain progress lines: run() sets them up; a caller that drives train_epoch itself
+        # (scripts/bench_translate.py) gets none
+        self.lines = EpochLines(
+            total=self.settings.max_epochs, first=1, interval_s=0, enabled=False
+        )
 
     def run(self, p: Progress) -> FitResult:
         """Train from ``p`` until the last epoch; ``p`` is updated in place."""

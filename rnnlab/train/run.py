@@ -148,6 +148,25 @@ def machine_settings(
         torch.set_num_threads(before)
 
 
+def place_task(
+    task: Task, *, device: torch.device, ranks: Ranks, resume: dict[str, Any] | None
+) -> torch.device:
+    """Put ``task`` on this rank's device and shard; a resumed run gets the vocabularies /
+    subword models its weights were trained with. Returns the device."""
+    device = ranks.place(device)
+    task.shard(rank=ranks.rank, world_size=ranks.world_size).to(device)
+    if resume is not None:
+        task.load_state_dict(resume.get("task_state") or {})
+    return device
+
+
+def announce_path(model: torch.nn.Module, *, recorder: Recorder, device: torch.device) -> None:
+    """Tag and print which recurrent path (fused, stepwise, compiled) the model runs."""
+    path = rnn_path(model)
+    recorder.set_tags({"rnn_path": path, "device": str(device)})
+    print(f"rnn path: {path}", flush=True)
+
+
 def train_model(
     *,
     task: Task,
@@ -174,10 +193,7 @@ def train_model(
     tune_malloc()  # process-wide: freed activations stay in the heap (rnnlab.train.allocator)
     set_deterministic(settings.deterministic)
     seed_everything(seed)
-    device = ranks.place(device)
-    task.shard(rank=ranks.rank, world_size=ranks.world_size).to(device)
-    if resume is not None:  # the vocabularies / subword models the weights were trained with
-        task.load_state_dict(resume.get("task_state") or {})
+    device = place_task(task, device=device, ranks=ranks, resume=resume)
     model = task.build_model(stack=stack).to(device)
     trainee = ranks.wrap(model)  # DDP broadcasts rank 0's weights: all ranks start alike
     if ranks.rank > 0:
@@ -186,9 +202,7 @@ def train_model(
     sched = scheduler(opt) if scheduler is not None else None
     start = restore(model, opt, sched, resume, ranks) if resume is not None else None
     if ranks.main:
-        path = rnn_path(model)
-        recorder.set_tags({"rnn_path": path, "device": str(device)})
-        print(f"rnn path: {path}", flush=True)
+        announce_path(model, recorder=recorder, device=device)
     common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
     save_last = checkpoint_writer(
         recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common, ranks=ranks
