@@ -167,7 +167,7 @@ def build_rnnlab(batches: int):
     def epoch(number: int) -> tuple[float, float]:
         progress = Progress(epoch=number)
         with StopRequest() as stop:
-            loss = loop.train_epoch(progress, stop)
+            loss, _ = loop.train_epoch(progress, stop)  # (mean loss, tokens)
         return progress.weight / progress.seconds, loss
 
     return epoch
