@@ -218,6 +218,7 @@ def worker_pids(parent: int) -> list[int]:
     return sorted(pids)
 
 
+@pytest.mark.slow  # make test-all: three real launches (stop, refused resume, resume)
 def test_ctrl_c_stops_every_rank_and_resume_needs_the_same_world_size(
     shared_data, workdir, client, launched
 ):

@@ -94,7 +94,11 @@ def test_sigkill_then_resume_is_bit_exact(workdir, client):
     assert values == ref_values
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    # SIGTERM in make test-all: the same handler; tests/test_lease.py sends one in make test
+    [pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow), (signal.SIGINT, 130)],
+)
 def test_signal_checkpoints_marks_killed_and_prints_resume(signum, code, workdir, client):
     proc = start(["train", *BITCOUNT], workdir)
     wait_for_checkpoint(workdir, proc, after_epoch=50)
@@ -148,7 +152,11 @@ PTB = [
 ]
 
 
-@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_cpu_bf16_lstm)])
+@pytest.mark.parametrize(
+    "precision",
+    # bf16 in make test-all: the same checkpoint path as fp32, with autocast
+    ["fp32", pytest.param("bf16", marks=[needs_cpu_bf16_lstm, pytest.mark.slow])],
+)
 def test_ptb_sigkill_mid_epoch_then_resume_is_bit_exact(workdir, client, shared_data, precision):
     """Dropout and a carried TBPTT state make this the demanding case: both come back (in
     bf16 the carried state is a bfloat16 tensor)."""

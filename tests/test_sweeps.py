@@ -42,6 +42,7 @@ def assert_ok(done) -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
 
 
+@pytest.mark.slow  # make test-all; the server test runs an 8-job joblib sweep too
 def test_joblib_sweep_of_eight_jobs_on_four_workers_loses_nothing(workdir, client, store_uri):
     """A joblib sweep: four worker processes write into one sqlite file at once (flush_every_s=0
     makes every epoch a separate write, the worst case for lock contention); every job is a
@@ -83,6 +84,7 @@ def test_joblib_sweep_of_eight_jobs_on_four_workers_loses_nothing(workdir, clien
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.slow  # make test-all: a real submitit_local sweep (SLURM's code path)
 def test_submitit_local_runs_a_two_job_sweep(workdir, client):
     done = run_cli(
         "train", "-m", "hydra/launcher=submitit_local", "seed=1,2", *TINY, cwd=workdir,
