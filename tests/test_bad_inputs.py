@@ -331,6 +331,9 @@ CASES = {
         ["--max-results", "0 is not in the range"],
         click_usage=True,
     ),
+    "server port out of range": Case(
+        ["server", "--port", "0"], 2, ["--port", "0 is not in the range"], click_usage=True
+    ),
     "output path that is a directory": Case(
         ["plot", "feedbeef", "--out", "."], 2, ["--out", "is a directory"], click_usage=True
     ),

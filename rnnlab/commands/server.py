@@ -24,14 +24,22 @@ import click
     "[default: mlartifacts beside a sqlite store].",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=5000, show_default=True, help="Port to serve on.")
+@click.option(
+    "--port",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to serve on.",
+)
 @click.option(
     "--allowed-hosts",
     default=None,
     help="Host names clients reach the server by (comma-separated; MLflow allows loopback "
     "and private addresses only).",
 )
-@click.option("--workers", default=2, show_default=True, help="Server worker processes.")
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Server workers."
+)
 @click.option(
     "--auth",
     is_flag=True,
