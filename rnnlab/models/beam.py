@@ -2,7 +2,8 @@
 
 Beam search keeps ``beam_size`` hypotheses per sentence for the whole batch at once (the
 batch and beam dimensions are flattened to B·K rows, reordered with ``index_select``).
-A finished hypothesis stays in its beam and may only emit padding at no cost. The final
+A finished hypothesis stays in its beam and may only emit padding at no cost; a sentence leaves
+the batch once no live hypothesis can beat its best finished one. The final
 choice divides each score by the GNMT length penalty ``((5 + length) / 6) ** alpha``
 (Wu et al. 2016); with ``beam_size = 1`` the search is exactly greedy decoding.
 """
@@ -67,6 +68,20 @@ def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
+def settled(scores: Tensor, finished: Tensor, normalised: Tensor, *, ceiling: Tensor) -> Tensor:
+    """Which sentences no live hypothesis can still beat, (B,) bool from (B, K) each.
+
+    A live hypothesis's raw score s < 0 only falls as it grows, and its penalty is at most
+    ``ceiling`` (the penalty at the length limit), so s / ceiling bounds the normalised score
+    of every completion it may have. Once the best finished hypothesis reaches the largest
+    such bound, continuing cannot change the choice: the sentence leaves the active batch.
+    """
+    minus_inf = torch.tensor(float("-inf"), device=scores.device)
+    best_done = torch.where(finished, normalised, minus_inf).amax(dim=1)  # (B,)
+    best_live = torch.where(finished, minus_inf, scores / ceiling).amax(dim=1)  # (B,)
+    return best_done >= best_live
+
+
 @torch.no_grad()
 def beam_decode(
     model: Seq2Seq,
@@ -79,47 +94,68 @@ def beam_decode(
     beam_size: int = 5,
     alpha: float = 0.0,
 ) -> list[list[int]]:
-    """The best hypothesis per sentence (EOS excluded) under the length-penalised score."""
+    """The best hypothesis per sentence (EOS excluded) under the length-penalised score.
+
+    A sentence leaves the active batch as soon as no live hypothesis can beat its best
+    finished one (:func:`settled`), so the steps run only on rows that can still change the
+    answer; each hypothesis carries its own token history, reordered with its beam.
+    """
     if beam_size < 1:
         raise ValueError(f"beam size must be at least 1, got {beam_size}")
     batch, k, device = src.shape[1], beam_size, src.device
     encoded = model.encode(src, src_lengths)
-    rows = torch.arange(batch, device=device).repeat_interleave(k)  # (B·K,)
-    encoded = encoded.select(rows)
+    encoded = encoded.select(torch.arange(batch, device=device).repeat_interleave(k))
     feed, state = model.initial_feed(encoded), encoded.state
     tokens = src.new_full((batch * k,), bos_index)  # (B·K,)
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # (B, K): one live hypothesis per sentence to start
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
-    base = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
-    history: list[Tensor] = []
-    backpointers: list[Tensor] = []
-    for _ in range(max_len):
+    history = src.new_empty((batch * k, 0))  # (B·K, t): each hypothesis's tokens so far
+    alive = list(range(batch))  # the sentence each active batch entry is
+    ceiling = length_penalty(torch.tensor(max_len, device=device), alpha)
+    padding_only = torch.full((k,), float("-inf"), device=device)
+    padding_only[0] = 0.0  # (K,)
+    best: list[list[int]] = [[] for _ in range(batch)]
+    for t in range(max_len):
+        n = len(alive)
+        base = (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, 1)
         logits, feed, state, _ = model.step(tokens, feed, state, encoded)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B·K, V)
-        vocab = logp.shape[-1]
-        done_row = torch.full_like(logp[0], float("-inf"))
-        done_row[model.pad_index] = 0.0  # a finished hypothesis only pads, at no cost
-        logp = torch.where(finished.unsqueeze(1), done_row, logp)
-        total = (scores.reshape(-1, 1) + logp).reshape(batch, k * vocab)  # (B, K·V)
-        scores, flat = total.topk(k, dim=1)  # (B, K)
-        parent = (base + torch.div(flat, vocab, rounding_mode="floor")).reshape(-1)  # (B·K,)
-        tokens = (flat % vocab).reshape(-1)  # (B·K,)
+        # the sentence's K best extensions lie among each hypothesis's own K best tokens, so
+        # the search ranks K·K candidates, not K·V
+        width = min(k, logits.shape[-1])
+        logp, best_ids = torch.log_softmax(logits.float(), dim=-1).topk(width, dim=-1)  # (n·K, W)
+        # a finished hypothesis only pads, at no cost: one candidate (pad, 0), the rest -inf
+        logp = torch.where(finished.unsqueeze(1), padding_only[:width], logp)
+        best_ids = best_ids.masked_fill(finished.unsqueeze(1), model.pad_index)
+        total = (scores.reshape(-1, 1) + logp).reshape(n, k * width)  # (n, K·W)
+        scores, flat = total.topk(k, dim=1)  # (n, K)
+        parent = (base + torch.div(flat, width, rounding_mode="floor")).reshape(-1)  # (n·K,)
+        tokens = best_ids.reshape(-1).index_select(0, parent * width + (flat % width).reshape(-1))
         finished = finished.index_select(0, parent)
         lengths = lengths.index_select(0, parent) + (~finished).long()
         finished = finished | (tokens == eos_index)
-        feed = feed.index_select(0, parent)
-        state = select_state(state, parent)
-        history.append(tokens)
-        backpointers.append(parent)
-        if bool(finished.all()):
+        history = torch.cat([history.index_select(0, parent), tokens.unsqueeze(1)], dim=1)
+        normalised = scores / length_penalty(lengths.reshape(n, k), alpha)  # (n, K)
+        done = settled(scores, finished.reshape(n, k), normalised, ceiling=ceiling)  # (n,)
+        if t + 1 == max_len:
+            done = torch.ones_like(done)
+        if not bool(done.any()):
+            feed, state = feed.index_select(0, parent), select_state(state, parent)
+            continue
+        picks = (base.squeeze(1) + normalised.argmax(dim=1))[done].tolist()
+        for entry, row in zip(done.nonzero().squeeze(1).tolist(), picks, strict=True):
+            ids = history[row].tolist()
+            best[alive[entry]] = strip(ids, eos_index=eos_index, pad_index=model.pad_index)
+        keep = (~done).nonzero().squeeze(1)  # (n',) entries still searching
+        if keep.numel() == 0:
             break
-    normalised = scores / length_penalty(lengths.reshape(batch, k), alpha)  # (B, K)
-    row = base.squeeze(1) + normalised.argmax(dim=1)  # (B,)
-    picked = []
-    for tokens_t, parent_t in zip(reversed(history), reversed(backpointers), strict=True):
-        picked.append(tokens_t.index_select(0, row))
-        row = parent_t.index_select(0, row)
-    ids = torch.stack(picked[::-1], dim=1).tolist()  # (B, T)
-    return [strip(r, eos_index=eos_index, pad_index=model.pad_index) for r in ids]
+        alive = [alive[i] for i in keep.tolist()]
+        rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).reshape(-1)  # (n'·K,)
+        parent = parent.index_select(0, rows)
+        feed, state = feed.index_select(0, parent), select_state(state, parent)
+        encoded = encoded.select(rows)
+        tokens, finished = tokens.index_select(0, rows), finished.index_select(0, rows)
+        lengths, history = lengths.index_select(0, rows), history.index_select(0, rows)
+        scores = scores.index_select(0, keep)
+    return best
