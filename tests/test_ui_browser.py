@@ -149,17 +149,19 @@ def test_ui_shows_runs_and_metrics_in_a_real_browser(chromium, workdir, client, 
 
 
 def check_experiment_from_home_page(chromium: str, base: str, workdir: Path, names) -> None:
-    """Follow the experiment's link on the MLflow home page, in the UI's model-training view
-    (MLflow 3.17 keeps that choice per browser; rnnlab also tags the experiment's kind): it
-    lands on the training runs, whose Dataset column names the data they read."""
+    """In a browser that has never opened the UI, follow the experiment's link on the MLflow
+    home page: it lands on the training runs (not MLflow 3.17's default GenAI overview), whose
+    Dataset column names the data they read."""
     import re
 
-    from rnnlab.tracking.ui import TRAINING_VIEW
+    from rnnlab.tracking.ui_app import TRAINING_DEFAULT
 
-    profile = workdir / "chromium-home"
+    with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+        assert TRAINING_DEFAULT in response.read().decode(), "the index page sets no default view"
+    profile = workdir / "chromium-home"  # a new browser profile: no view chosen yet
     home = render(chromium, f"{base}/#/", profile, budget_ms=20_000)
     links = re.findall(r'href="(#/experiments/[0-9]+)"[^>]*>\s*(?:<[^>]+>\s*)*bitcount<', home)
-    url = f"{base}/{links[0]}?{TRAINING_VIEW}" if links else f"{base}/#/"
+    url = f"{base}/{links[0]}" if links else f"{base}/#/"
     dom = ""
     try:
         assert links, "the home page has no link to the bitcount experiment"
@@ -191,6 +193,7 @@ def test_ui_binds_loopback_and_warns_when_exposed(bitcount_run, monkeypatch, cap
     loopback, exposed = executed
     assert loopback[loopback.index("--host") + 1] == "127.0.0.1"
     assert loopback[loopback.index("--workers") + 1] == "1"
+    assert loopback[loopback.index("--app-name") + 1] == "rnnlab"  # opens on Model training
     assert exposed[exposed.index("--host") + 1] == "0.0.0.0"
     err = capsys.readouterr().err
     assert err.count("warning: binding") == 1

@@ -150,7 +150,7 @@ def server_command(
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
-    return [*command, "--app-name", "basic-auth"] if auth else command
+    return [*command, "--app-name", "basic-auth" if auth else "rnnlab"]
 
 
 def redact(uri: str) -> str:

@@ -19,17 +19,18 @@ def ui_command(*, uri: str, host: str, port: int, workers: int = 1) -> list[str]
     db = sqlite_path(uri)
     if db is not None:
         command += ["--default-artifact-root", (db.parent / "mlartifacts").as_uri()]
+    command += ["--app-name", "rnnlab"]  # MLflow's UI, opening on Model training: ui_app.py
     return [*command, "--host", host, "--port", str(port), "--workers", str(workers)]
 
 
 #: MLflow 3.17's UI takes an experiment's kind from a per-browser switch ("GenAI" | "Model
-#: training", default GenAI, kept in localStorage), not from the experiment's
-#: ``mlflow.experimentKind`` tag; this query parameter on an experiment's address opens its
-#: training runs regardless (the browser test uses it)
+#: training"), not from the experiment's ``mlflow.experimentKind`` tag; the app rnnlab serves
+#: (``ui_app.py``) makes Model training a new browser's default, and this query parameter on
+#: an experiment's address opens its training runs whatever the browser chose
 TRAINING_VIEW = "workflowType=machine_learning"
 TRAINING_HINT = (
-    "rnnlab's runs are under 'Model training': pick it once at the top left of the UI "
-    "(your browser keeps the choice)"
+    "rnnlab's runs are under 'Model training' (the UI opens there unless you picked GenAI "
+    "at its top left)"
 )
 
 
