@@ -2,7 +2,8 @@
 
 A sweep's jobs read the same corpus with the same options; the first tokenises, the others
 load the ids (``torch.load`` of a few hundred MB takes well under a second). Entries live in
-``$RNNLAB_CACHE``, else ``~/.cache/rnnlab``; one file per key, written to a temp file and
+:func:`cache_dir` (``$RNNLAB_CACHE``, else ``paths.cache_dir``, else ``~/.cache/rnnlab``; the
+sentencepiece models of :mod:`rnnlab.data.subword` live there too); one file per key, written to a temp file and
 renamed, so parallel jobs never read a half-written entry. Token ids are raw int32 files
 (``<key>.int32``), written block by block and memory-mapped when read, so a corpus larger
 than memory is never loaded whole. A cache that cannot be written (read-only, full) costs
@@ -31,10 +32,11 @@ ENV_VAR = "RNNLAB_CACHE"
 FORMAT = 1
 
 
-def cache_dir() -> Path:
-    """``$RNNLAB_CACHE``, else ``~/.cache/rnnlab``."""
-    chosen = os.environ.get(ENV_VAR) or Path.home() / ".cache" / "rnnlab"
-    return Path(chosen).expanduser()
+def cache_dir(configured: str | os.PathLike | None = None) -> Path:
+    """rnnlab's one cache root: ``$RNNLAB_CACHE``, else ``configured`` (``paths.cache_dir``),
+    else ``~/.cache/rnnlab``."""
+    chosen = os.environ.get(ENV_VAR) or configured or Path.home() / ".cache" / "rnnlab"
+    return Path(chosen).expanduser().resolve()
 
 
 def cache_key(kind: str, **parts: Any) -> str:
@@ -43,9 +45,10 @@ def cache_key(kind: str, **parts: Any) -> str:
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
-def load(key: str) -> Any | None:
-    """The entry saved under ``key``, or None when there is none (or it cannot be read)."""
-    path = cache_dir() / f"{key}.pt"
+def load(key: str, *, root: Path) -> Any | None:
+    """The entry saved under ``key`` in ``root``, or None when there is none (or it cannot be
+    read)."""
+    path = root / f"{key}.pt"
     if not path.is_file():
         return None
     try:
@@ -63,16 +66,16 @@ def mapped_ids(path: Path) -> Tensor:
         return torch.from_numpy(array)
 
 
-def load_ids(key: str) -> Tensor | None:
-    """The ids saved under ``key`` (memory-mapped), or None."""
-    path = cache_dir() / f"{key}.int32"
+def load_ids(key: str, *, root: Path) -> Tensor | None:
+    """The ids saved under ``key`` in ``root`` (memory-mapped), or None."""
+    path = root / f"{key}.int32"
     return mapped_ids(path) if path.is_file() else None
 
 
-def write_ids(key: str, write: Callable[[BinaryIO], int]) -> Tensor:
+def write_ids(key: str, write: Callable[[BinaryIO], int], *, root: Path) -> Tensor:
     """Ids that ``write`` streams into a file, saved under ``key`` and memory-mapped; in
     memory when the cache cannot be written. An error in ``write`` leaves no entry."""
-    folder = cache_dir()
+    folder = root
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=folder)
@@ -98,9 +101,10 @@ def unwritable(folder: Path, exc: OSError) -> None:
     )
 
 
-def save(key: str, value: Any) -> None:
-    """Write ``value`` under ``key`` atomically; a place that cannot be written is skipped."""
-    folder = cache_dir()
+def save(key: str, value: Any, *, root: Path) -> None:
+    """Write ``value`` under ``key`` in ``root`` atomically; a place that cannot be written is
+    skipped."""
+    folder = root
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=folder)

@@ -26,13 +26,6 @@ from rnnlab.errors import DataError
 
 #: the translation task's special tokens, in id order
 SPECIAL_IDS = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
-CACHE_VAR = "RNNLAB_CACHE"
-
-
-def cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    """``$RNNLAB_CACHE``, else ``cache_dir`` (``paths.cache_dir``), else ~/.cache/rnnlab."""
-    chosen = os.environ.get(CACHE_VAR) or cache_dir or Path.home() / ".cache" / "rnnlab"
-    return Path(chosen).expanduser().resolve()
 
 
 def vocab_size_error(exc: RuntimeError, vocab_size: int, what: str) -> DataError | None:

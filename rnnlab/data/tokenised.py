@@ -9,6 +9,7 @@ tokenises once; :attr:`TokenisedText.seconds` is the time spent tokenising (0 on
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import BinaryIO
 
 from torch import Tensor
@@ -30,8 +31,9 @@ def empty_split(source: SplitFile) -> DataError:
 class TokenisedText:
     """Tokenises files at one level with one vocabulary, through the cache."""
 
-    def __init__(self, *, level: str, vocab_size: int | None, min_freq: int) -> None:
+    def __init__(self, *, level: str, vocab_size: int | None, min_freq: int, root: Path) -> None:
         self.level = LEVELS[level]
+        self.root = root  # the cache root (rnnlab.data.cache.cache_dir)
         self.vocab_size = vocab_size
         self.min_freq = min_freq
         #: time spent counting and encoding (cache hits cost none), and the hits
@@ -47,7 +49,7 @@ class TokenisedText:
             vocab_size=self.vocab_size,
             min_freq=self.min_freq,
         )
-        cached = cache.load(key)
+        cached = cache.load(key, root=self.root)
         if cached is not None:
             self.cache_hits += 1
             return Vocab.from_state_dict(cached)
@@ -67,7 +69,7 @@ class TokenisedText:
                 f"{len(self.level.specials)} (null: no cap)",
             )
         self.seconds += time.perf_counter() - start
-        cache.save(key, vocab.state_dict())
+        cache.save(key, vocab.state_dict(), root=self.root)
         return vocab
 
     def ids(self, source: SplitFile, vocab: Vocab) -> Tensor:
@@ -75,7 +77,7 @@ class TokenisedText:
         key = cache.cache_key(
             "ids", digest=source.digest, level=self.level.name, vocab=vocab.digest()
         )
-        cached = cache.load_ids(key)
+        cached = cache.load_ids(key, root=self.root)
         if cached is not None:
             self.cache_hits += 1
             return cached
@@ -87,6 +89,6 @@ class TokenisedText:
                 raise empty_split(source)
             return total
 
-        ids = cache.write_ids(key, write)
+        ids = cache.write_ids(key, write, root=self.root)
         self.seconds += time.perf_counter() - start
         return ids

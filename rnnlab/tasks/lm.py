@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from rnnlab.cells.base import State
 from rnnlab.data.bptt import batchify, num_windows, stream_view, windows
+from rnnlab.data.cache import cache_dir
 from rnnlab.data.corpus import CONTEXTS, SplitFile, fingerprint, resolve_splits
 from rnnlab.data.tokenise import LEVELS
 from rnnlab.data.tokenised import TokenisedText
@@ -66,6 +67,8 @@ class LMOptions(Options):
     #: the most frequent tokens of train, specials included (None: all)
     vocab_size: int | None = option(POSITIVE)
     min_freq: int = option(POSITIVE)
+    #: where token ids and vocabularies are cached (rnnlab.data.cache.cache_dir)
+    cache_dir: str | None = option()
     batch_size: int = option(POSITIVE)
     bptt: int = option(POSITIVE)
     eval_batch_size: int = option(POSITIVE)
@@ -124,7 +127,10 @@ class LanguageModelTask(Task):
         #: the metric ``rnnlab eval`` prints: bits per character for a character model
         self.headline = "bpc" if options.level == "char" else "ppl"
         self.text = TokenisedText(
-            level=options.level, vocab_size=options.vocab_size, min_freq=options.min_freq
+            level=options.level,
+            vocab_size=options.vocab_size,
+            min_freq=options.min_freq,
+            root=cache_dir(options.cache_dir),
         )
         self.vocab: Vocab | None = None
         self.splits: dict[str, SplitFile] | None = None
@@ -158,13 +164,14 @@ class LanguageModelTask(Task):
         ]
 
     def layout(self, ids: Tensor, rows: int, source: SplitFile, *, copy: bool = True) -> Tensor:
-        """(N,) int32 ids -> (T, B) int64 streams on the device (``copy=False``: a view of
-        ``ids`` as they are, read window by window); too few is a DataError."""
+        """(N,) int32 ids -> (T, B) int32 streams on the device (``copy=False``: a view of
+        ``ids`` as they are, read window by window); too few is a DataError. The streams stay
+        int32 (4 bytes a token: 100 M tokens hold 400 MB); each window is widened to int64 as
+        it is read (:func:`long_windows`)."""
         try:
             if not copy:
                 return stream_view(ids, rows)  # (T, B) view
-            # laid out as int32 first: the int64 streams are the only full-size copy
-            return batchify(ids, rows).to(self.device, torch.long)  # (T, B)
+            return batchify(ids, rows).to(self.device)  # (T, B)
         except ValueError as exc:
             raise DataError(
                 f"{source.path} is too short for {rows} parallel streams: {exc}",
@@ -232,11 +239,18 @@ class LanguageModelTask(Task):
         streams = self.split_streams("train")  # (T, B)
         self.check_bptt(streams)
         return self.bar(
-            windows(streams, self.bptt),
+            self.long_windows(streams),
             total=num_windows(streams, self.bptt),
             desc=f"epoch {epoch}",
             unit="window",
         )
+
+    def long_windows(self, streams: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """:func:`windows` of (T, B) int32 ``streams``, each (t, B) as int64 on the device
+        (one window's copy: the losses index with int64 targets)."""
+        for x, y in windows(streams, self.bptt):
+            x = x.to(self.device, torch.long).contiguous()  # (t, B)
+            yield x, y.to(self.device, torch.long).contiguous()  # (t, B) each
 
     def prepare(self) -> None:
         for split in ("train", "val", "test"):
@@ -295,14 +309,12 @@ class LanguageModelTask(Task):
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
         bar = self.bar(
-            windows(streams, self.bptt),
+            self.long_windows(streams),
             total=num_windows(streams, self.bptt),
             desc=desc,
             unit="window",
         )
         for x, y in bar:
-            # a no-op for the device streams of a split; one window's copy for a view
-            x, y = (t.to(self.device, torch.long).contiguous() for t in (x, y))
             logits, state = model(x, state)  # (t, B, V)
             loss = F.cross_entropy(
                 logits.view(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum"

@@ -40,4 +40,5 @@ class PennTreebank(LanguageModelTask):
 
     def __init__(self, options: PTBOptions) -> None:
         words = {"corpus": "ptb", "train": None, "valid": None, "test": None}
-        super().__init__(LMOptions(**words, level="word", min_freq=1, **asdict(options)))
+        older = {"level": "word", "min_freq": 1, "cache_dir": None}  # cache: the default root
+        super().__init__(LMOptions(**words, **older, **asdict(options)))

@@ -256,7 +256,8 @@ class Translate(Task):
     def train_subwords(self) -> tuple[SubwordText, SubwordText]:
         """Sentencepiece models from the training split (joint, or one per side), cached
         by the digest of that text and the options."""
-        from rnnlab.data.subword import cache_root, cached_model
+        from rnnlab.data.cache import cache_dir
+        from rnnlab.data.subword import cached_model
 
         o = self.options
         src, tgt = self.read_split("train")
@@ -265,7 +266,7 @@ class Translate(Task):
         settings = {
             "model_type": o.spm.model_type,
             "vocab_size": o.spm.vocab_size,
-            "cache_dir": cache_root(o.cache_dir),
+            "cache_dir": cache_dir(o.cache_dir),
         }
         if o.spm.joint:
             what = f"the {o.src_lang}+{o.tgt_lang} training text of {o.corpus}"
