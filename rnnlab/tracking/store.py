@@ -55,7 +55,11 @@ def is_locked(exc: Exception) -> bool:
 
 def quiet_mlflow_logs() -> None:
     """MLflow logs INFO chatter, and logs database errors with tracebacks before raising
-    them; rnnlab reports the raised error as one paragraph instead."""
+    them; rnnlab reports the raised error as one paragraph instead. MLflow's artifact
+    download bars (model logging fetches files back) would interleave with rnnlab's own
+    progress, and in a log file each is a line of carriage returns: off unless the user set
+    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -198,7 +202,6 @@ def has_artifact(client: Any, run_id: str, path: str) -> bool:
 
 def download_checkpoint(client: Any, run_id: str, which: str, dst: Path) -> Path:
     """Fetch ``checkpoints/<which>.pt`` of ``run_id`` into the folder ``dst``."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return Path(client.download_artifacts(run_id, f"checkpoints/{which}.pt", str(dst)))
     except Exception as exc:
