@@ -188,7 +188,7 @@ def test_evaluation_is_exact_across_windows(shared_data):
     assert windowed["val/loss"] == pytest.approx(whole["val/loss"], rel=1e-5)
     assert windowed["val/ppl"] == pytest.approx(math.exp(windowed["val/loss"]), rel=1e-12)
     streams = task.split_streams("val")
-    x, y = streams[:-1], streams[1:]
+    x, y = streams[:-1].long(), streams[1:].long()  # the streams are int32
     logits, _ = model(x)
     direct = torch.nn.functional.cross_entropy(logits.view(-1, 200), y.reshape(-1))
     assert windowed["val/loss"] == pytest.approx(direct.item(), rel=1e-5)

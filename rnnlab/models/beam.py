@@ -82,6 +82,30 @@ def settled(scores: Tensor, finished: Tensor, normalised: Tensor, *, ceiling: Te
     return best_done >= best_live
 
 
+def extend(
+    logits: Tensor, scores: Tensor, finished: Tensor, *, pad_index: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The K best extensions of each sentence's K hypotheses: logits (n·K, V), scores (n, K),
+    finished (n·K,) -> new scores (n, K), parent rows (n·K,) and tokens (n·K,).
+
+    A sentence's K best extensions lie among each hypothesis's own K best tokens, so the
+    search ranks K·K candidates, not K·V. A finished hypothesis only pads, at no cost.
+    """
+    n, k = scores.shape
+    width = min(k, logits.shape[-1])
+    logp, best_ids = torch.log_softmax(logits.float(), dim=-1).topk(width, dim=-1)  # (n·K, W)
+    padding_only = torch.full((width,), float("-inf"), device=logits.device)
+    padding_only[0] = 0.0  # one candidate (pad, 0), the rest impossible
+    logp = torch.where(finished.unsqueeze(1), padding_only, logp)
+    best_ids = best_ids.masked_fill(finished.unsqueeze(1), pad_index)
+    total = (scores.reshape(-1, 1) + logp).reshape(n, k * width)  # (n, K·W)
+    scores, flat = total.topk(k, dim=1)  # (n, K)
+    base = (torch.arange(n, device=logits.device) * k).unsqueeze(1)  # (n, 1)
+    parent = (base + torch.div(flat, width, rounding_mode="floor")).reshape(-1)  # (n·K,)
+    tokens = best_ids.reshape(-1).index_select(0, parent * width + (flat % width).reshape(-1))
+    return scores, parent, tokens
+
+
 @torch.no_grad()
 def beam_decode(
     model: Seq2Seq,
@@ -114,48 +138,32 @@ def beam_decode(
     history = src.new_empty((batch * k, 0))  # (B·K, t): each hypothesis's tokens so far
     alive = list(range(batch))  # the sentence each active batch entry is
     ceiling = length_penalty(torch.tensor(max_len, device=device), alpha)
-    padding_only = torch.full((k,), float("-inf"), device=device)
-    padding_only[0] = 0.0  # (K,)
     best: list[list[int]] = [[] for _ in range(batch)]
     for t in range(max_len):
-        n = len(alive)
-        base = (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, 1)
         logits, feed, state, _ = model.step(tokens, feed, state, encoded)
-        # the sentence's K best extensions lie among each hypothesis's own K best tokens, so
-        # the search ranks K·K candidates, not K·V
-        width = min(k, logits.shape[-1])
-        logp, best_ids = torch.log_softmax(logits.float(), dim=-1).topk(width, dim=-1)  # (n·K, W)
-        # a finished hypothesis only pads, at no cost: one candidate (pad, 0), the rest -inf
-        logp = torch.where(finished.unsqueeze(1), padding_only[:width], logp)
-        best_ids = best_ids.masked_fill(finished.unsqueeze(1), model.pad_index)
-        total = (scores.reshape(-1, 1) + logp).reshape(n, k * width)  # (n, K·W)
-        scores, flat = total.topk(k, dim=1)  # (n, K)
-        parent = (base + torch.div(flat, width, rounding_mode="floor")).reshape(-1)  # (n·K,)
-        tokens = best_ids.reshape(-1).index_select(0, parent * width + (flat % width).reshape(-1))
+        scores, parent, tokens = extend(logits, scores, finished, pad_index=model.pad_index)
         finished = finished.index_select(0, parent)
         lengths = lengths.index_select(0, parent) + (~finished).long()
         finished = finished | (tokens == eos_index)
         history = torch.cat([history.index_select(0, parent), tokens.unsqueeze(1)], dim=1)
+        n = len(alive)
         normalised = scores / length_penalty(lengths.reshape(n, k), alpha)  # (n, K)
         done = settled(scores, finished.reshape(n, k), normalised, ceiling=ceiling)  # (n,)
         if t + 1 == max_len:
             done = torch.ones_like(done)
-        if not bool(done.any()):
-            feed, state = feed.index_select(0, parent), select_state(state, parent)
-            continue
-        picks = (base.squeeze(1) + normalised.argmax(dim=1))[done].tolist()
-        for entry, row in zip(done.nonzero().squeeze(1).tolist(), picks, strict=True):
-            ids = history[row].tolist()
-            best[alive[entry]] = strip(ids, eos_index=eos_index, pad_index=model.pad_index)
-        keep = (~done).nonzero().squeeze(1)  # (n',) entries still searching
-        if keep.numel() == 0:
-            break
-        alive = [alive[i] for i in keep.tolist()]
-        rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).reshape(-1)  # (n'·K,)
-        parent = parent.index_select(0, rows)
+        if bool(done.any()):  # answer the settled sentences, then drop their rows
+            picks = (torch.arange(n, device=device) * k + normalised.argmax(dim=1))[done]
+            for entry, row in zip(done.nonzero().squeeze(1).tolist(), picks.tolist(), strict=True):
+                ids = history[row].tolist()
+                best[alive[entry]] = strip(ids, eos_index=eos_index, pad_index=model.pad_index)
+            keep = (~done).nonzero().squeeze(1)  # (n',) entries still searching
+            if keep.numel() == 0:
+                break
+            alive = [alive[i] for i in keep.tolist()]
+            rows = (keep.unsqueeze(1) * k + torch.arange(k, device=device)).reshape(-1)  # (n'·K,)
+            parent, encoded = parent.index_select(0, rows), encoded.select(rows)
+            tokens, finished = tokens.index_select(0, rows), finished.index_select(0, rows)
+            lengths, history = lengths.index_select(0, rows), history.index_select(0, rows)
+            scores = scores.index_select(0, keep)
         feed, state = feed.index_select(0, parent), select_state(state, parent)
-        encoded = encoded.select(rows)
-        tokens, finished = tokens.index_select(0, rows), finished.index_select(0, rows)
-        lengths, history = lengths.index_select(0, rows), history.index_select(0, rows)
-        scores = scores.index_select(0, keep)
     return best
