@@ -1,11 +1,12 @@
 """Translation training throughput: rnnlab's ``fit`` path against the textbook loop, side by side.
 
-Both sides train the ``experiment=multi30k_cpu`` model size (embeddings 256, a bidirectional
+Both sides train the ``experiment=multi30k_cpu`` model (``--experiment``: another preset, e.g.
+``multi30k_cpu_words`` for Moses words instead of subwords; embeddings 256, a bidirectional
 LSTM encoder of 2x128, an LSTM decoder of 256 with Luong "general" attention and input
 feeding, tied output embedding, dropout 0.3, label smoothing 0.1, Adam at 2e-3, clip 1.0) on
 the same Multi30k de->en batches (rnnlab's task supplies them: the same tensors, in the same
-order, on both sides; the vocabularies of the whole training set, so the output layer has the
-preset's size; the first ``--batches`` batches of each epoch), each in its own worker process:
+order, on both sides; the preset's tokenizer and vocabularies over the whole training set, so
+the output layer has the preset's size; the first ``--batches`` batches of each epoch), each in its own worker process:
 
 * ``reference``: the loop as the well-known tutorials write it: ``nn.LSTM`` encoder over a
   packed batch, an ``nn.LSTMCell`` decoder stepped in Python, attention, combination and the
@@ -20,6 +21,7 @@ first round is a warm-up. The mean training loss of each side after the same ste
 beside it (different initialisations, same data: the two must land close).
 
     python scripts/bench_translate.py [--batches 40] [--rounds 4] [--threads N] [--quick]
+        [--experiment multi30k_cpu_words]
 
 Ends with ``RATIO translate_train=x.xx`` (rnnlab's target tokens/s over the reference's).
 """
@@ -51,13 +53,13 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=overrides)
 
 
-def build_parts(batches: int):
-    """The multi30k_cpu parts; its task yields only the first ``batches`` of every epoch."""
+def build_parts(batches: int, experiment: str):
+    """The preset's parts; its task yields only the first ``batches`` of every epoch."""
     import itertools
 
     from rnnlab.compose import compose as build
 
-    overrides = ["experiment=multi30k_cpu", f"device={DEVICE}"]
+    overrides = [f"experiment={experiment}", f"device={DEVICE}"]
     parts = build(compose([*overrides, "trainer.progress=false"]))  # precision: auto
     task = parts.task.to(parts.device)
     every = task.train_batches
@@ -111,11 +113,11 @@ def reference_model(task, *, embed: int = 256, hidden: int = 256, dropout: float
     return Seq2Seq(len(task.src_text), len(task.tgt_text))
 
 
-def build_reference(batches: int):
+def build_reference(batches: int, experiment: str):
     import torch
     from torch import nn
 
-    task = build_parts(batches).task
+    task = build_parts(batches, experiment).task
     task.ensure_vocab()
     torch.manual_seed(0)
     model = reference_model(task).to(DEVICE)
@@ -146,7 +148,7 @@ def build_reference(batches: int):
     return epoch
 
 
-def build_rnnlab(batches: int):
+def build_rnnlab(batches: int, experiment: str):
     from dataclasses import replace
 
     import torch
@@ -157,7 +159,7 @@ def build_rnnlab(batches: int):
     from rnnlab.train.signals import StopRequest
 
     tune_malloc()  # as train_model does
-    parts = build_parts(batches)
+    parts = build_parts(batches, experiment)
     torch.manual_seed(0)
     model = parts.task.build_model(stack=parts.stack).to(parts.device)
     optimizer = parts.optimizer(model.parameters())
@@ -173,13 +175,14 @@ def build_rnnlab(batches: int):
     return epoch
 
 
-def worker(side: str, batches: int, threads: int | None, conn) -> None:
+def worker(side: str, batches: int, experiment: str, threads: int | None, conn) -> None:
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        epoch = build_rnnlab(batches) if side == "rnnlab" else build_reference(batches)
+        build = build_rnnlab if side == "rnnlab" else build_reference
+        epoch = build(batches, experiment)
         conn.send(("ready", None))
         while (ask := conn.recv()) != "stop":
             conn.send(("rate", epoch(ask)))
@@ -193,6 +196,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds after a warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per side")
     parser.add_argument("--quick", action="store_true", help="8 batches, 2 rounds")
+    parser.add_argument(
+        "--experiment", default="multi30k_cpu", help="the preset (multi30k_cpu_words: words)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.batches, args.rounds = 8, 2
@@ -205,7 +211,9 @@ def main() -> int:
     for side in SIDES:
         parent, child = ctx.Pipe()
         proc = ctx.Process(
-            target=worker, args=(side, args.batches, args.threads, child), daemon=True
+            target=worker,
+            args=(side, args.batches, args.experiment, args.threads, child),
+            daemon=True,
         )
         proc.start()
         pipes[side], procs = parent, [*procs, proc]
@@ -220,7 +228,7 @@ def main() -> int:
 
     print(
         f"Multi30k de->en training throughput, {DEVICE} ({args.threads or torch.get_num_threads()} CPU threads, torch "
-        f"{torch.__version__}): multi30k_cpu model, batch 64, {args.batches} batches per epoch, "
+        f"{torch.__version__}): {args.experiment} model, batch 64, {args.batches} batches per epoch, "
         f"{args.rounds} timed rounds after a warm-up, one process per side",
         flush=True,
     )
