@@ -27,6 +27,7 @@ import json, resource, sys, time
 from pathlib import Path
 start = time.perf_counter()
 from rnnlab.data.corpus import named_split
+from rnnlab.data.cache import cache_dir
 from rnnlab.data.tokenised import TokenisedText
 if sys.argv[2] == "baseline":
     print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -34,7 +35,7 @@ if sys.argv[2] == "baseline":
 imported = time.perf_counter()
 source = named_split("gen", "train", Path(sys.argv[1]))
 hashed = time.perf_counter()
-text = TokenisedText(level=sys.argv[2], vocab_size=None, min_freq=1)
+text = TokenisedText(level=sys.argv[2], vocab_size=None, min_freq=1, root=cache_dir())
 vocab = text.vocab(source)
 ids = text.ids(source, vocab)
 done = time.perf_counter()
