@@ -198,3 +198,18 @@ def test_ui_binds_loopback_and_warns_when_exposed(bitcount_run, monkeypatch, cap
     err = capsys.readouterr().err
     assert err.count("warning: binding") == 1
     assert "warning: binding 0.0.0.0 exposes the MLflow UI" in err
+
+
+def test_ui_without_its_mlflow_app_installed_says_how_to_fix_it(bitcount_run, monkeypatch):
+    """Metadata from an install older than the mlflow.app plugin: one clear error naming the
+    fix, and no server started (MLflow itself would exit with a traceback)."""
+    from rnnlab.errors import TrackingError
+    from rnnlab.tracking import ui, ui_app
+
+    monkeypatch.setattr(ui_app, "entry_points", lambda group: [])
+    executed = []
+    monkeypatch.setattr(ui.os, "execv", lambda path, argv: executed.append(argv))
+    with pytest.raises(TrackingError, match="make install") as raised:
+        ui.serve(uri=bitcount_run["uri"], host="127.0.0.1", port=5000)
+    assert "mlflow.app entry point 'rnnlab'" in str(raised.value)
+    assert executed == []

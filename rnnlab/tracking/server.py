@@ -25,6 +25,7 @@ import click
 
 from rnnlab.errors import TrackingError
 from rnnlab.tracking.ui import LOOPBACK
+from rnnlab.tracking.ui_app import APP_NAME, require_plugin
 from rnnlab.tracking.uri import absolutize, sqlite_path
 
 #: stores a team server can hold runs in (SQLAlchemy URIs); MLflow's file store is deprecated
@@ -150,7 +151,7 @@ def server_command(
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
-    return [*command, "--app-name", "basic-auth" if auth else "rnnlab"]
+    return [*command, "--app-name", "basic-auth" if auth else APP_NAME]
 
 
 def redact(uri: str) -> str:
@@ -185,6 +186,8 @@ def serve(
     if auth_config is not None and not auth:
         raise TrackingError("--auth-config is given without --auth", "Add --auth, or drop it")
     store = check_store(store)
+    if not auth:
+        require_plugin()  # the app that opens the UI on Model training (ui_app.py)
     warn_exposed(host, auth)
     env = dict(os.environ)
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # see rnnlab.tracking.ui

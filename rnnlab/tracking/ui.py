@@ -8,6 +8,7 @@ import sys
 import click
 
 from rnnlab.errors import TrackingError
+from rnnlab.tracking.ui_app import APP_NAME, require_plugin
 from rnnlab.tracking.uri import resolve_tracking_uri, sqlite_path
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -19,7 +20,7 @@ def ui_command(*, uri: str, host: str, port: int, workers: int = 1) -> list[str]
     db = sqlite_path(uri)
     if db is not None:
         command += ["--default-artifact-root", (db.parent / "mlartifacts").as_uri()]
-    command += ["--app-name", "rnnlab"]  # MLflow's UI, opening on Model training: ui_app.py
+    command += ["--app-name", APP_NAME]  # MLflow's UI, opening on Model training: ui_app.py
     return [*command, "--host", host, "--port", str(port), "--workers", str(workers)]
 
 
@@ -52,6 +53,7 @@ def serve(*, uri: str | None, host: str, port: int, workers: int = 1) -> None:
             f"No tracking store at {db}",
             "Train something first (rnnlab train ...), or pass --uri / set MLFLOW_TRACKING_URI",
         )
+    require_plugin()
     if host not in LOOPBACK:
         click.echo(
             f"warning: binding {host} exposes the MLflow UI (and its REST API, which can delete "

@@ -13,7 +13,13 @@ bootstraps its admin only under that name.)
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Any
+
+from rnnlab.errors import TrackingError
+
+#: the name ``mlflow server --app-name`` looks up among the ``mlflow.app`` entry points
+APP_NAME = "rnnlab"
 
 #: runs before the UI's own scripts, which read the switch once at start
 TRAINING_DEFAULT = (
@@ -38,6 +44,18 @@ def open_on_training(flask_app: Any) -> Any:
         return response
 
     return flask_app
+
+
+def require_plugin() -> None:
+    """A clear error, before any server starts, when rnnlab's ``mlflow.app`` entry point is not
+    installed (metadata from an install older than the plugin): MLflow would exit with a
+    traceback listing the apps it found."""
+    if not any(e.name == APP_NAME for e in entry_points(group="mlflow.app")):
+        raise TrackingError(
+            f"rnnlab's MLflow UI app (the mlflow.app entry point '{APP_NAME}') is not "
+            "installed: this environment's rnnlab metadata predates it",
+            "Reinstall rnnlab in it (make install, or pip install -e . in the checkout)",
+        )
 
 
 def create_app() -> Any:
