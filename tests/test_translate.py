@@ -96,6 +96,32 @@ def test_beam_of_one_is_greedy_and_beams_are_independent_of_the_batch(cell, laye
     assert batched == alone
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.6, -0.5])
+def test_a_sentence_leaving_the_beam_early_keeps_its_answer(alpha, monkeypatch):
+    """A sentence leaves the beam's batch once no live hypothesis can beat its best finished
+    one. The bound is exact (for any length penalty), so searching every sentence to the
+    length limit gives the same answers; and sentences do leave early here."""
+    from rnnlab.models import beam
+
+    torch.manual_seed(3)
+    model = small_model(LSTMCell, vocab=12, layers=1, fused=True, attention="general").eval()
+    sentences = [[4 + (i * j) % 8 for j in range(2 + i % 5)] for i in range(24)]
+    src, lengths = pad(sentences, pad_index=PAD)
+    kwargs = {"bos_index": BOS, "eos_index": EOS, "max_len": 15, "beam_size": 4, "alpha": alpha}
+    left_early, real = [], beam.settled
+
+    def counting(*args, **kw):
+        done = real(*args, **kw)
+        left_early.append(int(done.sum()))
+        return done
+
+    monkeypatch.setattr(beam, "settled", counting)
+    early = beam.beam_decode(model, src, lengths, **kwargs)
+    assert sum(left_early[:-1]) > 0, "no sentence left before the length limit: nothing tested"
+    monkeypatch.setattr(beam, "settled", lambda scores, *a, **kw: scores[:, 0] != scores[:, 0])
+    assert beam.beam_decode(model, src, lengths, **kwargs) == early
+
+
 @pytest.mark.parametrize(("cell", "layers", "fused"), CELL_CASES)
 def test_teacher_forcing_zero_feeds_the_models_own_greedy_tokens(cell, layers, fused):
     torch.manual_seed(2)

@@ -72,9 +72,10 @@ def settled(scores: Tensor, finished: Tensor, normalised: Tensor, *, ceiling: Te
     """Which sentences no live hypothesis can still beat, (B,) bool from (B, K) each.
 
     A live hypothesis's raw score s < 0 only falls as it grows, and its penalty is at most
-    ``ceiling`` (the penalty at the length limit), so s / ceiling bounds the normalised score
-    of every completion it may have. Once the best finished hypothesis reaches the largest
-    such bound, continuing cannot change the choice: the sentence leaves the active batch.
+    ``ceiling`` (the largest penalty a length up to the limit has), so s / ceiling bounds the
+    normalised score of every completion it may have. Once the best finished hypothesis
+    reaches the largest such bound, continuing cannot change the choice: the sentence leaves
+    the active batch.
     """
     minus_inf = torch.tensor(float("-inf"), device=scores.device)
     best_done = torch.where(finished, normalised, minus_inf).amax(dim=1)  # (B,)
@@ -137,7 +138,8 @@ def beam_decode(
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
     history = src.new_empty((batch * k, 0))  # (B·K, t): each hypothesis's tokens so far
     alive = list(range(batch))  # the sentence each active batch entry is
-    ceiling = length_penalty(torch.tensor(max_len, device=device), alpha)
+    # the largest penalty any length up to the limit can have (1 at length 0 when alpha < 0)
+    ceiling = length_penalty(torch.tensor(max_len, device=device), alpha).clamp(min=1.0)
     best: list[list[int]] = [[] for _ in range(batch)]
     for t in range(max_len):
         logits, feed, state, _ = model.step(tokens, feed, state, encoded)
