@@ -68,6 +68,12 @@ def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
+def penalty_ceiling(max_len: int, alpha: float, *, device: torch.device) -> Tensor:
+    """The largest penalty a length up to ``max_len`` has: at ``max_len`` for alpha >= 0, and
+    1 (length 0) for alpha < 0, where the penalty shrinks with length."""
+    return length_penalty(torch.tensor(max_len, device=device), alpha).clamp(min=1.0)
+
+
 def settled(scores: Tensor, finished: Tensor, normalised: Tensor, *, ceiling: Tensor) -> Tensor:
     """Which sentences no live hypothesis can still beat, (B,) bool from (B, K) each.
 
@@ -138,8 +144,7 @@ def beam_decode(
     lengths = torch.zeros(batch * k, dtype=torch.long, device=device)
     history = src.new_empty((batch * k, 0))  # (B·K, t): each hypothesis's tokens so far
     alive = list(range(batch))  # the sentence each active batch entry is
-    # the largest penalty any length up to the limit can have (1 at length 0 when alpha < 0)
-    ceiling = length_penalty(torch.tensor(max_len, device=device), alpha).clamp(min=1.0)
+    ceiling = penalty_ceiling(max_len, alpha, device=device)
     best: list[list[int]] = [[] for _ in range(batch)]
     for t in range(max_len):
         logits, feed, state, _ = model.step(tokens, feed, state, encoded)
