@@ -72,9 +72,14 @@ def run_any(
     return run_job(cfg, sweep=sweep, concurrent_jobs=concurrent_jobs)
 
 
-def open_run(spec: RunSpec, cfg: DictConfig, sweep: tuple[dict[str, str], str | None]) -> RunLogger:
-    """A new MLflow run for ``spec`` with its params and the group's tags."""
+def open_run(
+    spec: RunSpec, cfg: DictConfig, sweep: tuple[dict[str, str], str | None], *, world_size: int
+) -> RunLogger:
+    """A new MLflow run for ``spec`` with its params and the group's tags. The data are checked
+    first as rank 0 of ``world_size`` lays them out (every rank's shard has its size), so a
+    value that fits one process but not a rank's shard is refused before any run exists."""
     tags, parent = sweep
+    spec.task.shard(rank=0, world_size=world_size)
     spec.task.prepare()  # the data, and the values only the data can check: before the run
     logger = RunLogger(
         uri=resolve_tracking_uri(spec.tracking.uri),
@@ -112,7 +117,7 @@ def run_rank(cfg: DictConfig, ranks: Ranks, *, sweep: tuple[dict[str, str], str 
         if not ranks.main:
             train_rest(spec, ranks, config_yaml=spec.config_yaml, resume=None)
             return 0.0
-        logger = open_run(spec, cfg, sweep)
+        logger = open_run(spec, cfg, sweep, world_size=ranks.world_size)
         logger.set_tags(group_tags(spec, ranks.world_size))
         outcome = execute(spec, logger, config_yaml=spec.config_yaml, ranks=ranks)
         uri = resolve_tracking_uri(spec.tracking.uri)
@@ -223,7 +228,7 @@ def prepare(
     else:
         spec = compose(cfg)
         check_gpus(spec.device, spec.trainer.devices)
-        logger = open_run(spec, cfg, sweep)
+        logger = open_run(spec, cfg, sweep, world_size=spec.trainer.devices)
         config_yaml = compose_yaml = spec.config_yaml
     world = spec.trainer.devices
     logger.set_tags(group_tags(spec, world))

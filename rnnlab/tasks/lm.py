@@ -260,9 +260,10 @@ class LanguageModelTask(Task):
     def check_bptt(self, streams: Tensor) -> None:
         """``task.bptt`` must leave at least one target in each (T, B) training stream."""
         if self.bptt >= streams.shape[0]:
+            ranks = f" (of {self.world_size} ranks' streams)" if self.world_size > 1 else ""
             raise ConfigError(
                 f"task.bptt={self.bptt} is larger than the training data allows: each of the "
-                f"{self.batch_size} streams holds only {streams.shape[0]} tokens",
+                f"{self.batch_size} streams{ranks} holds only {streams.shape[0]} tokens",
                 f"Use task.bptt below {streams.shape[0]} (or a smaller task.batch_size, or more "
                 "data via task.max_tokens)",
             )
