@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from rnnlab.commands.ui import HOST_OPTION, PORT_OPTION
+
 
 @click.command()
 @click.option(
@@ -23,14 +25,8 @@ import click
     help="Folder (or s3://...) the server stores uploaded artifacts in "
     "[default: mlartifacts beside a sqlite store].",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option(
-    "--port",
-    default=5000,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Port to serve on.",
-)
+@HOST_OPTION
+@PORT_OPTION
 @click.option(
     "--allowed-hosts",
     default=None,

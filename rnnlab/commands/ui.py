@@ -6,16 +6,22 @@ import click
 
 from rnnlab.commands.runs import URI_HELP
 
-
-@click.command()
-@click.option(
+#: where ``rnnlab ui`` and ``rnnlab server`` listen (loopback unless told otherwise)
+PORT_OPTION = click.option(
     "--port",
     default=5000,
     show_default=True,
     type=click.IntRange(1, 65535),
     help="Port to serve on.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+HOST_OPTION = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind."
+)
+
+
+@click.command()
+@PORT_OPTION
+@HOST_OPTION
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Server workers."
 )

@@ -26,9 +26,7 @@ def ui_command(*, uri: str, host: str, port: int, workers: int = 1) -> list[str]
 
 #: MLflow 3.17's UI takes an experiment's kind from a per-browser switch ("GenAI" | "Model
 #: training"), not from the experiment's ``mlflow.experimentKind`` tag; the app rnnlab serves
-#: (``ui_app.py``) makes Model training a new browser's default, and this query parameter on
-#: an experiment's address opens its training runs whatever the browser chose
-TRAINING_VIEW = "workflowType=machine_learning"
+#: (``ui_app.py``) makes Model training a new browser's default
 TRAINING_HINT = (
     "rnnlab's runs are under 'Model training' (the UI opens there unless you picked GenAI "
     "at its top left)"
