@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from rnnlab.data.source import DataSource
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import Options
 
@@ -60,20 +61,6 @@ class EvalResult:
     outputs: dict[str, list[str]] = field(default_factory=dict)
     #: run tags the evaluation determines (e.g. the sacreBLEU signature)
     tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """One split of the data a task reads, as a run records it (an MLflow dataset input)."""
-
-    #: the corpus or generator, e.g. ``ptb``, ``multi30k``, ``bitcount``
-    name: str
-    #: ``train``, ``validation`` or ``test`` (MLflow's dataset context)
-    split: str
-    #: sha256 of the files read, or of the generator and its seed
-    digest: str
-    #: where the data come from: URL(s) or path(s)
-    source: str
 
 
 def digest_of(*parts: str) -> str:

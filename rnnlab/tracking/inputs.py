@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from rnnlab.tasks.base import DataSource
+from rnnlab.data.source import DataSource
 
 #: MLflow's tag for a dataset input's role (mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT)
 CONTEXT = "mlflow.data.context"
