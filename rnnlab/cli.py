@@ -7,6 +7,7 @@ paragraph and exits with its code; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -74,7 +75,15 @@ for command in (
 
 
 def main() -> None:
-    cli(prog_name="rnnlab")
+    from rnnlab.session import sidecar
+
+    sidecar.allow()  # a process of its own: MLflow's writes may go to a tracking process
+    try:
+        cli(prog_name="rnnlab")
+    finally:
+        # the interpreter's last collection walks every object torch and Hydra made: ~0.5 s
+        # of a short run's exit, to free memory the process hands back anyway
+        gc.freeze()
 
 
 if __name__ == "__main__":

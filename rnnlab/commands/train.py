@@ -6,6 +6,7 @@ feature working (overrides, ``-m``, ``--cfg``, ``--info``, launchers and sweeper
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -29,6 +30,13 @@ def check_writable_cwd(overrides: tuple[str, ...]) -> None:
         )
 
 
+def one_new_run(overrides: tuple[str, ...]) -> bool:
+    """Whether this command trains one new run (the one case a tracking process serves)."""
+    multirun = {"-m", "--multirun"} & set(overrides)
+    resume = any(o.startswith(("resume=", "+resume=")) for o in overrides)
+    return not (multirun or resume or INSPECT_FLAGS & set(overrides))
+
+
 @click.command(
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     add_help_option=False,
@@ -43,6 +51,15 @@ def train(overrides: tuple[str, ...]) -> None:
     rnnlab train --cfg job          # print the composed config
     """
     check_writable_cwd(overrides)
+    # Start-up imports torch, its compiler stack and Hydra: hundreds of thousands of objects,
+    # none of them garbage, that the cyclic collector would scan again and again as they
+    # arrive (a fifth of the import time). It is off until training begins (session.run's
+    # execute turns it back on), and back on here whatever happened.
+    gc.disable()
+    from rnnlab.session import sidecar
+
+    if one_new_run(overrides):
+        sidecar.prewarm()  # MLflow's import, in a process of its own, while torch imports here
     from rnnlab.session import job
     from rnnlab.session.rerun import rerun_arguments
 
@@ -52,7 +69,9 @@ def train(overrides: tuple[str, ...]) -> None:
     try:
         job.main()
     finally:  # the process may go on (tests, notebooks): leave argv and Hydra as they were
+        gc.enable()
         sys.argv = argv
+        sidecar.discard()  # started, yet no run took it (resume, several ranks, an error)
         if rerun:  # the past run's config, written for Hydra to compose from
             import shutil
 

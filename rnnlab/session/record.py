@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from rnnlab.compose import RunSpec
-from rnnlab.tracking.inputs import log_data_sources
 from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.source import NOTE, command_line, description, source_tags
 
@@ -37,47 +36,44 @@ def origin_tags(spec: RunSpec, *, rerun_of: str | None = None) -> dict[str, str]
     return tags
 
 
-def nothing() -> None:
-    """What stops the system metrics when none were started."""
-
-
-def begin_recording(spec: RunSpec, logger: RunLogger, *, resumed: bool) -> Callable[[], None]:
-    """Log the task's data as dataset inputs (new runs) and start the system metrics; returns
-    the function that stops them (call it before the run ends)."""
+def begin_recording(spec: RunSpec, logger: RunLogger, *, resumed: bool) -> None:
+    """Log the task's data as dataset inputs (new runs) and start the system metrics (the
+    run's end stops them)."""
     if not resumed:
-        logger.timed(log_data_sources, logger.client, logger.run_id, spec.task.data_sources())
-    if not spec.tracking.system_metrics:
-        return nothing
-    from rnnlab.tracking.system import start_system_metrics
-
-    return start_system_metrics(
-        uri=logger.uri,
-        run_id=logger.run_id,
-        interval_s=spec.tracking.system_metrics_interval_s,
-        resumed=resumed,
-    )
+        logger.log_data_sources(spec.task.data_sources())
+    if spec.tracking.system_metrics:
+        logger.start_system_metrics(
+            interval_s=spec.tracking.system_metrics_interval_s, resumed=resumed
+        )
 
 
-def log_model(spec: RunSpec, model: Any, logger: RunLogger, *, step: int) -> list[str]:
-    """Log the best weights as the run's MLflow model (``tracking.log_model``); summary lines."""
+def start_logging_model(
+    spec: RunSpec, model: Any, logger: RunLogger, *, step: int
+) -> Callable[[], list[str]]:
+    """Log the best weights as the run's MLflow model (``tracking.log_model``); returns the
+    function that gives the summary lines once it is logged (a tracking process logs it while
+    this process writes the other artifacts)."""
     if not spec.tracking.log_model:
-        return []
-    from rnnlab.tracking.models import log_best_model
+        return list
+    device = next(model.parameters()).device
+    model.to("cpu")  # the model is written (or sent to be written) from the CPU now
+    try:
+        logged = logger.log_model(
+            model=model,
+            task_state=spec.task.state_dict(),
+            step=step,
+            register_as=spec.tracking.register_model,
+        )
+    finally:
+        model.to(device)  # the samples are drawn where the model trained
 
-    logged = logger.timed(
-        log_best_model,
-        uri=logger.uri,
-        run_id=logger.run_id,
-        experiment_id=logger.experiment_id,
-        model=model,
-        task_state=spec.task.state_dict(),
-        step=step,
-        register_as=spec.tracking.register_model,
-    )
-    logger.set_tags({"model_uri": logged.uri})
-    lines = [f"model: {logged.uri} (mlflow.pytorch.load_model)"]
-    if logged.registered:
-        lines.append(f"registered: {logged.registered}")
+    def lines() -> list[str]:
+        model_info = logged()
+        lines = [f"model: {model_info.uri} (mlflow.pytorch.load_model)"]
+        if model_info.registered:
+            lines.append(f"registered: {model_info.registered}")
+        return lines
+
     return lines
 
 

@@ -8,6 +8,7 @@ with every metric logged so far kept and a ``failure_reason`` tag.
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from pathlib import Path
@@ -16,12 +17,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.compose import RunSpec, command_options, compose
+from rnnlab.session import sidecar
 from rnnlab.session.record import (
     begin_recording,
-    log_model,
-    nothing,
     origin_tags,
     reference_lines,
+    start_logging_model,
 )
 from rnnlab.tasks.base import ShowsAttention
 from rnnlab.tracking.logger import RunLogger
@@ -48,7 +49,7 @@ def run_job(
     uri = resolve_tracking_uri(spec.tracking.uri)
     tags, parent = sweep
     mlflow_start = time.perf_counter()
-    logger = RunLogger(
+    opening = dict(
         uri=uri,
         experiment=spec.experiment,
         run_name=spec.run_name,
@@ -57,6 +58,8 @@ def run_job(
         flush_every_s=spec.tracking.flush_every_s,
         heartbeat_s=spec.tracking.heartbeat_s,
     )
+    process = sidecar.take()  # MLflow imported meanwhile in a process of its own, if any
+    logger = process.open_run(**opening) if process is not None else RunLogger(**opening)
     setup = time.perf_counter() - mlflow_start
     logger.log_params(spec.params)
     outcome = execute(spec, logger, config_yaml=spec.config_yaml, concurrent_jobs=concurrent_jobs)
@@ -108,10 +111,10 @@ def execute(
 ) -> TrainOutcome:
     """Train, write the artifacts and end the run; on any failure the run is ended too.
     (Rank 0 of a data-parallel group runs this; the other ranks have no run to write.)"""
-    stop_system_metrics = nothing
+    gc.enable()  # start-up is over (rnnlab.commands.train turned the collector off for it)
     try:
         with terminate_raises():
-            stop_system_metrics = begin_recording(spec, logger, resumed=resume is not None)
+            begin_recording(spec, logger, resumed=resume is not None)
             outcome = train_model(
                 task=spec.task,
                 stack=spec.stack,
@@ -126,14 +129,13 @@ def execute(
                 concurrent_jobs=concurrent_jobs,
                 ranks=ranks,
             )
+            model_lines = start_logging_model(spec, outcome.model, logger, step=outcome.fit.epochs)
             write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
             outcome.summary += reference_lines(spec, outcome.metrics)
-            outcome.summary += log_model(spec, outcome.model, logger, step=outcome.fit.epochs)
-            stop_system_metrics()
+            outcome.summary += model_lines()
             logger.end("FINISHED")
         return outcome
     except Terminated as term:
-        stop_system_metrics()
         stage = stage_of(logger)
         resumable = resume is not None or "last" in logger.checkpoints
         logger.fail(f"stopped by signal {term.signum} during {stage}", status="KILLED")
@@ -141,18 +143,15 @@ def execute(
             signum=term.signum, run_id=logger.run_id, stage=stage, resumable=resumable
         ) from None
     except Stopped as stop:
-        stop_system_metrics()
         logger.fail(f"stopped by signal {stop.signum}; resumable", status="KILLED")
         progress = stop.progress
         raise Interrupted(
             signum=stop.signum, run_id=logger.run_id, epoch=progress.epoch, step=progress.step
         ) from None
     except KeyboardInterrupt:
-        stop_system_metrics()
         logger.fail("interrupted by the user (Ctrl-C)", status="KILLED")
         raise
     except BaseException as exc:
-        stop_system_metrics()
         logger.fail(f"{type(exc).__name__}: {exc}")
         raise
 

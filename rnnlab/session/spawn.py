@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.compose import RunSpec, compose
 from rnnlab.errors import ConfigError, RnnlabError, user_error
+from rnnlab.session import sidecar
 from rnnlab.session.record import origin_tags
 from rnnlab.session.run import execute, finish, run_job
 from rnnlab.tracking.logger import RunLogger
@@ -65,6 +67,8 @@ def run_any(
     devices = cfg.trainer.get("devices", 1)
     devices = devices if isinstance(devices, int) else 1  # a bad value: compose says so
     ranks = from_environment() or slurm_environment(devices)
+    if ranks is not None or devices > 1:
+        sidecar.discard()  # rank 0 or the launcher writes the run, in process
     if ranks is not None:
         return run_rank(cfg, ranks, sweep=sweep)
     if devices > 1:
@@ -128,6 +132,7 @@ def run_rank(cfg: DictConfig, ranks: Ranks, *, sweep: tuple[dict[str, str], str 
 
 def train_rest(spec: RunSpec, ranks: Ranks, *, config_yaml: str, resume: Any) -> None:
     """What a rank other than 0 does: train its shard, record nothing."""
+    gc.enable()  # start-up is over (rnnlab.commands.train turned the collector off for it)
     train_model(
         task=spec.task,
         stack=spec.stack,
@@ -165,6 +170,7 @@ def launch_job(cfg: DictConfig, *, sweep: tuple[dict[str, str], str | None]) -> 
     """Open (or reopen) the run, start ``trainer.devices`` workers, and report how they ended."""
     started = time.perf_counter()
     logger, spec, job = prepare(cfg, sweep=sweep, started=started)
+    gc.enable()  # start-up is over (rnnlab.commands.train turned the collector off for it)
     logger.lease.release()  # one writer per run: rank 0 takes the lease while workers train
     try:
         with tempfile.TemporaryDirectory(prefix="rnnlab-ranks-") as results:

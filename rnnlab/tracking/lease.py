@@ -54,8 +54,10 @@ class Holder:
     every_s: float  # the holder refreshes this often
 
     @classmethod
-    def new(cls, every_s: float) -> Holder:
-        return cls(HOST, os.getpid(), uuid.uuid4().hex, time.time(), every_s)
+    def new(cls, every_s: float, *, pid: int | None = None) -> Holder:
+        """A new holder: this process, or process ``pid`` on this machine for which this one
+        writes (the training process a tracking process serves: rnnlab.session.sidecar)."""
+        return cls(HOST, pid or os.getpid(), uuid.uuid4().hex, time.time(), every_s)
 
     @classmethod
     def parse(cls, text: str | None) -> Holder | None:
@@ -85,12 +87,13 @@ def lock_path(uri: str, run_id: str) -> Path | None:
     return None if db is None else db.parent / f"{db.name}.leases" / f"{run_id}.lock"
 
 
-def take_os_lock(path: Path, *, reserve: bool = False) -> int | None:
+def take_os_lock(path: Path, *, reserve: bool = False, pid: int | None = None) -> int | None:
     """An open descriptor holding an exclusive ``flock`` on ``path``; None if it is held.
 
     With ``reserve``, the lock file also holds :data:`RESERVE_BYTES` of disk beside the
     store, which :meth:`Lease.free_reserve` gives back when the disk fills: sqlite then has
-    room to record the run's failure instead of leaving it RUNNING."""
+    room to record the run's failure instead of leaving it RUNNING. ``pid``: the process
+    named as the holder (default this one)."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +104,7 @@ def take_os_lock(path: Path, *, reserve: bool = False) -> int | None:
         os.close(fd)
         return None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {HOST}".encode())  # who holds it, for the one locked out
+    os.write(fd, f"{pid or os.getpid()} {HOST}".encode())  # who holds it, for the one locked out
     if reserve:
         with contextlib.suppress(OSError):  # no room even now: there is no reserve to keep
             os.posix_fallocate(fd, 0, RESERVE_BYTES)
@@ -174,7 +177,8 @@ class Lease:
     def for_new_run(cls, client: Any, *, uri: str, run_id: str, holder: Holder) -> Lease:
         """The lease of a run just created with ``holder`` in its tags (nobody else knows it)."""
         path = lock_path(uri, run_id)
-        return cls(client, run_id, holder, take_os_lock(path, reserve=True) if path else None)
+        fd = take_os_lock(path, reserve=True, pid=holder.pid) if path else None
+        return cls(client, run_id, holder, fd)
 
     @classmethod
     def acquire(cls, client: Any, *, uri: str, run: Any, heartbeat_s: float, force: bool) -> Lease:

@@ -41,11 +41,16 @@ class RunLogger:
         parent_run_id: str | None = None,
         flush_every_s: float = 5.0,
         heartbeat_s: float = 30.0,
+        owner_pid: int | None = None,
     ) -> None:
+        """``owner_pid``: the training process this one writes for, named as the lease's
+        holder (default this process)."""
         self.uri = uri
         self.client = connect(uri, writes=True)
         self.experiment_id = experiment_id(self.client, experiment, uri=uri)
-        holder = Holder.new(heartbeat_s)  # the lease comes with the run: one writer from birth
+        holder = Holder.new(
+            heartbeat_s, pid=owner_pid
+        )  # the lease comes with the run: one writer from birth
         all_tags = {**(tags or {}), LEASE_TAG: holder.to_tag()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -66,6 +71,7 @@ class RunLogger:
         self.seconds_in_mlflow = 0.0
         self.ended = False
         self.checkpoints: set[str] = set()  # the checkpoint names written by this process
+        self._stop_system_metrics: Callable[[], None] | None = None
 
     @classmethod
     def reopen(cls, *, uri: str, lease: Lease, flush_every_s: float = 5.0) -> RunLogger:
@@ -140,11 +146,14 @@ class RunLogger:
         )
         self.seconds_in_mlflow += time.monotonic() - start
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
-        """Buffer metrics; they reach the store at the next flush."""
+    def log_metrics(
+        self, metrics: Mapping[str, float], *, step: int, timestamp_ms: int | None = None
+    ) -> None:
+        """Buffer metrics (taken at ``timestamp_ms``, default now); they reach the store at
+        the next flush."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = timestamp_ms or int(time.time() * 1000)
         floor = self._floor
         self._buffer.extend(
             Metric(k, float(v), now, step)
@@ -170,42 +179,60 @@ class RunLogger:
         self._last_flush = time.monotonic()
         self.seconds_in_mlflow += self._last_flush - start
 
-    def local_artifact_dir(self) -> Path | None:
-        """The run's artifact folder when the artifact store is a local directory.
-
-        Decided by the URI's scheme: a served store's ``mlflow-artifacts:/1/...`` has no
-        ``://`` yet is remote (a checkpoint written there would land in the client's cwd).
-        """
-        from urllib.parse import unquote, urlparse
-
-        parsed = urlparse(self.artifact_uri)
-        if parsed.scheme == "file":
-            return Path(unquote(parsed.path))
-        if parsed.scheme == "":
-            return Path(self.artifact_uri)
-        return None
-
     def write_checkpoint(self, name: str, write: Callable[[Path], Path]) -> None:
-        """Flush the metrics, then save ``checkpoints/<name>.pt``: atomically in place when the
-        artifact store is a local folder, else written locally and uploaded."""
-        fault_point("checkpoint.flush")
-        self.flush()  # the store holds every metric up to the checkpoint: resume loses none
-        local = self.local_artifact_dir()
-        if local is not None:
-            write(local / "checkpoints" / f"{name}.pt")
-        else:
-            with tempfile.TemporaryDirectory(prefix="rnnlab-ckpt-") as tmp:
-                self.log_artifact(write(Path(tmp) / f"{name}.pt"), "checkpoints")
-        self.checkpoints.add(name)
+        """Flush the metrics, then save ``checkpoints/<name>.pt`` (:func:`store_checkpoint`)."""
+        store_checkpoint(self, name, write)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         start = time.monotonic()
         self._write(self.client.log_artifact, self.run_id, str(path), artifact_path)
         self.seconds_in_mlflow += time.monotonic() - start
 
+    # -- what a run records beyond metrics -----------------------------------------------
+    def log_data_sources(self, sources: list[Any]) -> None:
+        """Every split the task reads, as the run's dataset inputs."""
+        from rnnlab.tracking.inputs import log_data_sources
+
+        self.timed(log_data_sources, self.client, self.run_id, sources)
+
+    def start_system_metrics(self, *, interval_s: float, resumed: bool) -> None:
+        """MLflow's system metrics for this run until it ends (:meth:`end`, :meth:`fail`)."""
+        from rnnlab.tracking.system import start_system_metrics
+
+        self._stop_system_metrics = start_system_metrics(
+            uri=self.uri, run_id=self.run_id, interval_s=interval_s, resumed=resumed
+        )
+
+    def stop_system_metrics(self) -> None:
+        stop, self._stop_system_metrics = self._stop_system_metrics, None
+        if stop is not None:
+            stop()
+
+    def log_model(
+        self, *, model: Any, task_state: dict[str, Any], step: int, register_as: str | None
+    ) -> Callable[[], Any]:
+        """Log the best weights as the run's MLflow model, tagged ``model_uri``; returns the
+        function that gives its ``LoggedModel`` (here at once; the tracking process's stand-in
+        answers it later, rnnlab.session.sidecar)."""
+        from rnnlab.tracking.models import log_best_model
+
+        logged = self.timed(
+            log_best_model,
+            uri=self.uri,
+            run_id=self.run_id,
+            experiment_id=self.experiment_id,
+            model=model,
+            task_state=task_state,
+            step=step,
+            register_as=register_as,
+        )
+        self.set_tags({"model_uri": logged.uri})
+        return lambda: logged
+
     # -- ending ------------------------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:
         """Flush what is buffered and set the run's final status (once)."""
+        self.stop_system_metrics()
         if self.ended or self.abandon_if_lost():
             return
         start = time.monotonic()
@@ -233,6 +260,7 @@ class RunLogger:
         Called while another error propagates: if the store itself fails now (a full disk,
         a dead server), say so on stderr and let the original error through.
         """
+        self.stop_system_metrics()
         if self.ended or self.abandon_if_lost():
             return
         try:
@@ -254,3 +282,34 @@ class RunLogger:
                 f"MLflow ({type(exc).__name__}: {str(exc).splitlines()[0]}); it may still show as RUNNING",
                 file=sys.stderr,
             )
+
+
+def local_artifact_dir(artifact_uri: str) -> Path | None:
+    """A run's artifact folder when the artifact store is a local directory.
+
+    Decided by the URI's scheme: a served store's ``mlflow-artifacts:/1/...`` has no ``://``
+    yet is remote (a checkpoint written there would land in the client's cwd).
+    """
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "":
+        return Path(artifact_uri)
+    return None
+
+
+def store_checkpoint(run: Any, name: str, write: Callable[[Path], Path]) -> None:
+    """Flush ``run``'s metrics, then save ``checkpoints/<name>.pt``: atomically in place when
+    the artifact store is a local folder, else written locally and uploaded. ``run`` is a
+    :class:`RunLogger` or its stand-in in the training process (rnnlab.session.sidecar)."""
+    fault_point("checkpoint.flush")
+    run.flush()  # the store holds every metric up to the checkpoint: resume loses none
+    local = local_artifact_dir(run.artifact_uri)
+    if local is not None:
+        write(local / "checkpoints" / f"{name}.pt")
+    else:
+        with tempfile.TemporaryDirectory(prefix="rnnlab-ckpt-") as tmp:
+            run.log_artifact(write(Path(tmp) / f"{name}.pt"), "checkpoints")
+    run.checkpoints.add(name)

@@ -1,0 +1,197 @@
+"""The tracking process (rnnlab.session.sidecar): a ``rnnlab train`` process writes its run
+through a second process and never imports MLflow itself, and the run is the same run, on
+every way it can end: finished, stopped by a signal, its training process killed, its
+tracking process killed.
+
+Real processes only: the tracking process is what a ``rnnlab`` process starts (an in-process
+call of the command line writes MLflow in process, as ``RNNLAB_TRACKING_PROCESS=0`` does)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow.pytorch
+import psutil
+import torch
+from conftest import RNNLAB, runs_of
+
+from rnnlab.tracking.lease import LEASE_TAG, Holder
+
+#: runs `rnnlab train ARGS` as the executable does, then says on stderr whether MLflow was
+#: ever imported in this process
+PROBE = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('mlflow imported:', 'mlflow' in sys.modules, "
+    "file=sys.stderr))\n"
+    "from rnnlab.cli import main\n"
+    "sys.argv = ['rnnlab', *sys.argv[1:]]\n"
+    "main()\n"
+)
+LONG = ["experiment=bitcount_rmsprop", "trainer.max_epochs=1000000", "device=cpu"]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(extra)
+    return env
+
+
+def probe(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=cwd,
+        env=environment(**extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*RNNLAB, *args],
+        cwd=cwd,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def running_run(client, proc: subprocess.Popen, timeout_s: float = 120.0):
+    """The run ``proc`` writes, once it has trained a few epochs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        exp = client.get_experiment_by_name("bitcount")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
+            return runs[0]
+        time.sleep(0.2)
+    raise AssertionError("the run never logged train/loss")
+
+
+def tracker_of(proc: subprocess.Popen) -> psutil.Process:
+    (child,) = [
+        c for c in psutil.Process(proc.pid).children() if "rnnlab.session.tracker" in c.cmdline()
+    ]
+    return child
+
+
+def test_a_run_through_the_tracking_process_is_complete_and_mlflow_stays_out(workdir, client):
+    done = probe(["train", "trainer.max_epochs=50", "device=cpu"], workdir)
+    assert done.returncode == 0, done.stderr
+    assert "mlflow imported: False" in done.stderr  # the training process never loaded it
+    (run,) = runs_of(client, "bitcount")
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert LEASE_TAG not in run.data.tags  # released at the end
+    assert run.data.params["optim.name"] == "rmsprop"
+    assert run.data.tags["threads"] and run.data.tags["precision"]  # set from training
+    assert run.data.tags["mlflow.source.name"] == "rnnlab train"
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert steps == list(range(1, 51))  # every epoch's point, in order, once
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "plots", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run_id, "plots")] == ["plots/loss_curve.png"]
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    assert {i.tags[0].value for i in inputs} >= {"train", "test"}  # one per split
+    assert all(i.dataset.name.startswith("bitcount") for i in inputs)
+    uri = client.get_run(run_id).data.tags["model_uri"]
+    model = mlflow.pytorch.load_model(uri)
+    assert isinstance(model, torch.nn.Module)
+    assert f"model: {uri}" in done.stdout
+
+    # the same command with MLflow in the training process: the control for the probe
+    inline = probe(
+        ["train", "trainer.max_epochs=5", "device=cpu"], workdir, RNNLAB_TRACKING_PROCESS="0"
+    )
+    assert inline.returncode == 0, inline.stderr
+    assert "mlflow imported: True" in inline.stderr
+
+
+def test_the_lease_names_the_training_process_and_sigterm_ends_the_run_killed(workdir, client):
+    proc = start(["train", *LONG], workdir)
+    run = running_run(client, proc)
+    holder = Holder.parse(client.get_run(run.info.run_id).data.tags[LEASE_TAG])
+    assert holder.pid == proc.pid  # the process a user would stop, not its tracker
+    tracker = tracker_of(proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "a checkpoint was saved" in err
+    assert "Traceback" not in err
+    ended = client.get_run(run.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert "stopped by signal" in ended.data.tags["failure_reason"]
+    assert LEASE_TAG not in ended.data.tags
+    tracker.wait(timeout=10)  # gone with the run
+
+
+def test_a_killed_training_process_takes_its_tracker_along_and_the_run_resumes(workdir, client):
+    epochs = ["experiment=bitcount_rmsprop", "trainer.max_epochs=2000", "device=cpu"]
+    proc = start(["train", *epochs, "trainer.checkpoint_every_epochs=10"], workdir)
+    run = running_run(client, proc)
+    while "last.pt" not in {
+        a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "checkpoints")
+    }:
+        time.sleep(0.1)
+    tracker = tracker_of(proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    tracker.wait(timeout=10)  # its pipe closed: it left at once, with the run's OS lock
+    left = client.get_run(run.info.run_id)
+    assert left.info.status == "RUNNING"  # as after any crash: resumable
+    resumed = subprocess.run(
+        [*RNNLAB, "train", f"resume={run.info.run_id}", "device=cpu"],
+        cwd=workdir,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr  # nobody holds the run any more
+    assert "resuming run" in resumed.stdout
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert steps == list(range(1, 2001))  # none lost, none twice
+
+
+def test_a_killed_tracking_process_fails_the_run_from_the_training_process(workdir, client):
+    proc = start(["train", *LONG], workdir)
+    run = running_run(client, proc)
+    tracker = tracker_of(proc)
+    tracker.kill()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert f"tracking process (pid {tracker.pid})" in err
+    assert "was killed by signal 9" in err
+    assert "RNNLAB_TRACKING_PROCESS=0" in err
+    assert "Traceback" not in err
+    ended = client.get_run(run.info.run_id)
+    assert ended.info.status == "FAILED"  # recorded from the training process
+    assert "TrackingProcessGone" in ended.data.tags["failure_reason"]
+    assert LEASE_TAG not in ended.data.tags
+    points = client.get_metric_history(run.info.run_id, "train/loss")
+    assert points  # what it wrote before is kept
+
+
+def test_a_store_the_tracking_process_cannot_open_is_one_paragraph_and_no_run(workdir):
+    db = workdir / "shop.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    done = probe(["train", f"tracking.uri=sqlite:///{db}", "trainer.max_epochs=5"], workdir)
+    assert done.returncode == 2, done.stderr
+    assert "another application's database" in done.stderr  # raised there, reported here
+    assert "Traceback" not in done.stderr
+    assert "mlflow imported: False" in done.stderr
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    assert tables == [("customers",)]
