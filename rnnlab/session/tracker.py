@@ -100,6 +100,21 @@ class Tracker:
             return getattr(logger, op)(*args, **kwargs)
         raise ValueError(f"unknown request {op!r}")
 
+    def keep_what_was_sent(self) -> None:
+        """Store the metrics the training process sent before it died; the run stays as
+        after any crash (RUNNING, its holder gone: resumable, and ``DEAD`` to ``rnnlab
+        runs``)."""
+        if self.logger is None or self.logger.ended:
+            return
+        try:
+            self.logger.flush()
+        except Exception as exc:  # exiting anyway: say what was not kept, and why
+            print(
+                f"rnnlab: warning: the last metrics of run {self.logger.run_id} were not "
+                f"stored ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+                file=sys.stderr,
+            )
+
     def done(self) -> bool:
         return self.logger is not None and self.logger.ended
 
@@ -119,6 +134,7 @@ def serve(requests: Connection, answers: Connection) -> None:
         try:
             op, args, kwargs = pickle.loads(requests.recv_bytes())
         except EOFError:  # the training process is gone without ending the run
+            tracker.keep_what_was_sent()
             return
         try:
             reply = answer(tracker.handle(op, args, kwargs), ok=True)
