@@ -37,6 +37,19 @@ PROBE = (
 LONG = ["experiment=bitcount_rmsprop", "trainer.max_epochs=1000000", "device=cpu"]
 
 
+@contextlib.contextmanager
+def mlflow_uri(uri: str):
+    """MLflow's global tracking URI (which ``load_model`` reads) set to ``uri``, then back."""
+    from mlflow.tracking._tracking_service import utils
+
+    saved = utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils._tracking_uri = saved
+
+
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(extra)
@@ -85,7 +98,9 @@ def tracker_of(proc: subprocess.Popen) -> psutil.Process:
     return child
 
 
-def test_a_run_through_the_tracking_process_is_complete_and_mlflow_stays_out(workdir, client):
+def test_a_run_through_the_tracking_process_is_complete_and_mlflow_stays_out(
+    workdir, client, store_uri
+):
     done = probe(["train", "trainer.max_epochs=50", "device=cpu"], workdir)
     assert done.returncode == 0, done.stderr
     assert "mlflow imported: False" in done.stderr  # the training process never loaded it
@@ -105,7 +120,8 @@ def test_a_run_through_the_tracking_process_is_complete_and_mlflow_stays_out(wor
     assert {i.tags[0].value for i in inputs} >= {"train", "test"}  # one per split
     assert all(i.dataset.name.startswith("bitcount") for i in inputs)
     uri = client.get_run(run_id).data.tags["model_uri"]
-    model = mlflow.pytorch.load_model(uri)
+    with mlflow_uri(store_uri):
+        model = mlflow.pytorch.load_model(uri)
     assert isinstance(model, torch.nn.Module)
     assert f"model: {uri}" in done.stdout
 
