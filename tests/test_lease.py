@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from conftest import RNNLAB, cli_inprocess, runs_of
 from test_resume import metric_steps
 
+from rnnlab.errors import TrackingError
 from rnnlab.tracking.lease import LEASE_TAG, Holder, Lease, LeaseLost
 
 
@@ -242,3 +244,72 @@ def test_resume_of_a_run_a_sweep_job_is_writing_is_refused(workdir, client, stor
     finally:
         job.end("FINISHED")
     assert LEASE_TAG not in client.get_run(job.run_id).data.tags
+
+
+def test_a_resume_waits_for_the_tracking_process_of_a_dead_run_to_leave(workdir, client, store_uri):
+    """The training process died; its tracking process still holds the OS lock for a moment
+    (storing the last metrics it was sent). A resume waits for it instead of refusing."""
+    from rnnlab.tracking.lease import lock_path
+
+    exp = client.create_experiment("x")
+    run = client.create_run(exp)
+    path = lock_path(store_uri, run.info.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs: the training process the lock file names
+    tracker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, socket, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, f'{sys.argv[2]} {socket.gethostname()}'.encode())\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(2)\n",
+            str(path),
+            str(dead.pid),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert tracker.stdout.readline() == "locked\n"
+    lease = Lease.acquire(client, uri=store_uri, run=run, heartbeat_s=30.0, force=False)
+    try:
+        assert tracker.poll() is not None  # taken once the tracker had left, not before
+        assert Holder.parse(client.get_run(run.info.run_id).data.tags[LEASE_TAG]).pid == os.getpid()
+    finally:
+        lease.release()
+        tracker.wait()
+
+
+def test_a_lock_held_by_a_live_training_process_is_still_refused(workdir, client, store_uri):
+    from rnnlab.tracking.lease import lock_path
+
+    exp = client.create_experiment("x")
+    run = client.create_run(exp)
+    path = lock_path(store_uri, run.info.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, socket, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, f'{os.getpid()} {socket.gethostname()}'.encode())\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(TrackingError, match=f"being written by process {holder.pid} on"):
+            Lease.acquire(client, uri=store_uri, run=run, heartbeat_s=30.0, force=False)
+        assert holder.poll() is None  # the holder lives on: its lock was not waited out
+    finally:
+        holder.kill()
+        holder.wait()

@@ -161,10 +161,10 @@ def test_a_killed_training_process_takes_its_tracker_along_and_the_run_resumes(w
         time.sleep(0.1)
     tracker = tracker_of(proc)
     proc.kill()
-    proc.communicate(timeout=60)
-    tracker.wait(timeout=10)  # its pipe closed: it left at once, with the run's OS lock
+    proc.wait(timeout=60)
     left = client.get_run(run.info.run_id)
     assert left.info.status == "RUNNING"  # as after any crash: resumable
+    # at once: the tracker may still be storing what it was sent; the resume waits for it
     resumed = subprocess.run(
         [*RNNLAB, "train", f"resume={run.info.run_id}", "device=cpu"],
         cwd=workdir,
@@ -173,8 +173,10 @@ def test_a_killed_training_process_takes_its_tracker_along_and_the_run_resumes(w
         text=True,
         timeout=300,
     )
-    assert resumed.returncode == 0, resumed.stderr  # nobody holds the run any more
+    assert resumed.returncode == 0, resumed.stderr
     assert "resuming run" in resumed.stdout
+    assert not tracker.is_running()  # its pipe closed: it left, with the run's OS lock
+    proc.communicate(timeout=60)
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert steps == list(range(1, 2001))  # none lost, none twice

@@ -173,7 +173,11 @@ class TrackingProcess:
 
     def open_run(self, **kwargs: Any) -> RemoteLogger:
         """Create the run there (``RunLogger``'s arguments); its stand-in here."""
-        info = self.call("open", owner_pid=os.getpid(), **kwargs)
+        try:
+            info = self.call("open", owner_pid=os.getpid(), **kwargs)
+        except BaseException:  # no run: nothing for it to end
+            self.close()
+            raise
         self.opened = True
         return RemoteLogger(self, info, flush_every_s=kwargs.get("flush_every_s", 5.0))
 

@@ -37,6 +37,8 @@ STALE_BEATS = 4
 HOST = socket.gethostname()
 #: disk held in reserve beside a sqlite store while a run is written (see take_os_lock)
 RESERVE_BYTES = 256 * 1024
+#: how long a resume waits for the tracking process of a dead training process to leave
+HANDOVER_S = 15.0
 
 
 class LeaseLost(TrackingError):
@@ -111,6 +113,34 @@ def take_os_lock(path: Path, *, reserve: bool = False, pid: int | None = None) -
     return fd
 
 
+def named_holder_dead(path: Path) -> bool:
+    """Whether the process an OS lock file names (its holder, or the training process its
+    tracking process serves) is gone from this machine, while the lock is still held: the
+    tracking process of a killed run is storing its last metrics and leaving."""
+    import psutil
+
+    with contextlib.suppress(OSError, ValueError):
+        pid, _, host = path.read_text().partition(" ")
+        if host == HOST:
+            try:
+                return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+    return False
+
+
+def take_handed_over_lock(path: Path, wait_s: float = HANDOVER_S) -> int | None:
+    """The OS lock of a run whose training process died, once its tracking process has left
+    (it exits as soon as it sees its pipe close); None if the lock is held by a live one."""
+    deadline = time.monotonic() + wait_s
+    while named_holder_dead(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        fd = take_os_lock(path, reserve=True)
+        if fd is not None:
+            return fd
+    return None
+
+
 def lock_owner(path: Path, wait_s: float = 2.0) -> str:
     """Who holds the OS lock ``path``, as its holder wrote it (it writes just after locking)."""
     deadline = time.monotonic() + wait_s
@@ -148,7 +178,7 @@ def lease_alive(tag: str | None, *, uri: str, run_id: str) -> bool | None:
         except OSError:  # cannot open it here (a read-only copy): the heartbeat decides
             return not holder.stale()
         release_os_lock(fd)
-        return fd is None
+        return fd is None and not named_holder_dead(path)
     return not holder.stale()
 
 
@@ -188,6 +218,8 @@ class Lease:
         run_id, name = run.info.run_id, run.info.run_name
         path = lock_path(uri, run_id)
         fd = take_os_lock(path, reserve=True) if path is not None else None
+        if path is not None and fd is None:
+            fd = take_handed_over_lock(path)
         run = client.get_run(run_id)
         current = Holder.parse(run.data.tags.get(LEASE_TAG))
         locked_out = path is not None and fd is None
