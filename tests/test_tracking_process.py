@@ -20,7 +20,8 @@ from pathlib import Path
 import mlflow.pytorch
 import psutil
 import torch
-from conftest import RNNLAB, runs_of
+from conftest import run_cli, runs_of
+from test_lease import start
 
 from rnnlab.tracking.lease import LEASE_TAG, Holder
 
@@ -64,17 +65,6 @@ def probe(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProce
         capture_output=True,
         text=True,
         timeout=300,
-    )
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*RNNLAB, *args],
-        cwd=cwd,
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
 
 
@@ -165,14 +155,7 @@ def test_a_killed_training_process_takes_its_tracker_along_and_the_run_resumes(w
     left = client.get_run(run.info.run_id)
     assert left.info.status == "RUNNING"  # as after any crash: resumable
     # at once: the tracker may still be storing what it was sent; the resume waits for it
-    resumed = subprocess.run(
-        [*RNNLAB, "train", f"resume={run.info.run_id}", "device=cpu"],
-        cwd=workdir,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_cli("train", f"resume={run.info.run_id}", "device=cpu", cwd=workdir)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming run" in resumed.stdout
     assert not tracker.is_running()  # its pipe closed: it left, with the run's OS lock
