@@ -34,7 +34,8 @@ def one_new_run(overrides: tuple[str, ...]) -> bool:
     """Whether this command trains one new run (the one case a tracking process serves)."""
     multirun = {"-m", "--multirun"} & set(overrides)
     resume = any(o.startswith(("resume=", "+resume=")) for o in overrides)
-    return not (multirun or resume or INSPECT_FLAGS & set(overrides))
+    a_rank = os.environ.get("WORLD_SIZE", "1") not in ("", "1")  # torchrun's group
+    return not (multirun or resume or a_rank or INSPECT_FLAGS & set(overrides))
 
 
 @click.command(
