@@ -40,16 +40,18 @@ def add_points(logger: RunLogger, points: list[tuple[dict[str, float], int, int]
 def preload() -> None:
     """What logging the model needs, made ready while the training process composes and
     trains: on a thread, so requests are answered meanwhile."""
-    import mlflow.pytorch  # noqa: F401  (torch, to unpickle the model and save it)
-    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+    try:
+        import mlflow.pytorch  # noqa: F401  (torch, to unpickle the model and save it)
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
-    from rnnlab.tracking.models import requirements
+        from rnnlab.tracking.models import requirements
 
-    # log_model checks the model's requirements against every installed distribution; the
-    # map of them it builds once is built now
-    warn_dependency_requirement_mismatches(requirements())
-    gc.freeze()  # what was loaded lives as long as this process: never to be scanned again
-    gc.enable()
+        # log_model checks the model's requirements against every installed distribution;
+        # the map of them it builds once is built now
+        warn_dependency_requirement_mismatches(requirements())
+    finally:  # (an import that fails here fails again, and is reported, in log_model)
+        gc.freeze()  # what was loaded lives as long as this process: never scanned again
+        gc.enable()
 
 
 def warm_up() -> None:
