@@ -196,3 +196,39 @@ def test_a_store_the_tracking_process_cannot_open_is_one_paragraph_and_no_run(wo
     with contextlib.closing(sqlite3.connect(db)) as conn:
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     assert tables == [("customers",)]
+
+
+#: a long run's writes sent without waiting (points every few seconds, hours without a
+#: checkpoint), as the RemoteLogger sends them; the tracker stores them at its own pace
+MANY_WRITES = """
+import sys, time
+from rnnlab.session.sidecar import TrackingProcess
+process = TrackingProcess.start()
+run = process.open_run(
+    uri=sys.argv[1], experiment="many", run_name="r", flush_every_s=600.0, heartbeat_s=30.0
+)
+for step in range(1, 5001):
+    process.send("log_points", [({"loss": 1.0 / step}, step, int(time.time() * 1000))])
+run.set_tags({"steps": "5000"})
+run.end("FINISHED")
+print("ended")
+"""
+
+
+def test_thousands_of_writes_sent_without_waiting_do_not_stall_the_pipes(workdir, client):
+    """5,000 requests whose answers nobody waits for: more than a pipe holds, both ways."""
+    done = subprocess.run(
+        [sys.executable, "-c", MANY_WRITES, f"sqlite:///{workdir / 'mlflow.db'}"],
+        cwd=workdir,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=240,  # a stalled pipe never ends: fail rather than hang
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ended"
+    (run,) = runs_of(client, "many")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["steps"] == "5000"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert steps == list(range(1, 5001))

@@ -118,9 +118,10 @@ class TrackingProcess:
     # -- messages ------------------------------------------------------------------------
     def send(self, op: str, *args: Any, **kwargs: Any) -> int:
         """Have the tracking process do ``op``; returns its ticket for :meth:`wait`. Requests
-        are done in order, so answers come in the order they were asked for."""
-        if self.broken:
-            raise self.gone(op)
+        are done in order, so answers come in the order they were asked for. The answers
+        already there are read first (an error among them is raised now): a long run sends
+        without waiting for hours, and an unread pipe of answers would stop the tracker."""
+        self.read_answers(lambda: self.answered < self.sent and self.answers.poll(), op)
         try:
             self.requests.send_bytes(pickle.dumps((op, args, kwargs)))
         except OSError as exc:
@@ -130,10 +131,17 @@ class TrackingProcess:
 
     def wait(self, ticket: int, op: str) -> Any:
         """The result of request ``ticket``, once it and every request before it are done;
-        the first error among the answers read now is raised here."""
+        the first error among the answers not yet reported is raised here."""
+        self.read_answers(lambda: self.answered < ticket, op)
+        return self.results.pop(ticket, None)
+
+    def read_answers(self, more: Callable[[], bool], op: str) -> None:
+        """Read answers while ``more()``; then raise the first error among them, if any."""
+        if self.broken:
+            raise self.gone(op)
         error: BaseException | None = None
         try:
-            while self.answered < ticket:
+            while more():
                 ok, value = pickle.loads(self.answers.recv_bytes())
                 self.answered += 1
                 if not ok and error is None:
@@ -150,7 +158,6 @@ class TrackingProcess:
             raise
         if error is not None:
             raise error
-        return self.results.pop(ticket, None)
 
     def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """:meth:`send`, then :meth:`wait` for it."""
