@@ -316,7 +316,7 @@ def fail_from_here(run: RemoteLogger, reason: str, status: str) -> None:
     """Record a run's failure without its tracking process (it died): take the lease its
     death left behind and end the run, as ``RunLogger.fail`` would have."""
     from rnnlab.tracking.lease import Lease
-    from rnnlab.tracking.logger import MAX_TAG_LENGTH
+    from rnnlab.tracking.logger import MAX_TAG_LENGTH, warn_failure_not_recorded
     from rnnlab.tracking.store import connect
 
     try:
@@ -330,8 +330,4 @@ def fail_from_here(run: RemoteLogger, reason: str, status: str) -> None:
         finally:
             lease.release()
     except Exception as exc:  # the original error is what propagates; say what is left
-        print(
-            f"rnnlab: warning: could not record the failure of run {run.run_id} in MLflow "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0]}); it may still show as RUNNING",
-            file=sys.stderr,
-        )
+        warn_failure_not_recorded(run.run_id, exc)

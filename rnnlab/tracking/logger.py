@@ -48,9 +48,8 @@ class RunLogger:
         self.uri = uri
         self.client = connect(uri, writes=True)
         self.experiment_id = experiment_id(self.client, experiment, uri=uri)
-        holder = Holder.new(
-            heartbeat_s, pid=owner_pid
-        )  # the lease comes with the run: one writer from birth
+        # the lease comes with the run: one writer from birth
+        holder = Holder.new(heartbeat_s, pid=owner_pid)
         all_tags = {**(tags or {}), LEASE_TAG: holder.to_tag()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -277,11 +276,17 @@ class RunLogger:
         except Exception as exc:
             self.ended = True
             self.lease.release()
-            print(
-                f"rnnlab: warning: could not record the failure of run {self.run_id} in "
-                f"MLflow ({type(exc).__name__}: {str(exc).splitlines()[0]}); it may still show as RUNNING",
-                file=sys.stderr,
-            )
+            warn_failure_not_recorded(self.run_id, exc)
+
+
+def warn_failure_not_recorded(run_id: str, exc: Exception) -> None:
+    """Say on stderr that a run's failure could not be written (the error that caused the
+    failure is the one that propagates)."""
+    print(
+        f"rnnlab: warning: could not record the failure of run {run_id} in MLflow "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0]}); it may still show as RUNNING",
+        file=sys.stderr,
+    )
 
 
 def local_artifact_dir(artifact_uri: str) -> Path | None:
