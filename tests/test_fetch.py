@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import cli_inprocess, shared_datasets_dir
+from conftest import cli_inprocess, fixture_datasets_dir
 
 from rnnlab.data.fetch import FileEntry, Manifest, corpus_file, data_root, fetch, load_manifest
 from rnnlab.errors import DataError
@@ -20,11 +20,8 @@ def no_env(monkeypatch):
 
 @pytest.fixture
 def corpus():
-    """The shared corpora as a source folder only: RNNLAB_DATA stays unset."""
-    path = shared_datasets_dir()
-    if path is None:
-        pytest.skip("the shared corpora (../shared/datasets or $RNNLAB_TEST_DATA) are not present")
-    return path
+    """The fixture corpora as a source folder only: RNNLAB_DATA stays unset."""
+    return fixture_datasets_dir()
 
 
 def valid_manifest(url: str, sha256: str) -> Manifest:

@@ -165,7 +165,8 @@ def test_task_ptb_picks_sgd_at_lr_1_but_the_command_line_wins():
 # --- the real corpus ----------------------------------------------------------------------
 
 
-def test_vocabulary_is_the_10k_words_of_train_with_eos(shared_data):
+@pytest.mark.corpus
+def test_vocabulary_is_the_10k_words_of_train_with_eos(real_data):
     task = task_from_config("ptb")
     vocab = task.get_vocab()
     assert len(vocab) == 10000
@@ -173,6 +174,18 @@ def test_vocabulary_is_the_10k_words_of_train_with_eos(shared_data):
     streams = task.split_streams("val")
     assert streams.shape[1] == task.options.eval_batch_size
     assert (streams != vocab.unk_index).float().mean() > 0.9  # val words are in the vocabulary
+
+
+def test_vocabulary_is_every_word_of_train_with_eos(shared_data):
+    """The same rule on the fixture corpus, whose few hundred words all fit under the cap."""
+    task = task_from_config("ptb")
+    vocab = task.get_vocab()
+    words = set((shared_data / "ptb" / "ptb.train.txt").read_text().split())
+    assert set(vocab.itos) == words | {"<eos>"}
+    assert vocab.itos[:2] == ["<unk>", "<eos>"]
+    streams = task.split_streams("val")
+    assert streams.shape[1] == task.options.eval_batch_size
+    assert (streams != vocab.unk_index).float().mean() > 0.8  # val words are in the vocabulary
 
 
 def test_evaluation_is_exact_across_windows(shared_data):

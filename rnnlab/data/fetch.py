@@ -1,7 +1,9 @@
 """Corpus files: where they live, how they are fetched, and their sha256 checks.
 
 Each corpus has a manifest (``datasets/<name>/manifest.json``: file name -> upstream URL and
-sha256). Files live under a data root as ``<root>/<name>/<file>``; the root is
+sha256). ``RNNLAB_MANIFESTS`` names a folder of ``<name>/manifest.json`` files searched first:
+a corpus of one's own registers there, and the test suite points it at its fixture corpora,
+which are laid out like the real ones but have their own checksums. Files live under a data root as ``<root>/<name>/<file>``; the root is
 ``RNNLAB_DATA``, else the ``paths.data_dir`` config key, else ``./datasets``.
 Fetching downloads (or copies from ``--source``) into a temp file beside the target,
 verifies the sha256 and only then renames, so nothing half-written is ever left behind.
@@ -21,6 +23,7 @@ from pathlib import Path
 from rnnlab.errors import DataError
 
 ENV_VAR = "RNNLAB_DATA"
+MANIFESTS_VAR = "RNNLAB_MANIFESTS"
 CHUNK = 1 << 20
 
 
@@ -45,9 +48,15 @@ class Manifest:
 
 
 def manifest_dirs() -> list[Path]:
-    """Where manifests live: inside an installed wheel, else the repository's datasets/."""
+    """Where manifests live: ``$RNNLAB_MANIFESTS`` first, then inside an installed wheel,
+    then the repository's datasets/."""
     here = Path(__file__).resolve().parent.parent
-    return [here / "manifests", here.parent / "datasets"]
+    extra = os.environ.get(MANIFESTS_VAR)
+    return [
+        *([Path(extra).expanduser()] if extra else []),
+        here / "manifests",
+        here.parent / "datasets",
+    ]
 
 
 def known_corpora() -> list[str]:
