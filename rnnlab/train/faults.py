@@ -7,15 +7,27 @@ it implies are flushed), ``checkpoint.temp`` (the temp file exists, still empty)
 (the new checkpoint is in place); and ``final_evaluation`` (training done, before the best
 weights are evaluated), where ``POINT@N:sigterm`` sends SIGTERM instead. Unset, each point
 is one environment lookup.
+
+``RNNLAB_HOLD=POINT:PATH`` is the other hook, a barrier for the tests of races between
+processes: a process reaching :func:`hold_point` ``POINT`` writes ``PATH.<pid>.reached`` and
+waits there until ``PATH`` exists. A test can then see who got where first, release them
+together, or let a rival try while one holds, without guessing at delays. The points:
+``lease.acquired`` (a run's lease is held, nothing written yet).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
+from pathlib import Path
 
 VAR = "RNNLAB_FAULT"
+HOLD_VAR = "RNNLAB_HOLD"
+#: a held process gives up (and fails loudly) after this long: a test that never releases
+#: it must not leave it waiting for ever
+HOLD_LIMIT_S = 600.0
 _reached: Counter[str] = Counter()
 
 
@@ -31,3 +43,20 @@ def fault_point(name: str) -> None:
     _reached[name] += 1
     if _reached[name] == int(count or 1):
         os.kill(os.getpid(), signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
+
+
+def hold_point(name: str) -> None:
+    """Wait here until ``RNNLAB_HOLD``'s release file exists, if it names this point."""
+    spec = os.environ.get(HOLD_VAR)
+    if not spec:
+        return
+    point, _, path = spec.partition(":")
+    if point != name:
+        return
+    release = Path(path)
+    Path(f"{path}.{os.getpid()}.reached").touch()
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{HOLD_VAR}: {release} was not created within {HOLD_LIMIT_S} s")
+        time.sleep(0.01)
