@@ -205,7 +205,8 @@ def test_a_run_from_before_task_lm_still_rebuilds(shared_data):
 
     cfg = compose(["experiment=ptb_tiny", "device=cpu"])
     node = OmegaConf.to_container(cfg.task)
-    for key in ("corpus", "train", "valid", "test", "level", "min_freq", "cache_dir"):
+    lm_only = ("corpus", "train", "valid", "test", "valid_fraction", "level", "min_freq")
+    for key in (*lm_only, "cache_dir"):
         del node[key]
     cfg.task = OmegaConf.create({**node, "_target_": "rnnlab.tasks.ptb.PennTreebank"})
     old = build(cfg).task
@@ -224,3 +225,30 @@ def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch, c
     assert torch.equal(task.split_streams("val"), cached)
     assert task.text.cache_hits == 0 and task.text.seconds > 0
     assert "cannot write the token cache in" in capsys.readouterr().err
+
+
+def test_a_corpus_without_validation_holds_out_the_end_of_train(workdir, client):
+    """task.valid_fraction: train and test named, validation the last lines of train; the
+    vocabulary comes from the kept lines alone, and the run records both line ranges."""
+    corpus = write_corpus(workdir / "corpus", lines=(100, 40, 40))
+    train_file = corpus / "train.txt"
+    lines = train_file.read_text(encoding="utf-8").splitlines()
+    lines[-1] += " okapi"  # a word only the held-out lines have
+    train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    overrides = ["task=lm", "task.corpus=null", f"task.train={train_file}"]
+    overrides += [f"task.test={corpus / 'test.txt'}", "task.valid_fraction=0.2"]
+    result = cli_inprocess(
+        "train", *overrides, *TINY, f"tracking.uri={client.tracking_uri}", cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"validation: {train_file} (lines 81-100, task.valid_fraction=0.2)" in result.stdout
+    (run,) = runs_of(client, "lm")
+    assert run.data.params["task.valid_fraction"] == "0.2"
+    assert {"val/ppl", "test/ppl"} <= set(run.data.metrics)
+    sources = {i.dataset.name: i.dataset.source for i in run.inputs.dataset_inputs}
+    assert "lines 1-80" in sources["corpus-train"] and "lines 81-100" in sources["corpus-val"]
+    task = task_from_config(
+        "lm", corpus=None, train=str(train_file), test=str(corpus / "test.txt"), valid_fraction=0.2
+    )
+    assert "okapi" not in task.get_vocab().stoi  # held-out words are not in the vocabulary
+    assert task.split_streams("val").numel() > 0

@@ -32,6 +32,7 @@ from rnnlab.cells.base import State
 from rnnlab.data.bptt import batchify, num_windows, stream_view, windows
 from rnnlab.data.cache import cache_dir
 from rnnlab.data.corpus import CONTEXTS, SplitFile, fingerprint, resolve_splits
+from rnnlab.data.holdout import hold_out
 from rnnlab.data.tokenise import LEVELS
 from rnnlab.data.tokenised import TokenisedText
 from rnnlab.data.vocab import Vocab
@@ -63,6 +64,8 @@ class LMOptions(Options):
     train: str | None = option()
     valid: str | None = option()
     test: str | None = option()
+    #: no validation file: hold out this last fraction of train's lines (rnnlab.data.holdout)
+    valid_fraction: float | None = option(FRACTION)
     level: str = option(one_of(*LEVELS))
     #: the most frequent tokens of train, specials included (None: all)
     vocab_size: int | None = option(POSITIVE)
@@ -86,9 +89,20 @@ class LMOptions(Options):
     def check(self) -> None:
         files = {"task.train": self.train, "task.valid": self.valid, "task.test": self.test}
         named = [k for k, v in files.items() if v]
-        if named and len(named) < 3:
-            missing = ", ".join(k for k, v in files.items() if not v)
-            raise ValueError(f"{', '.join(named)} set but not {missing}; name all three files")
+        held_out = self.valid_fraction is not None
+        if self.valid and held_out:
+            raise ValueError(
+                f"task.valid and task.valid_fraction={self.valid_fraction} are both set; use "
+                "the validation file, or hold validation out of train, not both"
+            )
+        wanted = [k for k in files if not (held_out and k == "task.valid")]
+        if named and any(not files[k] for k in wanted):
+            missing = ", ".join(k for k in wanted if not files[k])
+            raise ValueError(
+                f"{', '.join(named)} set but not {missing}; name all three files, or, for a "
+                "corpus without a validation file, name train and test and set "
+                "task.valid_fraction=0.1 to hold out the last 10% of train for validation"
+            )
         if named and self.corpus:
             raise ValueError(
                 f"task.corpus={self.corpus} and task.train/valid/test are both set; use one "
@@ -144,9 +158,17 @@ class LanguageModelTask(Task):
         if self.splits is None:
             options = self.options
             files = {"train": options.train, "val": options.valid, "test": options.test}
-            self.splits = resolve_splits(
-                corpus=options.corpus, files=files, data_dir=options.data_dir
+            splits = resolve_splits(
+                corpus=options.corpus,
+                files=files,
+                data_dir=options.data_dir,
+                valid_fraction=options.valid_fraction,
             )
+            if options.valid_fraction is not None:
+                train, val = hold_out(splits["train"], options.valid_fraction, root=self.text.root)
+                splits = {"train": train, "val": val, "test": splits["test"]}
+                print(f"validation: {val.source}", flush=True)
+            self.splits = splits
         return self.splits
 
     def get_vocab(self) -> Vocab:

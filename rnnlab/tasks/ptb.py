@@ -39,6 +39,12 @@ class PennTreebank(LanguageModelTask):
     Options = PTBOptions
 
     def __init__(self, options: PTBOptions) -> None:
-        words = {"corpus": "ptb", "train": None, "valid": None, "test": None}
+        words = {
+            "corpus": "ptb",
+            "train": None,
+            "valid": None,
+            "test": None,
+            "valid_fraction": None,
+        }
         older = {"level": "word", "min_freq": 1, "cache_dir": None}  # cache: the default root
         super().__init__(LMOptions(**words, **older, **asdict(options)))
