@@ -432,6 +432,25 @@ CASES = {
         ["task.train set but not task.valid, task.test", "name all three files"],
         creates_no_run=True,
     ),
+    "server on a database nobody answers at": Case(
+        ["server", "--backend-store-uri", "postgresql://rnnlab@127.0.0.1:{PORT}/runs"]
+        + ["--artifacts-destination", "artifacts"],
+        2,
+        ["Cannot reach the backend store postgresql+psycopg://rnnlab@127.0.0.1:", "~/.pgpass"],
+        setup="closed_port",
+    ),
+    "lm train and test named, no validation": Case(
+        ["train", *LM, "task.train=a.txt", "task.test=b.txt"],
+        2,
+        ["task.train, task.test set but not task.valid", "task.valid_fraction=0.1"],
+        creates_no_run=True,
+    ),
+    "lm validation file and valid_fraction both": Case(
+        ["train", *LM, "task.train=a", "task.valid=b", "task.test=c", "task.valid_fraction=0.1"],
+        2,
+        ["task.valid and task.valid_fraction=0.1 are both set"],
+        creates_no_run=True,
+    ),
     "lm corpus with invalid UTF-8": Case(
         ["train", *LM, "task.corpus=latin1"],
         2,
@@ -483,16 +502,13 @@ CASES = {
 
 
 def shared_corpora() -> Path:
-    from conftest import shared_datasets_dir
+    from conftest import fixture_datasets_dir
 
-    found = shared_datasets_dir()
-    if found is None:
-        pytest.skip("the shared corpora (../shared/datasets) are not present")
-    return found
+    return fixture_datasets_dir()
 
 
 def corpus_copy(workdir: Path, name: str) -> Path:
-    """A fresh data root holding a copy of one shared corpus."""
+    """A fresh data root holding a copy of one fixture corpus."""
     import shutil
 
     root = workdir / f"data-{name}"
@@ -508,6 +524,15 @@ def setup_no_data(workdir: Path) -> dict[str, str]:
 
 def setup_shared_corpus(workdir: Path) -> dict[str, str]:
     return {"RNNLAB_DATA": str(shared_corpora())}
+
+
+def setup_closed_port(workdir: Path) -> dict[str, str]:
+    """A loopback port nothing listens on (bound, read, closed)."""
+    import socket
+
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return {"PORT": str(sock.getsockname()[1])}
 
 
 def setup_edited_corpus(workdir: Path) -> dict[str, str]:
@@ -532,7 +557,7 @@ def setup_invalid_utf8_corpus(workdir: Path) -> dict[str, str]:
 def setup_truncated_gzip(workdir: Path) -> dict[str, str]:
     root = corpus_copy(workdir, "multi30k")
     path = root / "multi30k" / "train.de.gz"
-    path.write_bytes(path.read_bytes()[:5000])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     return {"RNNLAB_DATA": str(root)}
 
 
