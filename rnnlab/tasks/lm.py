@@ -121,7 +121,6 @@ class LanguageModelTask(Task):
     # ptb_small in bf16 on an AMX Xeon matched fp32's test perplexity (112.11 vs 112.13);
     # provisional until the table in docs/precision.md is measured
     tolerates_bf16: ClassVar[bool] = True
-    bf16_cost: ClassVar[str] = "ptb_small's test perplexity within 0.1% of fp32's (AMX Xeon)"
 
     def __init__(self, options: LMOptions) -> None:
         super().__init__(options)

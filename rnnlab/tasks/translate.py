@@ -167,7 +167,6 @@ class Translate(Task):
     headline: ClassVar[str] = "bleu"
     # provisional: multi30k_cpu's BLEU in bf16 is not measured yet (docs/precision.md)
     tolerates_bf16: ClassVar[bool] = True
-    bf16_cost: ClassVar[str] = "not measured yet (docs/precision.md: multi30k_cpu's BLEU)"
 
     def __init__(self, options: TranslateOptions) -> None:
         super().__init__(options)

@@ -99,7 +99,7 @@ def bf16_verdict(device: torch.device) -> Verdict:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 training is faster than fp32 on ``device``'s hardware (the first rule)."""
+    """Whether bf16 training is faster than fp32 on ``device``'s hardware (auto's hardware rule)."""
     return bf16_verdict(device).fast
 
 
@@ -120,19 +120,14 @@ def step_macs(model: torch.nn.Module, positions: int) -> int:
     """Multiply-adds of one training forward pass, estimated as (trainable weights outside
     embedding tables) x (sequence positions per step): each such weight multiplies once per
     position. Embedding lookups do no arithmetic; a table tied to an output layer counts."""
-    embedded = {
-        id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
-    }
-    computing = {
+    computing = {  # owned by a module other than an embedding table (tied ones included)
         id(p)
         for m in model.modules()
         if not isinstance(m, torch.nn.Embedding)
         for p in m.parameters(recurse=False)
     }
-    weights = {id(p): p.numel() for p in model.parameters() if p.requires_grad}
-    return positions * sum(
-        n for key, n in weights.items() if key in computing or key not in embedded
-    )
+    weights = {id(p): p.numel() for p in model.parameters() if p.requires_grad}  # tied: once
+    return positions * sum(n for key, n in weights.items() if key in computing)
 
 
 def workload(task: Any, model: torch.nn.Module) -> Workload:
@@ -153,7 +148,7 @@ def resolve_precision(requested: str, device: torch.device, work: Workload) -> t
     if requested != "auto":
         return requested, "set by trainer.precision"
     if not work.tolerates_bf16:
-        return "fp32", f"auto, task rule: task {work.task} needs fp32 ({work.bf16_cost})"
+        return "fp32", f"auto, task rule: task {work.task} needs fp32 (no tolerates_bf16)"
     size = f"{work.macs:.3g} multiply-adds per training step"
     if work.macs < MIN_BF16_MACS:
         return "fp32", (
@@ -172,7 +167,7 @@ def resolve_precision(requested: str, device: torch.device, work: Workload) -> t
 def precision_warnings(precision: str, device: torch.device, work: Workload) -> list[str]:
     """One warning line per reason an explicit ``trainer.precision=bf16`` is a poor choice:
     the task does not tolerate it (naming what it is expected to cost), the hardware runs
-    it slower than fp32. None for fp32."""
+    it slower than fp32. No line for fp32."""
     if precision != "bf16":
         return []
     lines = []
