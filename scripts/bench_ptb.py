@@ -135,6 +135,18 @@ def worker(side: str, tokens: int, bptt: int, conn) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
+def auto_precision(bptt: int) -> tuple[str, str]:
+    """What ``trainer.precision=auto`` picks for the benchmarked model here, and why."""
+    import torch
+
+    from rnnlab.compose import compose as build
+    from rnnlab.train.precision import resolve_precision, workload
+
+    parts = build(compose(["experiment=ptb_small", f"task.bptt={bptt}", f"device={DEVICE}"]))
+    model = parts.task.build_model(stack=parts.stack)
+    return resolve_precision("auto", torch.device(DEVICE), workload(parts.task, model))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=28000, help="training tokens per round")
@@ -152,9 +164,7 @@ def main() -> int:
 
     import torch
 
-    from rnnlab.train.precision import resolve_precision
-
-    auto, why = resolve_precision("auto", torch.device(DEVICE))
+    auto, why = auto_precision(args.bptt)
     sides = tuple(s for s in ALL_SIDES if s != "rnnlab bf16" or args.bf16 or auto == "bf16")
     print(f"trainer.precision=auto picks {auto} here ({why})", flush=True)
     ctx = mp.get_context("spawn")

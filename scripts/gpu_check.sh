@@ -18,11 +18,11 @@ step "device, precision=auto, threads=auto"
 nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader
 "$PY" - <<'PY'
 import torch
-from rnnlab.train.precision import resolve_precision
+from rnnlab.train.precision import bf16_verdict
 from rnnlab.train.threads import resolve_threads
 print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())
 for name in ("cuda", "cpu"):
-    print(f"{name}: precision=auto ->", *resolve_precision("auto", torch.device(name)))
+    print(f"{name}: bf16 hardware verdict ->", bf16_verdict(torch.device(name)))
 print("threads=auto ->", *resolve_threads("auto"))
 PY
 

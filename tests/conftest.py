@@ -433,3 +433,35 @@ def multi30k_tiny_run(tmp_path_factory, empty_store) -> dict:
         experiment="translate",
         data=True,
     )
+
+
+#: the hardware verdicts :func:`force_fast_bf16` can force: a CPU with AMX, and a CUDA GPU of
+#: compute capability 8.0 with cuDNN 9.13 (asked about whatever device the run trains on)
+FAST_BF16_VERDICTS = ("amx", "cuda")
+
+
+def force_fast_bf16(monkeypatch, verdict: str) -> None:
+    """Force ``trainer.precision=auto``'s hardware rule to "bf16 is fast here", through the
+    real detection code: ``amx`` makes the CPU report AMX; ``cuda`` answers as an Ampere GPU
+    would (capability 8.0, cuDNN 9.13) for any device, so the task and size rules run under a
+    GPU's verdict on a CPU (nothing trains on CUDA)."""
+    import torch
+
+    from rnnlab.train import precision
+
+    if verdict == "amx":
+        monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
+    else:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+        monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91300)
+        real = precision.bf16_verdict
+        monkeypatch.setattr(precision, "bf16_verdict", lambda device: real(torch.device("cuda")))
+    assert precision.native_bf16(torch.device("cpu")), f"the forced {verdict} verdict did not take"
+
+
+@pytest.fixture(params=FAST_BF16_VERDICTS)
+def fast_bf16(request, monkeypatch) -> str:
+    """Each forced verdict of :func:`force_fast_bf16` in turn, so that a test checks auto's
+    choices on hardware it does not run on; yields the verdict's name."""
+    force_fast_bf16(monkeypatch, request.param)
+    return request.param

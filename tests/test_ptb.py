@@ -149,7 +149,7 @@ def test_presets_carry_zaremba_hyperparameters():
         assert (cfg.task.init_range, cfg.trainer.clip_grad_norm) == (init, clip)
         assert (cfg.optim.name, cfg.optim.lr, cfg.sched.name) == ("sgd", 1.0, "zaremba")
         assert (cfg.sched.keep_epochs, cfg.sched.decay) == (keep, decay)
-    # every preset leaves the precision to the machine (bf16 only where it is faster)
+    # every preset leaves the precision to auto (bf16 only where faster and harmless)
     presets = ("ptb_tiny", "ptb_small", "ptb_medium", "ptb_large")
     precisions = [compose([f"experiment={p}"]).trainer.precision for p in presets]
     assert precisions == ["auto"] * 4

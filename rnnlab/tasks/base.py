@@ -98,6 +98,17 @@ class Task(abc.ABC):
     #: several ranks the gradient is then that of the global sum (rnnlab.train.distributed)
     summed_loss: ClassVar[bool] = False
 
+    #: whether ``trainer.precision=auto`` may train this task in bf16 (rnnlab.train.precision).
+    #: Only a task whose results bf16 is known not to spoil declares True; the default is the
+    #: safe answer, so a new task trains in fp32 until someone measures it.
+    tolerates_bf16: ClassVar[bool] = False
+    #: what bf16 training is expected to cost this task's accuracy: the warning an explicit
+    #: ``trainer.precision=bf16`` prints for a task that does not tolerate it
+    bf16_cost: ClassVar[str] = (
+        "not measured for this task; bf16 keeps 8 significant bits (about 0.4% relative "
+        "error per product), so its results may lose accuracy"
+    )
+
     device: torch.device = torch.device("cpu")
     #: this process's rank and the number of ranks: each trains on its own shard
     rank: int = 0
@@ -148,6 +159,12 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def train_batches(self, *, epoch: int) -> Iterator[Any]:
         """The batches of one training epoch (ordered by :func:`epoch_generator`)."""
+
+    def step_positions(self) -> int:
+        """Sequence positions (batch items x time steps) one training step processes, from
+        the options: the batch shape of ``trainer.precision=auto``'s size rule. 0 (the
+        default: unknown) keeps ``auto`` at fp32."""
+        return 0
 
     def init_carry(self, model: nn.Module) -> Any:
         """State threaded from batch to batch within an epoch; None by default."""

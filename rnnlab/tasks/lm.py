@@ -132,6 +132,9 @@ class LanguageModelTask(Task):
     headline: ClassVar[str] = "ppl"
     eval_splits: ClassVar[tuple[str, ...]] = ("val",)
     final_splits: ClassVar[tuple[str, ...]] = ("test",)
+    # ptb_small in bf16 on an AMX Xeon matched fp32's test perplexity (112.11 vs 112.13);
+    # provisional until the table in docs/precision.md is measured
+    tolerates_bf16: ClassVar[bool] = True
 
     def __init__(self, options: LMOptions) -> None:
         super().__init__(options)
@@ -289,6 +292,9 @@ class LanguageModelTask(Task):
                 f"Use task.bptt below {streams.shape[0]} (or a smaller task.batch_size, or more "
                 "data via task.max_tokens)",
             )
+
+    def step_positions(self) -> int:
+        return self.batch_size * self.bptt  # one (bptt, batch) window
 
     def init_carry(self, model: nn.Module) -> Carry:
         return model.init_state(self.batch_size, self.device)

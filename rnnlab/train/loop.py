@@ -33,7 +33,7 @@ from rnnlab.errors import DivergenceError
 from rnnlab.tasks.base import Task, progress_enabled
 from rnnlab.train.distributed import SOLO, Ranks
 from rnnlab.train.lines import EpochLines, lines_enabled
-from rnnlab.train.precision import autocast, resolve_precision
+from rnnlab.train.precision import autocast, resolve_precision, workload
 from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.signals import StopRequest
@@ -127,8 +127,9 @@ class Fit:
 
     def __post_init__(self) -> None:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # trainer.precision=auto becomes fp32 or bf16 for the task's device
-        self.precision, _ = resolve_precision(self.settings.precision, self.task.device)
+        # trainer.precision=auto becomes fp32 or bf16 for the task, model and device
+        work = workload(self.task, self.model)
+        self.precision, _ = resolve_precision(self.settings.precision, self.task.device, work)
         self.trainee = self.trainee or self.model
         self.stopping: int | None = None  # the stop signal all ranks agreed on, if any
         # plain progress lines: run() sets them up; a caller that drives train_epoch itself

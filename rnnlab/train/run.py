@@ -27,7 +27,7 @@ from rnnlab.train.device import seed_everything
 from rnnlab.train.distributed import SOLO, Ranks, check_world_size, to_device
 from rnnlab.train.faults import fault_point
 from rnnlab.train.loop import FitResult, Progress, fit, model_scalars
-from rnnlab.train.precision import precision_warning, resolve_precision
+from rnnlab.train.precision import Workload, precision_warnings, resolve_precision, workload
 from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.threads import apply_threads
@@ -121,14 +121,19 @@ def restore(
 
 @contextlib.contextmanager
 def machine_settings(
-    settings: TrainerSettings, *, device: torch.device, concurrent_jobs: int, recorder: Recorder
+    settings: TrainerSettings,
+    *,
+    device: torch.device,
+    concurrent_jobs: int,
+    recorder: Recorder,
+    work: Workload,
 ) -> Iterator[TrainerSettings]:
-    """Resolve ``auto`` precision and threads for this machine, tag and print the choices;
-    yields the settings with the precision resolved. The thread count is restored after, as
-    the process may go on (tests, notebooks)."""
+    """Resolve ``auto`` precision (for this machine and ``work``: the task and its step's
+    size) and threads, tag and print the choices; yields the settings with the precision
+    resolved. The thread count is restored after, as the process may go on (tests, notebooks)."""
     before = torch.get_num_threads()
     threads, threads_reason = apply_threads(settings.threads, concurrent_jobs=concurrent_jobs)
-    precision, precision_reason = resolve_precision(settings.precision, device)
+    precision, precision_reason = resolve_precision(settings.precision, device, work)
     recorder.set_tags(
         {
             "precision": precision,
@@ -139,8 +144,7 @@ def machine_settings(
     )
     print(f"training precision: {precision} ({precision_reason})", flush=True)
     print(f"threads: {threads} ({threads_reason})", flush=True)
-    warning = precision_warning(precision, device)
-    if warning is not None:
+    for warning in precision_warnings(precision, device, work):
         print(warning, file=sys.stderr, flush=True)
     try:
         yield replace(settings, precision=precision, threads=str(threads))
@@ -207,8 +211,9 @@ def train_model(
     save_last = checkpoint_writer(
         recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common, ranks=ranks
     )
+    work = workload(task, model)  # what auto precision's task and size rules read
     machine = machine_settings(
-        settings, device=device, concurrent_jobs=concurrent_jobs, recorder=recorder
+        settings, device=device, concurrent_jobs=concurrent_jobs, recorder=recorder, work=work
     )
     with machine as resolved:
         result = fit(
