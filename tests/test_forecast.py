@@ -201,6 +201,7 @@ def forecast_run(tmp_path_factory, empty_store):
         "cell.hidden_size=32",
         "trainer.max_epochs=3",
         "device=cpu",
+        "trainer.threads=1",  # tests share the cores: one thread never waits on another
         f"tracking.uri={uri}",
     ]
     with run_env(workdir):

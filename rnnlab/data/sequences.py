@@ -117,13 +117,16 @@ def read_ts(path: Path) -> Sequences:
     return Sequences(path, values, labels if has_labels else None, ids)
 
 
-def read_wide(path: Path, label: Any) -> Sequences:
+def read_wide(path: Path, label: Any, *, required: bool = True) -> Sequences:
     """One row per sequence; ``label``: a column name, or a position in a headerless file
-    (None: no labels); trailing empty cells shorten a row (variable lengths)."""
+    (None: no labels; a named label column may be absent unless ``required``); trailing
+    empty cells shorten a row (variable lengths)."""
     headerless = isinstance(label, int) or label is None and path.suffix.lower() == ".tsv"
     frame, path = read_frame(path, header=not headerless)
+    key = label if headerless else str(label)
+    if label is not None and not required and key not in frame.columns:
+        label = None
     if label is not None:
-        key = label if headerless else str(label)
         if key not in frame.columns:
             raise DataError(
                 f"task.label={label} is not a column of {path.name} ({len(frame.columns)} columns)",
@@ -146,9 +149,14 @@ def read_wide(path: Path, label: Any) -> Sequences:
     return Sequences(path, values, labels if label is not None else None, ids)
 
 
-def read_long(path: Path, *, series: str, time: str | None, features: Any, label: Any) -> Sequences:
-    """One row per time step; sequences by ``series``, ordered by ``time`` (if given)."""
+def read_long(
+    path: Path, *, series: str, time: str | None, features: Any, label: Any, required: bool = True
+) -> Sequences:
+    """One row per time step; sequences by ``series``, ordered by ``time`` (if given); the
+    label column may be absent unless ``required``."""
     frame, path = read_frame(path)
+    if not required and label is not None and str(label) not in frame.columns:
+        label = None
     named = [c for c in (series, time, *([] if label is None else [str(label)])) if c is not None]
     missing = [c for c in named if c not in frame.columns]
     if missing:
@@ -187,8 +195,10 @@ def read_sequences(
     series: str | None = None,
     time: str | None = None,
     features: Any = "all",
+    required: bool = True,
 ) -> Sequences:
-    """The file's labelled sequences in its layout (``fmt``: auto picks by suffix and keys)."""
+    """The file's labelled sequences in its layout (``fmt``: auto picks by suffix and keys);
+    with ``required=False`` a file without its label column reads as unlabelled."""
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_file():
         raise DataError(
@@ -202,5 +212,7 @@ def read_sequences(
             raise DataError(
                 "The long format needs task.series (the sequence id column)", "Set task.series=COL"
             )
-        return read_long(resolved, series=series, time=time, features=features, label=label)
-    return read_wide(resolved, label)
+        return read_long(
+            resolved, series=series, time=time, features=features, label=label, required=required
+        )
+    return read_wide(resolved, label, required=required)

@@ -132,7 +132,7 @@ class Classify(Task):
 
     # --- data -------------------------------------------------------------------------------
 
-    def read(self, path: str | Path) -> Sequences:
+    def read(self, path: str | Path, *, required: bool = True) -> Sequences:
         o = self.options
         return read_sequences(
             resolve_data(str(path), o.data_dir),
@@ -141,6 +141,7 @@ class Classify(Task):
             series=o.series,
             time=o.time,
             features=o.features,
+            required=required,
         )
 
     def prepare(self) -> None:
@@ -345,7 +346,7 @@ class Classify(Task):
 
     def predict_file(self, model: nn.Module, path: Path) -> list[tuple[str, str]]:
         """(sequence id, predicted label) for every sequence of a new file (labels unused)."""
-        found = self.read(path)
+        found = self.read(path, required=False)
         mean, std = self.stats
         seqs = [(s - mean) / std for s in found.values]
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
