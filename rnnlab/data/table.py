@@ -262,6 +262,8 @@ def load_table(path: str | os.PathLike, cols: Columns) -> Table:
     groups = pd.Series(codes, index=frame.index) if cols.series is not None else None
     block = fill_missing(block, groups, fill=cols.fill, path=resolved)
     values = block.to_numpy(dtype=np.float32)
+    if not values.flags.writeable:  # pandas' copy-on-write hands out read-only views
+        values = values.copy()
     times = None
     calendar: list[str] = []
     if cols.time is not None:

@@ -132,10 +132,12 @@ class ForecastOptions(Options):
 
 
 def resolve_data(name: str, data_dir: str | None) -> Path:
-    """A registered table's verified file, or the user's own path."""
-    if name in known_corpora():
-        manifest = load_manifest(name)
-        return corpus_file(name, manifest.files[0].name, data_dir=data_dir)
+    """A registered table's verified file (``NAME``: its first file, ``NAME/FILE``: that
+    one; rnnlab data list), or the user's own path."""
+    corpus, _, filename = name.partition("/")
+    if corpus in known_corpora() and not Path(name).exists():
+        manifest = load_manifest(corpus)
+        return corpus_file(corpus, filename or manifest.files[0].name, data_dir=data_dir)
     return Path(name)
 
 
