@@ -137,15 +137,15 @@ def test_bad_inputs(tmp_path, data):
         task_from_config("classify", data=str(wide), label=0).prepare()
 
 
-@pytest.fixture(scope="module")
-def classify_run(tmp_path_factory, empty_store):
+def train_classify(workdir, empty_store, *, n: int, epochs: int) -> dict:
+    """A real run on generated sine classes, the archive's split (.ts train and test)."""
     from conftest import new_store, run_env
 
-    workdir = tmp_path_factory.mktemp("classify")
-    x, y = classification_arrays(150, length=24, seed=1)
+    x, y = classification_arrays(n, length=24, seed=1)
     labels = LABELS[y]
-    train_path = write_ts(workdir / "train.ts", x[:100], labels[:100])
-    test_path = write_ts(workdir / "test.ts", x[100:], labels[100:])
+    cut = 2 * n // 3
+    train_path = write_ts(workdir / "train.ts", x[:cut], labels[:cut])
+    test_path = write_ts(workdir / "test.ts", x[cut:], labels[cut:])
     uri = new_store(workdir, empty_store)
     overrides = [
         "task=classify",
@@ -154,7 +154,7 @@ def classify_run(tmp_path_factory, empty_store):
         "cell.hidden_size=16",
         "task.batch_size=8",
         "optim.lr=0.01",
-        "trainer.max_epochs=10",
+        f"trainer.max_epochs={epochs}",
         "tracking.log_model=false",
         "device=cpu",
         "trainer.threads=1",  # tests share the cores: one thread never waits on another
@@ -166,19 +166,33 @@ def classify_run(tmp_path_factory, empty_store):
 
     client = MlflowClient(tracking_uri=uri)
     (run,) = runs_of(client, "classify")
-    return {"run": run, "client": client, "uri": uri, "workdir": workdir, "x": x[100:]}
+    return {"run": run, "client": client, "uri": uri, "workdir": workdir, "x": x[cut:]}
 
 
-def test_classify_run_beats_the_majority_class(classify_run):
+@pytest.fixture(scope="module")
+def classify_run(tmp_path_factory, empty_store):
+    return train_classify(tmp_path_factory.mktemp("classify"), empty_store, n=45, epochs=2)
+
+
+def test_classify_run_logs_metrics_baseline_and_artifacts(classify_run):
     run, client = classify_run["run"], classify_run["client"]
     m = run.data.metrics
-    assert m["test/baseline/majority_accuracy"] in (pytest.approx(16 / 50), pytest.approx(17 / 50))
-    assert m["test/accuracy"] > m["test/baseline/majority_accuracy"] + 0.2
-    assert 0 < m["test/macro_f1"] <= 1 and "val/accuracy" in m
-    arts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert "plots/confusion_test.png" in arts
+    assert run.info.status == "FINISHED"
+    assert m["test/baseline/majority_accuracy"] == pytest.approx(5 / 15)  # 5 of each class
+    assert 0 <= m["test/accuracy"] <= 1 and 0 <= m["test/macro_f1"] <= 1
+    assert "val/accuracy" in m and "val/macro_f1" in m
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert "plots/confusion_test.png" in plots and "samples/test_predictions.csv" in samples
     contexts = sorted(i.tags[0].value for i in run.inputs.dataset_inputs)
     assert contexts == ["test", "train", "validation"]
+
+
+@pytest.mark.slow
+def test_classify_run_beats_the_majority_class(tmp_path, empty_store):
+    found = train_classify(tmp_path, empty_store, n=150, epochs=10)
+    m = found["run"].data.metrics
+    assert m["test/accuracy"] > m["test/baseline/majority_accuracy"] + 0.2
 
 
 def test_rnnlab_predict_labels_new_sequences(classify_run, tmp_path):

@@ -162,7 +162,7 @@ def numeric_block(frame: pd.DataFrame, names: list[str], *, key: str, path: Path
                 "Numeric tasks read numbers only; fix or drop that column",
             )
         block = block.assign(**{name: coerced})
-    return block.astype(np.float64)
+    return block.astype(np.float32)  # the array models read: no float64 copy of a big table
 
 
 def fill_missing(
@@ -248,7 +248,9 @@ def load_table(path: str | os.PathLike, cols: Columns) -> Table:
     if cols.series is not None:
         check_columns(frame, [cols.series], key="task.series", path=resolved)
     if cols.series is not None:  # rows of one series together, in the file's order of series
-        frame = frame.iloc[np.argsort(pd.factorize(frame[cols.series])[0], kind="stable")]
+        codes = pd.factorize(frame[cols.series])[0]
+        if (np.diff(codes) < 0).any():  # interleaved: regroup (a copy); together: as it is
+            frame = frame.iloc[np.argsort(codes, kind="stable")]
     targets = resolve_targets(frame, cols, resolved)
     check_columns(frame, [*cols.covariates], key="task.covariates", path=resolved)
     check_columns(frame, [*cols.known], key="task.known", path=resolved)
