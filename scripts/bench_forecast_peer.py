@@ -108,7 +108,9 @@ def side(python: str, code: str, args: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peer-python", required=True, help="python of the venv with neuralforecast")
+    parser.add_argument(
+        "--peer-python", required=True, help="python of the venv with neuralforecast"
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 rows, 50 steps")
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=500)
@@ -122,8 +124,12 @@ def main() -> None:
         started = time.perf_counter()
         ours = side(sys.executable, RNNLAB, common)
         peer = side(args.peer_python, PEER, common[:5])
-    print(f"rnnlab:        {ours['windows_per_s']:.0f} windows/s, test MSE {ours['test_mse_units']:.4f}")
-    print(f"neuralforecast: {peer['windows_per_s']:.0f} windows/s, test MSE {peer['test_mse_units']:.4f}")
+    print(
+        f"rnnlab:        {ours['windows_per_s']:.0f} windows/s, test MSE {ours['test_mse_units']:.4f}"
+    )
+    print(
+        f"neuralforecast: {peer['windows_per_s']:.0f} windows/s, test MSE {peer['test_mse_units']:.4f}"
+    )
     print(f"({time.perf_counter() - started:.0f} s in all)")
     print(f"RATIO forecast_vs_neuralforecast={ours['windows_per_s'] / peer['windows_per_s']:.2f}")
 

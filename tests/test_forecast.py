@@ -308,8 +308,9 @@ def test_runs_pivot_tables_forecast_runs_by_cell_and_horizon(forecast_run, tmp_p
 @pytest.mark.slow
 def test_forecast_approaches_the_best_possible_error(tmp_path):
     """Trend, a daily and a weekly cycle and noise of deviation 0.1: the noise is the only
-    part no forecast can know, so the best test RMSE in units is 0.1. A direct GRU gets
-    within twice that, and beats the naive and the mean forecasts by far."""
+    part no forecast can know, so the best test RMSE in units is 0.1. The segment head
+    (SegRNN, GRU 64) gets within 25 % of it in 10 epochs (measured: 0.110; 0.106 at 15), far
+    ahead of the naive and the mean forecasts."""
     from rnnlab.compose import compose as build
 
     path = write_csv(forecast_frame(3000, noise=0.1), tmp_path)
@@ -321,8 +322,10 @@ def test_forecast_approaches_the_best_possible_error(tmp_path):
         "task.lookback=168",
         "task.horizon=24",
         "task.season=24",
+        "task.model=segment",
         "cell.hidden_size=64",
         "task.batch_size=32",
+        "optim.lr=0.003",
     ]
     spec = build(compose(overrides))
     task = spec.task
@@ -330,7 +333,7 @@ def test_forecast_approaches_the_best_possible_error(tmp_path):
     torch.manual_seed(0)
     model = task.build_model(stack=spec.stack)
     optimizer = spec.optimizer(model.parameters())
-    for epoch in range(1, 16):
+    for epoch in range(1, 11):
         model.train()
         for batch in task.train_batches(epoch=epoch):
             loss, _, _ = task.train_loss(model, batch, None)
@@ -338,5 +341,5 @@ def test_forecast_approaches_the_best_possible_error(tmp_path):
             loss.backward()
             optimizer.step()
     m = task.evaluate(model, "test").metrics
-    assert m["test/rmse_units"] < 0.2
-    assert m["test/mse"] < 0.5 * min(m["test/baseline/naive_mse"], m["test/baseline/mean_mse"])
+    assert m["test/rmse_units"] < 0.125
+    assert m["test/mse"] < 0.05 * min(m["test/baseline/naive_mse"], m["test/baseline/mean_mse"])
