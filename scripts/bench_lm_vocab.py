@@ -214,6 +214,10 @@ class TextbookSide:
 def worker(kind: str, overrides: list[str], env: dict[str, str], conn) -> None:
     """Build one side, then train one epoch per request; each answer carries the peak RSS."""
     os.environ.update(env)
+    if env.get("BENCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(env["BENCH_THREADS"]))
     try:
         side = TextbookSide(overrides) if kind == "textbook" else RnnlabSide(overrides)
         conn.send(("ready", {"tags": side.tags, "rss_mb": peak_rss_mb()}))
@@ -505,18 +509,25 @@ def main() -> int:
     parser.add_argument("--parts", default="ptb,vocab50k,vocab250k,real,rss")
     parser.add_argument("--epochs", type=int, default=2, help="epochs for equal-epoch ppl")
     parser.add_argument("--rss-tokens", type=int, default=100_000_000)
+    parser.add_argument(
+        "--threads", type=int, help="torch threads per side (default: torch's; 1 on a busy CPU)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.rss_tokens = 1, 1_000_000
     if "RNNLAB_DATA" not in os.environ and (ROOT.parent / "shared" / "datasets").is_dir():
         os.environ["RNNLAB_DATA"] = str(ROOT.parent / "shared" / "datasets")
     parts = args.parts.split(",")
-    print(f"CPU: {cpu_features()}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    threads = args.threads or "torch's default"
+    print(f"CPU: {cpu_features()}; threads per side: {threads}", flush=True)
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}", flush=True)
     ratios: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-vocab-") as folder:
         tmp = Path(folder)
-        env = {"RNNLAB_CACHE": str(tmp / "cache")}  # generated corpora's ids die with tmp
-        ptb_env = {}  # PTB's ids: the user's cache, as every PTB run
+        threads = {"BENCH_THREADS": str(args.threads)} if args.threads else {}
+        # generated corpora's ids die with tmp; PTB's go to the user's cache, as every PTB run's
+        env = {"RNNLAB_CACHE": str(tmp / "cache"), **threads}
+        ptb_env = threads
         try:
             if "ptb" in parts:
                 ratios |= part_ptb(args, ptb_env)

@@ -473,7 +473,7 @@ CASES = {
     "lm cutoffs beyond the vocabulary": Case(
         ["train", *LM, "task.corpus=lmtext", "task.softmax=adaptive", "task.cutoffs=[4,40]"],
         2,
-        ["must all be below the vocabulary size 10", "task.cutoffs below 10", "null"],
+        ["must all be below the vocabulary size 9", "task.cutoffs below 9", "null"],
         setup="lm_folder",
         creates_no_run=True,
     ),
