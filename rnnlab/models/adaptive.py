@@ -52,13 +52,13 @@ def check_cutoffs(cutoffs: Sequence[int], vocab_size: int) -> None:
 
 def default_cutoffs(counts: Tensor) -> list[int]:
     """Cutoffs from the frequency curve: ``counts`` (V,) is how often each id occurs in the
-    training text, ids in vocabulary order (most frequent first, specials before). Each
-    cutoff is the first rank whose words cover a :data:`COVERAGE` share of the tokens,
-    rounded up to :data:`ALIGN`; clusters smaller than :data:`SMALLEST_CLUSTER` are dropped.
-    Empty when the vocabulary is too small to be worth splitting."""
+    training text, ids in vocabulary order (most frequent first, specials before: the
+    curve as the head and clusters will hold it). Each cutoff is the first id whose words up
+    to it cover a :data:`COVERAGE` share of the tokens, rounded up to :data:`ALIGN`; clusters
+    smaller than :data:`SMALLEST_CLUSTER` are dropped. Empty when the vocabulary is too small
+    to be worth splitting."""
     vocab_size = counts.numel()
-    ordered = counts.double().sort(descending=True).values  # (V,) the frequency curve
-    cumulative = ordered.cumsum(0) / ordered.sum().clamp(min=1)  # (V,)
+    cumulative = counts.double().cumsum(0) / counts.sum().clamp(min=1)  # (V,)
     cutoffs: list[int] = []
     for share in COVERAGE:
         rank = int(torch.searchsorted(cumulative, torch.tensor(share, dtype=torch.float64))) + 1
