@@ -114,7 +114,8 @@ def adaptive_run(tmp_path_factory, empty_store):
         mp.chdir(workdir)
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        train([*TINY, *ADAPTIVE, f"task.corpus={corpus}", f"tracking.uri={uri}"])
+        one_epoch = [*TINY, "trainer.max_epochs=1", *ADAPTIVE]  # logs the MLflow model too
+        train([*one_epoch, f"task.corpus={corpus}", f"tracking.uri={uri}"])
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
