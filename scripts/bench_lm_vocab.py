@@ -12,7 +12,7 @@ so a busy machine slows them alike), on the same token streams, all on the CPU:
   gives from what rnnlab's recipe gives, and to compare the two softmaxes' perplexity.
 
 Time to quality: the textbook trains one epoch (time T, validation perplexity P); each rnnlab
-side then trains, evaluating the validation split every 1/20 epoch, until its validation
+side then trains, evaluating the validation split every 1/10 epoch, until its validation
 perplexity is at most P; t is its training time (evaluations excluded) when it got there,
 and the ratio is T / t. A side that is not there when its time passes 2T stops ("not
 reached"). Then every side trains to ``--epochs`` epochs for the perplexity after equal
@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: evaluations of the validation split per epoch while a side has not reached the target
-EVALS_PER_EPOCH = 20
+EVALS_PER_EPOCH = 10
 
 
 def peak_rss_mb() -> float:
