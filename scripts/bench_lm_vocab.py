@@ -117,7 +117,7 @@ class RnnlabSide:
 
     def epoch(self, target: float | None, budget: float) -> dict:
         """One epoch; while ``target`` is set and not reached, the validation perplexity
-        every 1/20 epoch. Stops early once past ``budget`` seconds without reaching it."""
+        every 1/10 epoch. Stops early once past ``budget`` seconds without reaching it."""
         import torch
 
         from rnnlab.data.bptt import num_windows
