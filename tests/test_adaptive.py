@@ -61,6 +61,17 @@ def test_adaptive_log_probabilities_are_a_distribution_and_the_loss_is_exact(tie
     assert torch.allclose(losses, -picked, atol=1e-5)
 
 
+def test_every_weight_takes_part_in_a_step_whose_targets_miss_a_cluster():
+    """DistributedDataParallel needs a gradient for every parameter at every step."""
+    model = adaptive_model(tie=False)
+    ids = torch.randint(0, VOCAB, (4, 3))
+    losses, _ = model(ids, targets=torch.full((4, 3), 5))  # head words only
+    losses.mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+    assert model.decoder.adaptive.tail[1][1].weight.grad.abs().sum() == 0  # the same update
+
+
 def test_the_tied_adaptive_input_is_the_softmax_weights():
     model = adaptive_model(tie=True)
     adaptive = model.decoder.adaptive

@@ -108,7 +108,14 @@ class AdaptiveSoftmax(nn.Module):
         """(N, H), (N,) -> (N,) negative log-likelihood of each target, in nats (the head for
         every token, each tail cluster for its own tokens only)."""
         with torch.autocast(hidden.device.type, enabled=False):
-            return -self.adaptive(hidden.float(), targets).output
+            nll = -self.adaptive(hidden.float(), targets).output  # (N,)
+        if not torch.is_grad_enabled():
+            return nll
+        # a batch may hold no word of a small cluster, whose weights would then get no
+        # gradient; DistributedDataParallel needs every parameter in every step's graph, so
+        # each tail weight joins it with weight 0 (a zero gradient, the same update)
+        idle = sum(w.sum() for w in self.adaptive.tail.parameters())
+        return nll + 0.0 * idle
 
 
 class TiedAdaptiveInput(nn.Module):
