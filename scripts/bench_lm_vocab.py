@@ -439,8 +439,8 @@ def measure_rss(tokens: int, tmp: Path, env: dict) -> float:
 
 ADAPTIVE_INPUT = ["task.softmax=adaptive", "task.tie_weights=true"]
 SIZES = {  # part: (training tokens, held-out tokens), full and --quick
-    "vocab50k": ((200_000, 10_000), (20_000, 2_000)),
-    "vocab250k": ((30_000, 3_000), (5_000, 1_000)),
+    "vocab50k": ((200_000, 10_000), (5_000, 1_000)),
+    "vocab250k": ((30_000, 3_000), (2_000, 500)),
 }
 
 
@@ -476,7 +476,7 @@ def part_vocab(name: str, types: int, args, env: dict, tmp: Path) -> dict[str, f
         "rnnlab adaptive": ("rnnlab", [*lm, *ADAPTIVE_INPUT]),
     }
     title = f"generated Zipf corpus, {types:,} types, {tokens:,} training tokens"
-    windows = 4 if types > 100_000 else 20  # a 250k full softmax: ~1 s a window idle
+    windows = 3 if args.quick or types > 100_000 else 20  # 250k full softmax: ~1 s a window idle
     result = race(title, spec, env, 1, windows=windows, rounds=1 if args.quick else 3)
     return {f"lm_{name}": result["ratios"].get("rnnlab adaptive")}
 
