@@ -445,7 +445,8 @@ SIZES = {  # part: (training tokens, held-out tokens), full and --quick
 
 
 def part_ptb(args, env: dict) -> dict[str, float]:
-    tokens = ["task.max_tokens=20000"] if args.quick else []
+    slice_ = args.ptb_tokens or (20_000 if args.quick else None)
+    tokens = [f"task.max_tokens={slice_}"] if slice_ else []
     spec = {
         "textbook": ("textbook", ["experiment=ptb_small", *tokens]),
         "rnnlab adaptive": ("rnnlab", ["experiment=ptb_small_adaptive", *tokens]),
@@ -509,6 +510,7 @@ def main() -> int:
     parser.add_argument("--parts", default="ptb,vocab50k,vocab250k,real,rss")
     parser.add_argument("--epochs", type=int, default=2, help="epochs for equal-epoch ppl")
     parser.add_argument("--rss-tokens", type=int, default=100_000_000)
+    parser.add_argument("--ptb-tokens", type=int, help="PTB: the first N tokens of each split")
     parser.add_argument(
         "--threads", type=int, help="torch threads per side (default: torch's; 1 on a busy CPU)"
     )
