@@ -1,4 +1,4 @@
-"""The textbook PTB training loop, as a baseline for ``bench_ptb.py``.
+"""The textbook PTB training loop, as a baseline for ``bench_ptb.py`` and ``bench_lm_vocab.py``.
 
 What every tutorial writes (PyTorch's word_language_model example, in essence): one fused
 ``nn.LSTM`` with two layers, an embedding and a linear decoder, mean cross-entropy, the
@@ -63,3 +63,20 @@ def train_epoch(
         total += loss.item() * y.numel()
         tokens += y.numel()
     return total / tokens, tokens, time.perf_counter() - start
+
+
+@torch.no_grad()
+def evaluate(model: ReferenceLM, data: torch.Tensor, *, bptt: int = 35) -> float:
+    """Mean cross-entropy per token over ``data`` (T, B), the hidden state carried; the
+    tutorial's evaluation loop."""
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    model.eval()
+    hidden = model.init_hidden(data.size(1))
+    total, tokens = 0.0, 0
+    for i in range(0, data.size(0) - 1, bptt):
+        seq_len = min(bptt, data.size(0) - 1 - i)
+        x, y = data[i : i + seq_len], data[i + 1 : i + 1 + seq_len]  # (t, B)
+        output, hidden = model(x, hidden)
+        total += criterion(output.view(-1, output.size(-1)), y.reshape(-1)).item()
+        tokens += y.numel()
+    return total / tokens

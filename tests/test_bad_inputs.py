@@ -475,6 +475,27 @@ CASES = {
         ["task.vocab_size=5 is smaller than the alphabet", "read as <unk>", "at least"],
         setup="lm_folder",
     ),
+    "lm adaptive softmax at character level": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.level=char", "task.softmax=adaptive"],
+        2,
+        ["task.softmax=adaptive is for word-level models", "use task.softmax=full"],
+        setup="lm_folder",
+        creates_no_run=True,
+    ),
+    "lm cutoffs not increasing": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.softmax=adaptive", "task.cutoffs=[6,3]"],
+        2,
+        ["task.cutoffs=[6, 3] must be positive and strictly increasing", "e.g. [2000, 8000]"],
+        setup="lm_folder",
+        creates_no_run=True,
+    ),
+    "lm cutoffs beyond the vocabulary": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.softmax=adaptive", "task.cutoffs=[4,40]"],
+        2,
+        ["must all be below the vocabulary size 9", "task.cutoffs below 9", "null"],
+        setup="lm_folder",
+        creates_no_run=True,
+    ),
     "zero devices": Case(
         ["train", "trainer.devices=0", *FAST],
         2,
@@ -803,6 +824,24 @@ def mounted(tmp_path):
     yield make
     for target in mounts:
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_a_token_cache_the_disk_cannot_hold_is_refused_before_any_run(mounted, earlier):
+    """Ids of 300k tokens need 1.2 MB; the cache is a real 1 MB filesystem."""
+    workdir, client, _, _ = earlier
+    cache = mounted("cache", "size=1m")
+    words = [f"w{i % 97}" for i in range(300_000)]
+    lines = [" ".join(words[i : i + 15]) for i in range(0, len(words), 15)]
+    folder = lm_folder(workdir, "bigtext", train="\n".join(lines).encode())
+    runs_before = all_run_ids(client)
+    args = ["train", *LM, f"task.corpus={folder}"]
+    result = cli_inprocess(*args, cwd=workdir, env={"RNNLAB_CACHE": str(cache)})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{folder / 'train.txt'} needs about 2 MB in {cache}" in result.stderr
+    assert "RNNLAB_CACHE" in result.stderr
+    assert all_run_ids(client) == runs_before
+    assert [p.name for p in cache.iterdir() if p.suffix != ".pt"] == []  # no partial ids
 
 
 # The two filesystem tests run a real process: the mounts are what the process sees.

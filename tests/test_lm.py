@@ -205,8 +205,8 @@ def test_a_run_from_before_task_lm_still_rebuilds(shared_data):
 
     cfg = compose(["experiment=ptb_tiny", "device=cpu"])
     node = OmegaConf.to_container(cfg.task)
-    lm_only = ("corpus", "train", "valid", "test", "valid_fraction", "level", "min_freq")
-    for key in (*lm_only, "cache_dir"):
+    older = ("corpus", "train", "valid", "test", "level", "min_freq", "cache_dir")
+    for key in (*older, "valid_fraction", "softmax", "cutoffs", "div_value"):
         del node[key]
     cfg.task = OmegaConf.create({**node, "_target_": "rnnlab.tasks.ptb.PennTreebank"})
     old = build(cfg).task

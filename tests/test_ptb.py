@@ -30,7 +30,14 @@ def lstm_stack(*sizes: int) -> StackSpec:
 
 def language_model(*, stack: StackSpec, vocab_size: int, **options) -> LanguageModel:
     """A LanguageModel with PTB's YAML defaults for the options not given (dropout 0 here)."""
-    defaults = {"embedding_size": None, "dropout": 0.0, "tie_weights": False, "init_range": 0.1}
+    defaults = {
+        "embedding_size": None,
+        "dropout": 0.0,
+        "tie_weights": False,
+        "init_range": 0.1,
+        "cutoffs": None,
+        "div_value": 4.0,
+    }
     return LanguageModel(stack=stack, vocab_size=vocab_size, **{**defaults, **options})
 
 

@@ -117,6 +117,10 @@ class Task(abc.ABC):
     #: the metric ``rnnlab eval`` prints (``<split>/<headline>``)
     headline: ClassVar[str] = "loss"
 
+    #: ``task.*`` keys added after runs were recorded, each with the value that does what
+    #: those runs did: a recorded config without the key reads it (eval, generate, resume)
+    backfill: ClassVar[dict[str, Any]] = {}
+
     #: whether ``train_loss`` is a sum over the batch (not a mean over its weight): under
     #: several ranks the gradient is then that of the global sum (rnnlab.train.distributed)
     summed_loss: ClassVar[bool] = False
@@ -212,6 +216,11 @@ class Task(abc.ABC):
     def data_sources(self) -> list[DataSource]:
         """Every split this task reads, with its digest; empty when it reads none."""
         return []
+
+    def tags(self) -> dict[str, str]:
+        """Run tags that the task's data decide (a default it chose), set as training
+        starts; none by default."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """Task state worth saving with a checkpoint (vocabularies, ...)."""

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.cells.base import State
@@ -37,12 +36,14 @@ from rnnlab.data.tokenise import LEVELS
 from rnnlab.data.tokenised import TokenisedText
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, DataError, RnnlabError
+from rnnlab.models.adaptive import COVERAGE, check_cutoffs, default_cutoffs
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import FRACTION, POSITIVE, Options, one_of, option
 from rnnlab.tasks.base import DataSource, EvalResult, Task, perplexity
 
 SAMPLE_TOKENS = 100
+SOFTMAXES = ("full", "adaptive")
 
 Carry = list[State]
 
@@ -85,8 +86,38 @@ class LMOptions(Options):
     init_range: float | None = option(POSITIVE)
     sum_over_time: bool = option()
     data_dir: str | None = option()
+    #: full: a linear decoder over the vocabulary; adaptive: the adaptive softmax
+    softmax: str = option(one_of(*SOFTMAXES))
+    #: the adaptive softmax's cluster bounds (None: from the frequency curve of train)
+    cutoffs: list[int] | None = option(POSITIVE)
+    #: each tail cluster's width is the previous one's divided by this
+    div_value: float = option(POSITIVE)
 
     def check(self) -> None:
+        self.check_files()
+        self.check_softmax()
+        smallest = 4 * max(self.batch_size, self.eval_batch_size)
+        if self.max_tokens is not None and self.max_tokens < smallest:
+            raise ValueError(
+                f"task.max_tokens={self.max_tokens} is too small for batch size "
+                f"{self.batch_size}; use null (the whole corpus) or a few thousand tokens"
+            )
+
+    def check_softmax(self) -> None:
+        if self.softmax == "adaptive" and self.level == "char":
+            raise ValueError(
+                "task.softmax=adaptive is for word-level models: a character vocabulary is "
+                "too small to split into clusters; use task.softmax=full with task.level=char"
+            )
+        if self.cutoffs is not None and self.softmax != "adaptive":
+            raise ValueError(
+                f"task.cutoffs={self.cutoffs} is set but task.softmax={self.softmax}; cutoffs "
+                "split the adaptive softmax only: add task.softmax=adaptive, or task.cutoffs=null"
+            )
+        if self.cutoffs is not None:
+            check_cutoffs(self.cutoffs, self.vocab_size or math.inf)
+
+    def check_files(self) -> None:
         files = {"task.train": self.train, "task.valid": self.valid, "task.test": self.test}
         named = [k for k, v in files.items() if v]
         held_out = self.valid_fraction is not None
@@ -113,12 +144,6 @@ class LMOptions(Options):
                 "no corpus: set task.corpus=DIR (a folder with train.txt, valid.txt, test.txt), "
                 "task.corpus=ptb, or task.train=... task.valid=... task.test=..."
             )
-        smallest = 4 * max(self.batch_size, self.eval_batch_size)
-        if self.max_tokens is not None and self.max_tokens < smallest:
-            raise ValueError(
-                f"task.max_tokens={self.max_tokens} is too small for batch size "
-                f"{self.batch_size}; use null (the whole corpus) or a few thousand tokens"
-            )
 
 
 class LanguageModelTask(Task):
@@ -135,6 +160,13 @@ class LanguageModelTask(Task):
     # ptb_small in bf16 on an AMX Xeon matched fp32's test perplexity (112.11 vs 112.13);
     # provisional until the table in docs/precision.md is measured
     tolerates_bf16: ClassVar[bool] = True
+    #: keys runs from before them lacked: the full softmax, and a validation file of their own
+    backfill: ClassVar[dict[str, Any]] = {
+        "softmax": "full",
+        "cutoffs": None,
+        "div_value": 4.0,
+        "valid_fraction": None,
+    }
 
     def __init__(self, options: LMOptions) -> None:
         super().__init__(options)
@@ -153,6 +185,9 @@ class LanguageModelTask(Task):
         self.splits: dict[str, SplitFile] | None = None
         self.streams: dict[str, Tensor] = {}  # split -> (T, B) ids on self.device
         self.unk_shares: dict[str, float] = {}
+        #: the adaptive softmax's cutoffs once known (given, chosen, or from a checkpoint)
+        self.cutoffs: list[int] | None = options.cutoffs
+        self.cutoffs_reason = "task.cutoffs" if options.cutoffs is not None else ""
 
     # --- data -------------------------------------------------------------------------------
 
@@ -191,8 +226,8 @@ class LanguageModelTask(Task):
     def layout(self, ids: Tensor, rows: int, source: SplitFile, *, copy: bool = True) -> Tensor:
         """(N,) int32 ids -> (T, B) int32 streams on the device (``copy=False``: a view of
         ``ids`` as they are, read window by window); too few is a DataError. The streams stay
-        int32 (4 bytes a token: 100 M tokens hold 400 MB); each window is widened to int64 as
-        it is read (:func:`long_windows`)."""
+        int32 (4 bytes a token: 100 M tokens hold 400 MB when copied to an accelerator); each
+        window is widened to int64 as it is read (:func:`long_windows`)."""
         try:
             if not copy:
                 return stream_view(ids, rows)  # (T, B) view
@@ -213,12 +248,16 @@ class LanguageModelTask(Task):
             source = self.split_files()[split]
             ids = self.text.ids(source, self.get_vocab())[: self.options.max_tokens]
             self.unk_shares[split] = self.unk_share(ids)
+            # on the CPU the streams are a view of the memory-mapped cache: windows are read
+            # from it as they are needed, and a corpus larger than memory is never copied
+            copy = self.device.type != "cpu"
             if split == "train":  # rank r trains on streams r·B .. (r+1)·B - 1 of W·B
                 first = self.rank * self.batch_size
-                streams = self.layout(ids, self.batch_size * self.world_size, source)  # (T, W·B)
-                streams = streams[:, first : first + self.batch_size].contiguous()  # (T, B)
+                rows = self.batch_size * self.world_size
+                streams = self.layout(ids, rows, source, copy=copy)  # (T, W·B)
+                streams = streams[:, first : first + self.batch_size]  # (T, B) view
             else:
-                streams = self.layout(ids, self.options.eval_batch_size, source)  # (T, B)
+                streams = self.layout(ids, self.options.eval_batch_size, source, copy=copy)
             self.streams[split] = streams
         return self.streams[split]
 
@@ -234,12 +273,60 @@ class LanguageModelTask(Task):
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {"vocab": self.get_vocab().state_dict()}
+        state: dict[str, Any] = {"vocab": self.get_vocab().state_dict()}
+        if self.options.softmax == "adaptive":  # the model's shape: eval needs no train text
+            state["cutoffs"] = self.get_cutoffs()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "vocab" in state:
             self.vocab = Vocab.from_state_dict(state["vocab"])
             self.streams = {}
+        if state.get("cutoffs") is not None:
+            self.cutoffs, self.cutoffs_reason = list(state["cutoffs"]), "the checkpoint"
+
+    # --- the adaptive softmax ---------------------------------------------------------------
+
+    def get_cutoffs(self) -> list[int]:
+        """The adaptive softmax's cutoffs: ``task.cutoffs``, else chosen from how often each
+        word occurs in train (:func:`~rnnlab.models.adaptive.default_cutoffs`); checked
+        against the vocabulary (a ConfigError naming the fix)."""
+        vocab_size = len(self.get_vocab())
+        if self.cutoffs is None:
+            self.cutoffs = default_cutoffs(self.train_counts(vocab_size))
+            self.cutoffs_reason = (
+                "default: the words that cover "
+                + " / ".join(f"{share:.0%}" for share in COVERAGE)
+                + " of train"
+            )
+            if not self.cutoffs:  # too few words to split: one cluster of the rarest
+                self.cutoffs = [max(1, vocab_size // 2)]
+        try:
+            check_cutoffs(self.cutoffs, vocab_size)
+        except ValueError as exc:
+            raise ConfigError(
+                f"Cannot build the adaptive softmax: {exc}",
+                f"Give task.cutoffs below {vocab_size}, or task.cutoffs=null to choose them "
+                "from the vocabulary's frequency curve",
+            ) from exc
+        return self.cutoffs
+
+    def train_counts(self, vocab_size: int) -> Tensor:
+        """(V,) how often each id occurs in the training ids, counted in chunks (they may be
+        memory-mapped and larger than memory)."""
+        ids = self.text.ids(self.split_files()["train"], self.get_vocab())
+        ids, chunk = ids[: self.options.max_tokens], 1 << 24
+        counts = torch.zeros(vocab_size, dtype=torch.long)
+        for start in range(0, ids.numel(), chunk):
+            counts += torch.bincount(ids[start : start + chunk].long(), minlength=vocab_size)
+        return counts
+
+    def tags(self) -> dict[str, str]:
+        """The softmax, and for the adaptive one its cutoffs and where they came from."""
+        if self.options.softmax != "adaptive":
+            return {"softmax": "full"}
+        cutoffs = ",".join(map(str, self.get_cutoffs()))
+        return {"softmax": "adaptive", "cutoffs": cutoffs, "cutoffs_reason": self.cutoffs_reason}
 
     # --- model and training -----------------------------------------------------------------
 
@@ -252,6 +339,8 @@ class LanguageModelTask(Task):
                 dropout=self.options.dropout,
                 tie_weights=self.options.tie_weights,
                 init_range=self.options.init_range,
+                cutoffs=self.get_cutoffs() if self.options.softmax == "adaptive" else None,
+                div_value=self.options.div_value,
             )
         except ValueError as exc:
             raise ConfigError(
@@ -281,6 +370,8 @@ class LanguageModelTask(Task):
         for split in ("train", "val", "test"):
             self.split_streams(split)
         self.check_bptt(self.split_streams("train"))
+        if self.options.softmax == "adaptive":
+            self.get_cutoffs()
 
     def check_bptt(self, streams: Tensor) -> None:
         """``task.bptt`` must leave at least one target in each (T, B) training stream."""
@@ -303,8 +394,8 @@ class LanguageModelTask(Task):
         self, model: nn.Module, batch: tuple[Tensor, Tensor], carry: Carry
     ) -> tuple[Tensor, Carry, int]:
         x, y = batch  # (t, B) each
-        logits, state = model(x, detach(carry))  # (t, B, V)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1))  # per token
+        losses, state = model(x, detach(carry), targets=y)  # (t, B) nats
+        loss = losses.mean()  # per token
         if self.options.sum_over_time:
             # gradient of the loss summed over the t steps (Zaremba's), value still per token
             steps = x.shape[0]
@@ -344,11 +435,8 @@ class LanguageModelTask(Task):
             unit="window",
         )
         for x, y in bar:
-            logits, state = model(x, state)  # (t, B, V)
-            loss = F.cross_entropy(
-                logits.view(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum"
-            )
-            total += loss.double()
+            losses, state = model(x, state, targets=y)  # (t, B) nats, exact either softmax
+            total += losses.double().sum()
             count += y.numel()
         return (total / count).item()
 

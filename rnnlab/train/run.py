@@ -207,6 +207,7 @@ def train_model(
     start = restore(model, opt, sched, resume, ranks) if resume is not None else None
     if ranks.main:
         announce_path(model, recorder=recorder, device=device)
+        recorder.set_tags(task.tags())
     common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
     save_last = checkpoint_writer(
         recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common, ranks=ranks
