@@ -96,7 +96,8 @@ def test_translate_pyfunc_equals_rnnlab_translate(multi30k_tiny_run, translator)
     signature = translator.metadata.signature
     assert signature.inputs.input_names() == ["text"]
     assert [p.name for p in signature.params.params] == ["beam", "max_len", "n_best"]
-    assert translator.input_example is not None
+    example = translator.input_example  # the UI's example works as it is
+    assert example["text"].tolist() and translator.predict(example)["translation"].all()
 
 
 def test_a_bad_param_value_is_refused_in_one_sentence(translator):

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from test_serving import SENTENCES, load_pyfunc, mlflow_uri
 
-pytestmark = pytest.mark.spark
+# about a minute on the idle 2-core machine (docs/benchmarks.md, "Serving"): make test-all only
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def java_problem() -> str | None:

@@ -3,9 +3,10 @@
 In MLflow 3 a logged model is a LoggedModel (``models:/<model_id>``) whose source run is the
 training run; ``mlflow.pytorch.load_model(uri)`` gives back the ``nn.Module``. The task's
 state (vocabularies, tokenizer) is saved beside it as ``extra_files/task_state.pt``, since
-the module alone cannot turn text into ids; a task that serves (every built-in one) also gets
-the text-in ``python_function`` flavour of :mod:`rnnlab.tracking.serving` in the same model. Requirements are stated, not inferred: MLflow's
-inference imports the model in a subprocess, which costs seconds per run.
+the module alone cannot turn text into ids. A task that serves (every built-in one) also gets
+the text-in ``python_function`` flavour of :mod:`rnnlab.tracking.serving` in the same model.
+Requirements are stated, not inferred: MLflow's inference imports the model in a subprocess,
+which costs seconds per run.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def log_best_model(
         "registered_model_name": register_as,
         "await_registration_for": 0,
         "pip_requirements": requirements(),
+        # a pickled module: pt2 (the default with recent torch) traces forward on an
+        # example input, which a recurrent model with a state argument does not fit
         "serialization_format": "pickle",
     }
     with in_experiment(experiment_id):
@@ -100,6 +103,10 @@ def log_best_model(
                 task_state=task_state,
                 config_yaml=config_yaml,
                 schema=serving,
+                # MLflow would load the model a second time here to predict its input
+                # example: seconds and the model's memory again in the tracking process, for
+                # a warning only (tests/test_serving.py predicts the example instead)
+                validate_serving_input=False,
                 **common,
             )
     registered = None
@@ -120,8 +127,6 @@ def log_torch_model(model: Any, task_state: dict[str, Any], **options: Any) -> A
             path = Path(tmp) / TASK_STATE
             torch.save(task_state, path)
             extra.append(str(path))
-        # a pickled module: pt2 (the default with recent torch) traces forward on an
-        # example input, which a recurrent model with a state argument does not fit
         return mlflow.pytorch.log_model(model, extra_files=extra or None, **options)
 
 

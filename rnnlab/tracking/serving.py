@@ -101,9 +101,7 @@ def save_model(
             input_example=pd.DataFrame({schema.column: schema.example}),
             extra_files=[str(state_file)],
             pip_requirements=pip_requirements,
-            # a pickled module: pt2 (the default with recent torch) traces forward on an
-            # example input, which a recurrent model with a state argument does not fit
-            serialization_format="pickle",
+            serialization_format="pickle",  # see rnnlab.tracking.models
         )
     torch_pyfunc = mlflow_model.flavors.pop(mlflow.pyfunc.FLAVOR_NAME)
     mlflow.pyfunc.add_to_model(
