@@ -183,7 +183,7 @@ def test_a_file_too_short_for_the_streams_is_scored_as_one_like_the_served_model
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
     refused = eval_text(run, "--text", str(empty))
-    assert refused.returncode == 2 and "empty.txt holds no text" in refused.stderr
+    assert refused.returncode == 2 and "empty.txt is empty: it holds no text" in refused.stderr
 
 
 def test_second_tokenisation_is_a_cache_hit_with_the_same_ids(tmp_path, monkeypatch):

@@ -100,6 +100,21 @@ def test_translate_pyfunc_equals_rnnlab_translate(multi30k_tiny_run, translator)
     assert example["text"].tolist() and translator.predict(example)["translation"].all()
 
 
+@pytest.mark.gpu
+def test_the_model_loads_on_cuda_and_translates_as_on_the_cpu(multi30k_tiny_run, translator):
+    import mlflow.pyfunc
+
+    with mlflow_uri(multi30k_tiny_run["uri"]):
+        model_uri = multi30k_tiny_run["run"].data.tags["model_uri"]
+        on_gpu = mlflow.pyfunc.load_model(model_uri, model_config={"device": "cuda"})
+    assert next(on_gpu.get_raw_model().parameters()).is_cuda
+    assert next(translator.get_raw_model().parameters()).device.type == "cpu"
+    rows, greedy = pd.DataFrame({"text": SENTENCES}), {"beam": 1}
+    gpu, cpu = on_gpu.predict(rows, params=greedy), translator.predict(rows, params=greedy)
+    assert gpu["translation"].tolist() == cpu["translation"].tolist()
+    assert gpu["score"].tolist() == pytest.approx(cpu["score"].tolist(), abs=1e-3)
+
+
 def test_a_bad_param_value_is_refused_in_one_sentence(translator):
     from mlflow.exceptions import MlflowException
 

@@ -180,6 +180,10 @@ def serve(*, run_id: str, uri: str | None, host: str, port: int, workers: int, d
     uri = resolve_tracking_uri(uri)
     model_uri = run_model_uri(run_id, uri)
     check_port(host, port)
+    if device.startswith("cuda"):
+        from rnnlab.tracking.serving import pick_device
+
+        pick_device(device)  # no CUDA here: said now, not by each worker as it loads
     with tempfile.TemporaryDirectory(prefix="rnnlab-serve-") as tmp:
         local = download_model(model_uri, uri, Path(tmp))
         env = {**os.environ, MODEL_VAR: str(local)}

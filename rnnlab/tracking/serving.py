@@ -171,6 +171,10 @@ class TextModel:
     def __init__(self, *, task: Any, module: Any, schema: ServingSchema) -> None:
         self.task, self.module, self.schema = task, module, schema
 
+    def get_raw_model(self) -> Any:
+        """The ``nn.Module`` (``PyFuncModel.get_raw_model()``), on the device it was loaded on."""
+        return self.module
+
     def predict(self, model_input: Any, params: dict[str, Any] | None = None):
         import pandas as pd
 
