@@ -131,7 +131,10 @@ def start_server(run_id: str, uri: str, folder: Path) -> tuple[subprocess.Popen,
     log = (folder / "serve.log").open("w")
     command = [sys.executable, "-m", "rnnlab.cli", "serve", run_id, "--port", str(port)]
     server = subprocess.Popen(
-        [*command, "--uri", uri, "--device", "cpu"], cwd=folder, stdout=log, stderr=log
+        [*command, "--uri", uri, "--device", "cpu", "--timeout", "900"],
+        cwd=folder,
+        stdout=log,
+        stderr=log,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -26,8 +26,17 @@ from rnnlab.commands.runs import URI_HELP
     show_default=True,
     help="auto (CUDA where there is one) | cpu | cuda",
 )
+@click.option(
+    "--timeout",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds a request may take before the server answers 504 (MLflow's limit).",
+)
 @click.option("--uri", default=None, help=URI_HELP)
-def serve(run_id: str, port: int, host: str, workers: int, device: str, uri: str | None) -> None:
+def serve(
+    run_id: str, port: int, host: str, workers: int, device: str, timeout: int, uri: str | None
+) -> None:
     """Serve RUN_ID's model over HTTP: POST /invocations with one string per row, get its
     translations, scores or counts back (docs/serving.md). Prints a curl line that works.
 
@@ -42,5 +51,13 @@ def serve(run_id: str, port: int, host: str, workers: int, device: str, uri: str
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise RnnlabError(f"--device {device} is not a device", "Use auto, cpu or cuda")
     raise SystemExit(
-        run_server(run_id=run_id, uri=uri, host=host, port=port, workers=workers, device=device)
+        run_server(
+            run_id=run_id,
+            uri=uri,
+            host=host,
+            port=port,
+            workers=workers,
+            device=device,
+            timeout=timeout,
+        )
     )

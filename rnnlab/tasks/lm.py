@@ -462,6 +462,8 @@ class LanguageModelTask(Task):
                     "Use 1.0 for the model's own distribution, lower (0.7) for safer text",
                 )
             seed = params["seed"]
+            if seed < 0:
+                raise RnnlabError(f"seed must be 0 or more, got {seed}", "Use seed=0, 1, ...")
             return {
                 "generated": [
                     self.sample_text(

@@ -173,8 +173,18 @@ def server_command(*, host: str, port: int, workers: int) -> list[str]:
     ]
 
 
-def serve(*, run_id: str, uri: str | None, host: str, port: int, workers: int, device: str) -> int:
+def serve(
+    *,
+    run_id: str,
+    uri: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    device: str,
+    timeout: int = 60,
+) -> int:
     """Serve RUN_ID's model until stopped; the server's exit status."""
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc.scoring_server import SERVING_MODEL_CONFIG
 
     uri = resolve_tracking_uri(uri)
@@ -188,6 +198,7 @@ def serve(*, run_id: str, uri: str | None, host: str, port: int, workers: int, d
         local = download_model(model_uri, uri, Path(tmp))
         env = {**os.environ, MODEL_VAR: str(local)}
         env[SERVING_MODEL_CONFIG] = json.dumps({"device": device})
+        env[MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name] = str(timeout)
         if host not in LOOPBACK:
             click.echo(f"warning: binding {host} serves the model to the network", err=True)
         click.echo(
