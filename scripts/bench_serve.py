@@ -4,7 +4,8 @@ One translation run's model, the same Multi30k test2016 source sentences, greedy
 (``beam=1``) and the CPU on both sides:
 
 * **in process**: what ``rnnlab translate RUN_ID --beam 1`` runs once the model is loaded,
-  ``task.translate`` on all the sentences at once (sorted batches of ``eval_batch_size``);
+  ``task.translate`` on all the sentences at once (sorted batches of ``eval_batch_size``),
+  on the run's logged model (the weights the server loads);
 * **served, batch 64**: ``rnnlab serve RUN_ID --device cpu`` (MLflow's scoring server, one
   worker), the sentences POSTed 64 per request, one request after the other;
 * **served, batch 1**: one sentence per request; each request's latency is kept, for the
@@ -86,14 +87,21 @@ def test_sentences(count: int) -> list[str]:
 
 
 def in_process(run_id: str, uri: str, sentences: list[str]) -> tuple[float, list[str]]:
-    """Sentences/s of ``task.translate`` (greedy, the CPU), the model already loaded."""
-    from rnnlab.session.restore import load_run
+    """Sentences/s of ``task.translate`` (greedy, the CPU), what ``rnnlab translate`` runs,
+    on the run's logged model (the weights the server loads), the model already loaded."""
+    import mlflow
 
-    restored = load_run(run_id, uri=uri, device="cpu")
-    restored.task.progress = False
-    restored.task.translate(restored.model, sentences[:16], beam_size=1)  # warm-up
+    from rnnlab.tracking.serving import _load_pyfunc
+
+    mlflow.set_tracking_uri(uri)
+    model_uri = mlflow.get_run(run_id).data.tags["model_uri"]
+    with tempfile.TemporaryDirectory(prefix="rnnlab-bench-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
+        loaded = _load_pyfunc(local, {"device": "cpu"})
+    task, module = loaded.task, loaded.module
+    task.translate(module, sentences[:16], beam_size=1)  # warm-up
     start = time.perf_counter()
-    out = restored.task.translate(restored.model, sentences, beam_size=1)
+    out = task.translate(module, sentences, beam_size=1)
     return len(sentences) / (time.perf_counter() - start), out
 
 
