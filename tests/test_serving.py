@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shlex
 import shutil
 import sqlite3
@@ -345,11 +346,14 @@ def test_mlflow_models_serve_and_predict_take_the_same_model(multi30k_tiny_run, 
     assert [row["translation"] for row in json.loads(predicted.stdout)["predictions"]] == expected
     port = free_port()
     errors = tmp_path / "serve.err"
+    # MLflow starts `uvicorn` by name: the venv's bin/ on PATH, as an activated venv has it
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     with errors.open("w") as err:
         process = subprocess.Popen(
             [*mlflow_cli, "serve", "-m", local, "-p", str(port), "--env-manager", "local"],
             stdout=err,
             stderr=err,
+            env={**os.environ, "PATH": path},
         )
     try:
         wait_until_up(process, port, errors)
