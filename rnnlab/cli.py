@@ -22,6 +22,7 @@ from rnnlab.commands.generate import generate
 from rnnlab.commands.plot import landscape, plot
 from rnnlab.commands.predict import predict
 from rnnlab.commands.runs import runs
+from rnnlab.commands.serve import serve
 from rnnlab.commands.server import server
 from rnnlab.commands.train import train
 from rnnlab.commands.translate import translate
@@ -73,6 +74,7 @@ for command in (
     landscape,
     ui,
     server,
+    serve,
     bench,
 ):
     cli.add_command(command)

@@ -157,6 +157,35 @@ def test_eval_text_name_and_a_missing_file(word_run, tmp_path):
     assert "nope.txt does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.parametrize(("fixture", "text"), [("word_run", "the cat"), ("char_run", "ab")])
+def test_a_file_too_short_for_the_streams_is_scored_as_one_like_the_served_model(
+    fixture, text, request, tmp_path
+):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    run = request.getfixturevalue(fixture)
+    short = tmp_path / "short.txt"
+    short.write_text(text + "\n", encoding="utf-8")
+    result = eval_text(run, "--text", str(short))
+    assert result.returncode == 0, result.stderr
+    assert "too few for the run's 2 parallel streams: scored as one stream" in result.stderr
+    headline = "bpc" if fixture == "char_run" else "ppl"
+    metrics = run["client"].get_run(run["run"].info.run_id).data.metrics
+    mlflow.set_tracking_uri(run["uri"])
+    served = mlflow.pyfunc.load_model(run["run"].data.tags["model_uri"]).predict(
+        pd.DataFrame({"text": [text]})
+    )
+    assert served["ppl"][0] == pytest.approx(metrics["eval/short/ppl"], abs=1e-4)
+    tokens = len(text) + 1 if fixture == "char_run" else len(text.split()) + 1  # and the end
+    assert served["tokens"][0] == tokens
+    assert math.isfinite(metrics[f"eval/short/{headline}"])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    refused = eval_text(run, "--text", str(empty))
+    assert refused.returncode == 2 and "empty.txt is empty: it holds no text" in refused.stderr
+
+
 def test_second_tokenisation_is_a_cache_hit_with_the_same_ids(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNLAB_CACHE", str(tmp_path / "cache"))
     corpus = write_corpus(tmp_path / "corpus", seed=3)

@@ -129,7 +129,9 @@ def execute(
                 concurrent_jobs=concurrent_jobs,
                 ranks=ranks,
             )
-            model_lines = start_logging_model(spec, outcome.model, logger, step=outcome.fit.epochs)
+            model_lines = start_logging_model(
+                spec, outcome.model, logger, step=outcome.fit.epochs, config_yaml=config_yaml
+            )
             write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
             outcome.summary += reference_lines(spec, outcome.metrics)
             outcome.summary += model_lines()

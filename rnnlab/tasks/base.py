@@ -10,7 +10,7 @@ artifacts, and tags. Evaluation returns everything it found; a task caches nothi
 
 What a task can do beyond training is declared by the protocols at the end of this module
 (:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`, :class:`ScoresText`,
-:class:`DrawsFigures`); commands check them with
+:class:`DrawsFigures`, :class:`Serves`); commands check them with
 ``isinstance`` rather than guessing from attributes.
 """
 
@@ -64,6 +64,8 @@ class EvalResult:
     tags: dict[str, str] = field(default_factory=dict)
     #: arrays worth keeping for artifacts (e.g. ``forecast``: every test forecast), not logged
     arrays: dict[str, Any] = field(default_factory=dict)
+    #: what the user should know about how it was computed (printed, not logged)
+    notes: list[str] = field(default_factory=list)
 
 
 def digest_of(*parts: str) -> str:
@@ -306,3 +308,42 @@ class ScoresText(Protocol):
 
     def score_text(self, model: nn.Module, path: Path, *, name: str) -> EvalResult:
         """``eval/<name>/<metric>`` of ``model`` on the whole file, in batches."""
+
+
+#: the types a served output column may have (MLflow's: ``string[]`` is an array of strings)
+OUTPUT_TYPES = ("string", "double", "long", "string[]", "double[]")
+
+
+@dataclass(frozen=True)
+class ServingSchema:
+    """What a task's served model reads and writes. :mod:`rnnlab.tracking.serving` makes it
+    the MLflow model's signature and checks every request against it, so a task states it
+    once and knows nothing of MLflow."""
+
+    #: the one input column: one string per row (a sentence, a text, a bit string)
+    column: str
+    #: output column -> one of :data:`OUTPUT_TYPES`
+    outputs: dict[str, str]
+    #: the params a request may set -> their defaults (a default's type is the param's:
+    #: int, float, str or bool); any other param is refused
+    params: dict[str, Any]
+    #: rows that work, for the model's input example (the UI and ``rnnlab serve`` show them)
+    example: list[str]
+    #: the longest row accepted, in characters; a longer one is refused, not truncated
+    max_chars: int
+
+
+@runtime_checkable
+class Serves(Protocol):
+    """A task whose model is served as strings in, a table out: the run's MLflow pyfunc model
+    (``mlflow.pyfunc.load_model``, ``rnnlab serve``, Spark UDFs)."""
+
+    def serving_schema(self) -> ServingSchema:
+        """The served model's columns, params and example (called on the trained task)."""
+
+    def serve(
+        self, model: nn.Module, rows: list[str], params: dict[str, Any]
+    ) -> dict[str, list[Any]]:
+        """Output column -> one value per row. ``rows`` are non-empty strings within
+        ``max_chars``, ``params`` every declared param; a value the task cannot take raises
+        :class:`~rnnlab.errors.RnnlabError`, said as one sentence and its fix."""

@@ -17,10 +17,21 @@ from torch import Tensor, nn
 
 from rnnlab.data.bits import make_bits
 from rnnlab.data.buckets import shard
+from rnnlab.errors import RnnlabError
 from rnnlab.models.seq2one import SequenceRegressor
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import POSITIVE, Options, option
-from rnnlab.tasks.base import DataSource, EvalResult, Task, digest_of, epoch_generator
+from rnnlab.tasks.base import (
+    DataSource,
+    EvalResult,
+    ServingSchema,
+    Task,
+    digest_of,
+    epoch_generator,
+)
+
+#: the longest bit string a served model counts
+SERVED_MAX_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,40 @@ class BitCount(Task):
     def evaluate(self, model: nn.Module, split: str) -> EvalResult:
         x, y = self.splits[split]
         return EvalResult({f"{split}/loss": self.sse(model, x, y).item()})
+
+    # -- serving (rnnlab.tasks.base.Serves) ----------------------------------------------
+    def serving_schema(self) -> ServingSchema:
+        """Bit strings (``"0110"``, spaces ignored) in, the predicted count of ones out."""
+        return ServingSchema(
+            column="bits",
+            outputs={"count": "double"},
+            params={},
+            example=["0110100110", "1111"],
+            max_chars=SERVED_MAX_CHARS,
+        )
+
+    @torch.no_grad()
+    def serve(
+        self, model: nn.Module, rows: list[str], params: dict[str, Any]
+    ) -> dict[str, list[Any]]:
+        sequences = ["".join(row.split()) for row in rows]
+        for i, bits in enumerate(sequences):
+            if not bits or set(bits) - {"0", "1"}:
+                raise RnnlabError(
+                    f"Row {i} is not a bit string: {rows[i][:40]!r}",
+                    "Send strings of 0s and 1s, such as '0110'",
+                )
+        model.eval()
+        counts = [0.0] * len(rows)
+        by_length: dict[int, list[int]] = {}
+        for i, bits in enumerate(sequences):  # one batch per length: no padding
+            by_length.setdefault(len(bits), []).append(i)
+        for idx in by_length.values():
+            bits = torch.tensor([[float(c) for c in sequences[i]] for i in idx])  # (b, T)
+            x = bits.t().unsqueeze(-1).to(self.device)  # (T, b, 1), as data.bits lays it out
+            for i, count in zip(idx, model(x).tolist(), strict=True):  # (b,)
+                counts[i] = count
+        return {"count": counts}
 
     def summary(self, model: nn.Module) -> list[str]:
         weights = model.scalars()

@@ -40,12 +40,23 @@ from rnnlab.models.adaptive import COVERAGE, check_cutoffs, default_cutoffs
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import FRACTION, POSITIVE, Options, one_of, option
-from rnnlab.tasks.base import DataSource, EvalResult, Task, perplexity
+from rnnlab.tasks.base import DataSource, EvalResult, ServingSchema, Task, perplexity
 
 SAMPLE_TOKENS = 100
 SOFTMAXES = ("full", "adaptive")
+#: the longest text a served model scores, in characters (one stream each), and the most
+#: tokens it samples for one request row
+SERVED_MAX_CHARS = 20_000
+SERVED_MAX_GENERATE = 10_000
 
 Carry = list[State]
+
+
+def as_file_text(text: str) -> str:
+    """``text`` as a file holding it is read (rnnlab.data.tokenise.read_blocks): ``\\r\\n`` as
+    ``\\n``, and a line end after the last line."""
+    text = text.replace("\r\n", "\n")
+    return text if text.endswith("\n") else text + "\n"
 
 
 def detach(state: Carry) -> Carry:
@@ -455,13 +466,134 @@ class LanguageModelTask(Task):
         """``eval/NAME/*`` of ``model`` on a whole text file, laid out and scored exactly as
         a test split is (every token, ``eval_batch_size`` streams). The ids are streamed
         from the file into the token cache and read back memory-mapped, one window at a time,
-        so the text is never in memory and the ids need not be."""
+        so the text is never in memory and the ids need not be. A file too short for that
+        layout is scored as one stream, as a served model scores a text (:meth:`score_texts`),
+        and the result says so."""
         model.eval()
         found = fingerprint(path)
         ids = self.text.ids(found, self.get_vocab())
-        streams = self.layout(ids, self.options.eval_batch_size, found, copy=False)
-        mean = self.mean_loss(model, streams, desc=f"eval {name}")
-        return EvalResult(self.figures(f"eval/{name}", mean, self.unk_share(ids)))
+        rows = self.options.eval_batch_size  # (an empty file was refused by text.ids)
+        notes = []
+        if ids.numel() // rows < 2:  # fewer than the 2 steps a stream needs (data.bptt)
+            start = self.get_vocab().encode(self.level.start)
+            stream = torch.cat([torch.tensor(start, dtype=ids.dtype), ids]).unsqueeze(1)  # (N+1, 1)
+            total, count = self.column_log_probs(model, stream, [stream.shape[0]])
+            mean = -total[0] / count[0]
+            notes.append(
+                f"{path} holds {ids.numel()} {self.level.unit}, too few for the run's {rows} "
+                f"parallel streams: scored as one stream, every {self.level.unit[:-1]} after "
+                "a line start (as a served model scores a text)"
+            )
+        else:
+            streams = self.layout(ids, rows, found, copy=False)
+            mean = self.mean_loss(model, streams, desc=f"eval {name}")
+        figures = self.figures(f"eval/{name}", mean, self.unk_share(ids))
+        return EvalResult(figures, notes=notes)
+
+    @torch.no_grad()
+    def column_log_probs(
+        self, model: nn.Module, streams: Tensor, lengths: list[int]
+    ) -> tuple[list[float], list[int]]:
+        """The summed log-probability of each column's tokens after its first, and their
+        number: (T, B) ids whose column b holds ``lengths[b]`` real ids, then padding."""
+        batch = streams.shape[1]
+        state = model.init_state(batch, self.device)
+        real = torch.tensor(lengths, device=self.device)  # (B,)
+        total = torch.zeros(batch, dtype=torch.float64, device=self.device)  # (B,)
+        for i, (x, y) in enumerate(self.long_windows(streams)):
+            logits, state = model(x, state)  # (t, B, V)
+            steps = x.shape[0]
+            logp = -F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="none"
+            ).view(steps, batch)  # (t, B)
+            target = i * self.bptt + 1 + torch.arange(steps, device=self.device)  # (t,)
+            keep = target.unsqueeze(1) < real.unsqueeze(0)  # (t, B): a real next token
+            total += torch.where(keep, logp, 0.0).sum(dim=0).double()
+        return total.tolist(), [n - 1 for n in lengths]
+
+    @torch.no_grad()
+    def score_texts(self, model: nn.Module, texts: list[str]) -> list[tuple[float, int]]:
+        """(log-probability, tokens) of each text, scored as a file holding it is by
+        ``rnnlab eval --text`` when too short for the parallel streams: its lines (each ended
+        as a file's are) after a line start, every token scored. Texts are scored in batches
+        of ``eval_batch_size``, sorted by length."""
+        from rnnlab.data.buckets import pad, sorted_batches
+
+        model.eval()
+        vocab = self.get_vocab()
+        start = vocab.encode(self.level.start)
+        ids = [start + vocab.encode(self.level.tokens(as_file_text(t))) for t in texts]
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(texts)
+        lengths = [len(i) for i in ids]
+        for idx in sorted_batches(lengths, batch_size=self.options.eval_batch_size):
+            streams, _ = pad([ids[i] for i in idx], pad_index=0)  # (T, b)
+            total, count = self.column_log_probs(
+                model, streams.to(self.device), [lengths[i] for i in idx]
+            )
+            for i, log_prob, tokens in zip(idx, total, count, strict=True):
+                out[i] = (log_prob, tokens)
+        return out
+
+    # -- serving (rnnlab.tasks.base.Serves) ----------------------------------------------
+    def serving_schema(self) -> ServingSchema:
+        """Texts in; their log-probability, tokens and perplexity out, or (``generate=N``)
+        N sampled tokens after each text."""
+        return ServingSchema(
+            column="text",
+            outputs={
+                "log_prob": "double",
+                "tokens": "long",
+                "ppl": "double",
+                "generated": "string",
+            },
+            params={"generate": 0, "temperature": 1.0, "seed": 0},
+            example=[self.example_line()],
+            max_chars=SERVED_MAX_CHARS,
+        )
+
+    def example_line(self) -> str:
+        """The first line of the validation text (30 tokens at most), for the input example."""
+        ids = self.split_streams("val")[:200, 0].tolist()  # stream 0: where the split starts
+        line: list[str] = []
+        for token in self.get_vocab().decode(ids):
+            if token != self.level.line_end:
+                line.append(token)
+            elif line:
+                break
+        return self.level.join(line[:30])
+
+    def serve(
+        self, model: nn.Module, rows: list[str], params: dict[str, Any]
+    ) -> dict[str, list[Any]]:
+        steps, temperature = params["generate"], params["temperature"]
+        if not 0 <= steps <= SERVED_MAX_GENERATE:
+            raise RnnlabError(
+                f"generate={steps} is outside 0..{SERVED_MAX_GENERATE}",
+                "Use generate=0 to score the texts, or N > 0 to sample N tokens after each",
+            )
+        if steps:
+            if not (math.isfinite(temperature) and temperature > 0):
+                raise RnnlabError(
+                    f"temperature must be a positive number, got {temperature}",
+                    "Use 1.0 for the model's own distribution, lower (0.7) for safer text",
+                )
+            seed = params["seed"]
+            if seed < 0:
+                raise RnnlabError(f"seed must be 0 or more, got {seed}", "Use seed=0, 1, ...")
+            return {
+                "generated": [
+                    self.sample_text(
+                        model, prime=row, steps=steps, temperature=temperature, seed=seed
+                    )
+                    for row in rows
+                ]
+            }
+        scored = self.score_texts(model, rows)
+        return {
+            "log_prob": [log_prob for log_prob, _ in scored],
+            "tokens": [tokens for _, tokens in scored],
+            "ppl": [perplexity(-log_prob / max(tokens, 1)) for log_prob, tokens in scored],
+        }
 
     def sample_text(
         self, model: nn.Module, *, prime: str | None, steps: int, temperature: float, seed: int

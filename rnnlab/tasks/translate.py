@@ -38,7 +38,7 @@ from rnnlab.data.text import LANGUAGES, MosesText, WordText
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError, RnnlabError
 from rnnlab.models.attention import KINDS
-from rnnlab.models.beam import beam_decode, greedy_decode
+from rnnlab.models.beam import Hypothesis, beam_search, greedy_decode, greedy_search
 from rnnlab.models.seq2seq import Seq2Seq
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import (
@@ -55,6 +55,7 @@ from rnnlab.tasks.base import (
     AttentionMap,
     DataSource,
     EvalResult,
+    ServingSchema,
     Task,
     digest_of,
     epoch_generator,
@@ -64,6 +65,8 @@ from rnnlab.tasks.base import (
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 PAD, UNK, BOS, EOS = range(4)
 #: a language code (de, en, pt_br, ...): it names the files and the sides
+#: the longest sentence a served model translates, in characters (a long sentence is ~300)
+SERVED_MAX_CHARS = 1000
 LANG_CODE = Rule(lambda v: v.replace("_", "").isalpha() and v == v.lower(), "a language code")
 
 
@@ -392,26 +395,44 @@ class Translate(Task):
         self, model: nn.Module, src_ids: list[list[int]], *, beam_size: int
     ) -> list[list[int]]:
         """Target ids for each source sentence, in order (greedy when beam_size is 1)."""
-        out: list[list[int]] = [[] for _ in src_ids]
+        return [found[0].ids for found in self.search(model, src_ids, beam_size=beam_size)]
+
+    def search(
+        self,
+        model: nn.Module,
+        src_ids: list[list[int]],
+        *,
+        beam_size: int,
+        max_len: int | None = None,
+        n_best: int = 1,
+    ) -> list[list[Hypothesis]]:
+        """The ``n_best`` hypotheses of each source sentence, in order, best first (greedy when
+        beam_size is 1), decoded in batches of ``eval_batch_size`` sorted by length."""
+        out: list[list[Hypothesis]] = [[] for _ in src_ids]
         size = self.options.eval_batch_size
         batches = list(sorted_batches([len(s) for s in src_ids], batch_size=size))
         bar = self.bar(batches, desc=f"decode (beam {beam_size})", unit="batch")
+        kwargs = {
+            "bos_index": BOS,
+            "eos_index": EOS,
+            "max_len": max_len or self.options.max_decode_len,
+            "alpha": self.options.length_penalty,
+        }
         for idx in bar:
             batch = self.make_batch([src_ids[i] for i in idx], None)
-            kwargs = {"bos_index": BOS, "eos_index": EOS, "max_len": self.options.max_decode_len}
             if beam_size == 1:
-                hyps, _ = greedy_decode(model, batch.src, batch.src_lengths, **kwargs)
+                found = [[h] for h in greedy_search(model, batch.src, batch.src_lengths, **kwargs)]
             else:
-                hyps = beam_decode(
+                found = beam_search(
                     model,
                     batch.src,
                     batch.src_lengths,
                     beam_size=beam_size,
-                    alpha=self.options.length_penalty,
+                    n_best=n_best,
                     **kwargs,
                 )
-            for i, hyp in zip(idx, hyps, strict=True):
-                out[i] = hyp
+            for i, hyps in zip(idx, found, strict=True):
+                out[i] = hyps
         return out
 
     def detokenize(self, ids: list[int]) -> str:
@@ -473,11 +494,67 @@ class Translate(Task):
     @torch.no_grad()
     def translate(self, model: nn.Module, sentences: list[str], *, beam_size: int | None = None):
         """Detokenized translations of raw source sentences."""
+        found = self.translate_n_best(model, sentences, beam_size=beam_size)
+        return [hyps[0][0] for hyps in found]
+
+    @torch.no_grad()
+    def translate_n_best(
+        self,
+        model: nn.Module,
+        sentences: list[str],
+        *,
+        beam_size: int | None = None,
+        max_len: int | None = None,
+        n_best: int = 1,
+    ) -> list[list[tuple[str, float]]]:
+        """The ``n_best`` detokenized translations of each raw source sentence, best first,
+        with their scores (log-probability over the length penalty)."""
         self.ensure_vocab()
         model.eval()
         ids = [self.src_text.encode(self.src_text.tokenize(s)) for s in sentences]
-        hyps = self.decode(model, ids, beam_size=beam_size or self.options.beam_size)
-        return [self.detokenize(h) for h in hyps]
+        beam = beam_size or self.options.beam_size
+        found = self.search(model, ids, beam_size=beam, max_len=max_len, n_best=n_best)
+        return [[(self.detokenize(h.ids), h.score) for h in hyps] for hyps in found]
+
+    # -- serving (rnnlab.tasks.base.Serves) ----------------------------------------------
+    def serving_schema(self) -> ServingSchema:
+        """Sentences in; the best translation and its score, and the ``n_best`` list, out."""
+        o = self.options
+        sentences, _ = self.read_split("val")
+        return ServingSchema(
+            column="text",
+            outputs={
+                "translation": "string",
+                "score": "double",
+                "n_best": "string[]",
+                "n_best_scores": "double[]",
+            },
+            params={"beam": o.beam_size, "max_len": o.max_decode_len, "n_best": 1},
+            example=sentences[:2],
+            max_chars=SERVED_MAX_CHARS,
+        )
+
+    def serve(
+        self, model: nn.Module, rows: list[str], params: dict[str, Any]
+    ) -> dict[str, list[Any]]:
+        beam, max_len, n_best = params["beam"], params["max_len"], params["n_best"]
+        if beam < 1 or max_len < 1:
+            raise RnnlabError(
+                f"beam and max_len must be at least 1, got beam={beam}, max_len={max_len}",
+                "Use beam=1 for greedy decoding",
+            )
+        if not 1 <= n_best <= beam:
+            raise RnnlabError(
+                f"n_best={n_best} is not between 1 and the beam size {beam}",
+                "Ask for at most as many translations as the beam keeps (raise beam)",
+            )
+        found = self.translate_n_best(model, rows, beam_size=beam, max_len=max_len, n_best=n_best)
+        return {
+            "translation": [hyps[0][0] for hyps in found],
+            "score": [hyps[0][1] for hyps in found],
+            "n_best": [[text for text, _ in hyps] for hyps in found],
+            "n_best_scores": [[score for _, score in hyps] for hyps in found],
+        }
 
     def state_dict(self) -> dict[str, Any]:
         self.ensure_vocab()
