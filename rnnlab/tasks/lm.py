@@ -501,11 +501,9 @@ class LanguageModelTask(Task):
         real = torch.tensor(lengths, device=self.device)  # (B,)
         total = torch.zeros(batch, dtype=torch.float64, device=self.device)  # (B,)
         for i, (x, y) in enumerate(self.long_windows(streams)):
-            logits, state = model(x, state)  # (t, B, V)
+            losses, state = model(x, state, targets=y)  # (t, B) nats, exact for any softmax
             steps = x.shape[0]
-            logp = -F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="none"
-            ).view(steps, batch)  # (t, B)
+            logp = -losses.float()  # (t, B)
             target = i * self.bptt + 1 + torch.arange(steps, device=self.device)  # (t,)
             keep = target.unsqueeze(1) < real.unsqueeze(0)  # (t, B): a real next token
             total += torch.where(keep, logp, 0.0).sum(dim=0).double()
