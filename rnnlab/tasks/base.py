@@ -97,6 +97,9 @@ class Task(abc.ABC):
     #: whether ``train_loss`` is a sum over the batch (not a mean over its weight): under
     #: several ranks the gradient is then that of the global sum (rnnlab.train.distributed)
     summed_loss: ClassVar[bool] = False
+    #: whether every training step has the same tensor shapes (bar an epoch's last), so a
+    #: recorded CUDA graph can replay it (``trainer.cuda_graphs``: rnnlab.train.graphs)
+    fixed_shape_steps: ClassVar[bool] = False
 
     device: torch.device = torch.device("cpu")
     #: this process's rank and the number of ranks: each trains on its own shard
