@@ -46,7 +46,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Workers, compose, cuda_versions, precision_counts, rotating_rounds, serve
+from sidebyside import Workers, compose, cuda_versions, precision_counts, rotating_rounds, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the device every side trains on (scripts/gpu_check.sh sets BENCH_DEVICE=cuda)
@@ -244,13 +244,17 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--check-tokens",
         type=int,
-        default=None if cuda else 100_000,
-        help="training tokens of the ppl check (CUDA default: the whole training set)",
+        default=None,
+        help="training tokens of the ppl check (default: CUDA the whole training set, CPU "
+        "100,000, --quick 20,000)",
     )
     args = parser.parse_args()
     if args.quick:
         args.tokens, args.rounds = 4000, 1
-        args.check_tokens = args.check_tokens or 20_000
+    if args.check_tokens is None and not cuda:
+        args.check_tokens = 20_000 if args.quick else 100_000
+    elif args.check_tokens is None and args.quick:
+        args.check_tokens = 200_000
     if cuda and not args.quick and (args.tokens < 200_000 or args.rounds < 5):
         print("note: below the CUDA protocol (>= 5 rounds of >= 200,000 tokens)", flush=True)
     return args

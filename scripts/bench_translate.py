@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Workers, compose, cuda_versions, precision_counts, rotating_rounds, serve
+from sidebyside import Workers, compose, cuda_versions, precision_counts, rotating_rounds, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the device both sides train on (scripts/gpu_check.sh sets BENCH_DEVICE=cuda)

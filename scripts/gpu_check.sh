@@ -42,8 +42,16 @@ exec > >(tee -a "$LOG") 2>&1
 
 fig() { echo "$*" | tee -a "$FIG"; }  # a figure: to the log and to the figures file
 step() { echo; echo "== $STAGE: $1 ($(date +%T))"; }
-# the dry run shrinks every step and trains on the CPU; scale a timeout down with it
-if [ "$DRY" = 1 ]; then DEVICE=cpu; else DEVICE=cuda; fi
+# the dry run shrinks every step and trains on the CPU, one thread per process (a shared
+# machine), with every timeout scaled by GPU_CHECK_TIMEOUT_SCALE (default 4 there, else 1)
+if [ "$DRY" = 1 ]; then
+  DEVICE=cpu SCALE=${GPU_CHECK_TIMEOUT_SCALE:-4}
+  export OMP_NUM_THREADS=1
+else
+  DEVICE=cuda SCALE=${GPU_CHECK_TIMEOUT_SCALE:-1}
+fi
+limit() { timeout -s TERM "$(($1 * SCALE))" "${@:2}"; }  # limit SECONDS COMMAND...
+export BENCH_DEVICE=$DEVICE
 
 install_wheels() {
   if "$PY" -c "import hydra, mlflow, sacremoses" 2>/dev/null; then return; fi
@@ -63,7 +71,7 @@ machine() {
   if command -v nvidia-smi >/dev/null; then
     fig "gpu: $(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader)"
   fi
-  timeout 60 "$PY" - <<'PY' | tee -a "$FIG"
+  limit 60 "$PY" - <<'PY' | tee -a "$FIG"
 import platform, torch
 from rnnlab.train.graphs import resolve_cuda_graphs
 from rnnlab.train.precision import resolve_precision
@@ -80,7 +88,7 @@ PY
 
 # the training-run figures of one MLflow experiment: status, metrics, wall time
 run_figures() {
-  timeout 60 "$PY" - "$1" <<'PY' | tee -a "$FIG"
+  limit 60 "$PY" - "$1" <<'PY' | tee -a "$FIG"
 import sys, mlflow
 client = mlflow.MlflowClient()
 exp = client.get_experiment_by_name(sys.argv[1])
@@ -100,21 +108,21 @@ PY
 }
 
 train() {  # train NAME TIMEOUT OVERRIDES...: one rnnlab run, its figures
-  local name=$1 limit=$2
+  local name=$1 secs=$2
   shift 2
   local start=$SECONDS
-  timeout -s TERM "$limit" "$PY" -m rnnlab.cli train "$@" device="$DEVICE" \
+  limit "$secs" "$PY" -m rnnlab.cli train "$@" device="$DEVICE" \
     trainer.progress=null tracking.experiment="$name"
-  fig "$name: exit $?, $((SECONDS - start)) s end to end (timeout $limit s)"
+  fig "$name: exit $?, $((SECONDS - start)) s end to end (timeout $((secs * SCALE)) s)"
   run_figures "$name"
 }
 
 bench() {  # bench TIMEOUT SCRIPT ARGS...: its RATIO lines and summaries go to the figures
-  local limit=$1
+  local secs=$1
   shift
-  BENCH_DEVICE=$DEVICE timeout "$limit" "$PY" "$@" | tee "$WORK/bench.txt"
+  limit "$secs" "$PY" "$@" | tee "$WORK/bench.txt"
   fig "$*: exit ${PIPESTATUS[0]}"
-  grep -E "RATIO|tok/s \(|tok/s  |validation ppl|decoding|auto picks|warm-up seconds" \
+  grep -E "^== |throughput|RATIO|tok/s \(|tok/s  |validation ppl|decoding|auto picks|warm-up s" \
     "$WORK/bench.txt" | sed 's/^/  /' >> "$FIG"
 }
 
@@ -124,13 +132,13 @@ machine
 case "$STAGE" in
   tests)
     step "pytest -m gpu"
-    timeout 200 "$PY" -m pytest -q -p no:cacheprovider -m gpu $(grep -l "mark.gpu" tests/test_*.py) \
+    limit 200 "$PY" -m pytest -q -p no:cacheprovider -m gpu $(grep -l "mark.gpu" tests/test_*.py) \
       2>&1 | tee "$WORK/pytest.txt" | tail -n 30
     fig "pytest -m gpu: $(tail -n 1 "$WORK/pytest.txt")"
     step "sync report"
     tasks=bitcount,lm,translate
     [ "$DRY" = 1 ] && tasks=bitcount
-    timeout 90 "$PY" scripts/sync_report.py --tasks "$tasks" 2>&1 | tee -a "$FIG"
+    limit 90 "$PY" scripts/sync_report.py --tasks "$tasks" 2>&1 | tee -a "$FIG"
     step "bench_ptb small and medium"
     if [ "$DRY" = 1 ]; then
       bench 300 scripts/bench_ptb.py --quick --tiny --sizes small,medium

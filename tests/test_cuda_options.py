@@ -14,10 +14,12 @@ from conftest import cli_inprocess, compose, runs_of
 CUDA = torch.device("cuda")  # only named: the decisions below are made from the device
 
 
+@functools.cache
 def optimizer_factory(name: str, *overrides: str):
-    from rnnlab.compose import compose as build
+    """The ``optim`` group composed into its factory (rnnlab.compose.build), as a run gets it."""
+    from rnnlab.compose.build import build_optimizer
 
-    return build(compose([f"optim={name}", *overrides, "device=cpu"])).optimizer
+    return build_optimizer(compose([f"optim={name}", *overrides, "device=cpu"]).optim)
 
 
 @pytest.mark.parametrize(

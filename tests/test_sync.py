@@ -389,3 +389,19 @@ def test_no_step_syncs_on_cuda(task, tmp_path, monkeypatch):
     loop.train_epoch = checked_epoch
     result = loop.run(Progress())
     assert result.steps >= 150
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_on_trains_the_lm_like_eager(tmp_path):
+    """``trainer.cuda_graphs=on`` (rnnlab.train.graphs): the same LM steps, the same losses
+    to within float rounding of a compiled graph, and the carried state survives replays."""
+    from rnnlab.train.loop import Progress
+
+    losses = {}
+    for graphs in ("off", "on"):
+        overrides = [*task_overrides("lm", tmp_path / graphs), f"trainer.cuda_graphs={graphs}"]
+        loop = build_loop(overrides, "cuda")
+        assert loop.graphs == (graphs == "on")
+        result = loop.run(Progress())
+        losses[graphs] = [value for _, value in result.history["train/loss"]]
+    assert losses["on"] == pytest.approx(losses["off"], rel=1e-3)
