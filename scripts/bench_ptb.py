@@ -273,13 +273,14 @@ def main() -> int:
     print(f"PTB training throughput on {DEVICE}: {cuda_versions()}", flush=True)
     found: dict[str, float] = {}
     try:
-        for size in args.sizes.split(","):
-            found.update(bench_size(size, args, auto))
+        for size in args.sizes.split(","):  # each size's RATIO as soon as it is known
+            ratios = bench_size(size, args, auto)
+            for name, value in ratios.items():
+                print(f"RATIO {name}={value:.2f}", flush=True)
+            found.update(ratios)
     except RuntimeError as exc:
         print(f"bench_ptb: {exc}", file=sys.stderr)
         return 2
-    for name, value in found.items():
-        print(f"RATIO {name}={value:.2f}")
     if DEVICE == "cpu" and not args.tiny and "ptb_train_cpu_small" in found:
         print(f"RATIO ptb_train={found['ptb_train_cpu_small']:.2f}")
     return 0
