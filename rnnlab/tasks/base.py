@@ -126,6 +126,9 @@ class Task(abc.ABC):
     #: whether ``train_loss`` is a sum over the batch (not a mean over its weight): under
     #: several ranks the gradient is then that of the global sum (rnnlab.train.distributed)
     summed_loss: ClassVar[bool] = False
+    #: whether every training step has the same tensor shapes (bar an epoch's last), so a
+    #: recorded CUDA graph can replay it (``trainer.cuda_graphs``: rnnlab.train.graphs)
+    fixed_shape_steps: ClassVar[bool] = False
 
     #: whether ``trainer.precision=auto`` may train this task in bf16 (rnnlab.train.precision).
     #: Only a task whose results bf16 is known not to spoil declares True; the default is the

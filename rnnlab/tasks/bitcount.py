@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from rnnlab.data.bits import make_bits
 from rnnlab.data.buckets import shard
+from rnnlab.data.transfer import to_device
 from rnnlab.errors import RnnlabError
 from rnnlab.models.seq2one import SequenceRegressor
 from rnnlab.models.stack import StackSpec
@@ -115,8 +116,8 @@ class BitCount(Task):
             order = torch.randperm(n, generator=epoch_generator(self.seed, epoch)).tolist()
         for start in range(0, n, size):
             idx = shard(order[start : start + size], rank=self.rank, world_size=world)
-            if idx is not None:
-                idx = torch.tensor(idx, device=self.device)
+            if idx is not None:  # the index is built on the host; a queued copy takes it over
+                idx = to_device(torch.tensor(idx), self.device)  # (b,)
                 yield x[:, idx], y[idx]  # (T, b, 1), (b,)
 
     @staticmethod

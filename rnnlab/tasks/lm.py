@@ -165,6 +165,7 @@ class LanguageModelTask(Task):
     name: ClassVar[str] = "lm"
     Options = LMOptions
     objective: ClassVar[str] = "val/ppl"
+    fixed_shape_steps: ClassVar[bool] = True  # (bptt, batch) windows, the last one shorter
     headline: ClassVar[str] = "ppl"
     eval_splits: ClassVar[tuple[str, ...]] = ("val",)
     final_splits: ClassVar[tuple[str, ...]] = ("test",)

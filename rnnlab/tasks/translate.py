@@ -35,6 +35,7 @@ from rnnlab.data.buckets import bucketed_batches, pad, shard, sorted_batches
 from rnnlab.data.parallel import SPLITS, PairFiles
 from rnnlab.data.subword import SubwordText
 from rnnlab.data.text import LANGUAGES, MosesText, WordText
+from rnnlab.data.transfer import pinned, to_device
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError, RnnlabError
 from rnnlab.models.attention import KINDS
@@ -82,11 +83,15 @@ class Split:
 
 @dataclass
 class Batch:
-    src: Tensor  # (S, B)
-    src_lengths: Tensor  # (B,)
+    """One batch, built on the host; what the step reads of it on the host (``tokens``,
+    ``src_lengths``) is never read back from the device."""
+
+    src: Tensor  # (S, B) on the device
+    src_lengths: Tensor  # (B,) on the host (pinned for CUDA): what packing reads
     tgt_in: Tensor  # (T, B): BOS y_1 .. y_n
     tgt_out: Tensor  # (T, B): y_1 .. y_n EOS
-    tokens: int
+    tokens: int  # target tokens, EOS included: the batch's weight
+    real: Tensor  # (N,) flat positions t·B + b of the real target tokens, on the device
 
 
 @dataclass
@@ -329,6 +334,9 @@ class Translate(Task):
         return self._splits[name]
 
     def make_batch(self, src_ids: list[list[int]], tgt_ids: list[list[int]] | None) -> Batch:
+        """The padded batch, built on the host and moved to the device in queued copies
+        (pinned memory on CUDA: :mod:`rnnlab.data.transfer`); the weight and the positions of
+        the real target tokens are known here, before anything reaches the device."""
         src, src_lengths = pad([s or [UNK] for s in src_ids], pad_index=PAD)  # (S, B)
         if tgt_ids is None:
             tgt_in = tgt_out = torch.zeros(0, len(src_ids), dtype=torch.long)
@@ -337,8 +345,10 @@ class Translate(Task):
             tgt_in, _ = pad([[BOS, *t] for t in tgt_ids], pad_index=PAD)  # (T, B)
             tgt_out, _ = pad([[*t, EOS] for t in tgt_ids], pad_index=PAD)  # (T, B)
             tokens = sum(len(t) + 1 for t in tgt_ids)
+        real = (tgt_out != PAD).flatten().nonzero().squeeze(1)  # (N,) of T·B, on the host
         d = self.device
-        return Batch(src.to(d), src_lengths.to(d), tgt_in.to(d), tgt_out.to(d), tokens)
+        src, tgt_in, tgt_out, real = (to_device(t, d) for t in (src, tgt_in, tgt_out, real))
+        return Batch(src, pinned(src_lengths, d), tgt_in, tgt_out, tokens, real)
 
     # -- Task interface ----------------------------------------------------------------
     def build_model(self, *, stack: StackSpec) -> nn.Module:
@@ -375,11 +385,12 @@ class Translate(Task):
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
         # the read-out and the loss run on real target tokens only: the vocabulary-sized
         # matmul is the step's largest, and padding would only be ignored by the loss
-        real = batch.tgt_out != PAD  # (T, B)
+        real = batch.real  # (N,) flat positions, found on the host (no wait for the device)
         logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf, keep=real)
         # logits: (N, V), N real tokens
+        targets = batch.tgt_out.flatten().index_select(0, real)  # (T·B,) -> (N,)
         return nn.functional.cross_entropy(
-            logits, batch.tgt_out[real], reduction="sum", label_smoothing=smoothing
+            logits, targets, reduction="sum", label_smoothing=smoothing
         )
 
     def train_metrics(self, mean_loss: float, *, weight: float, seconds: float) -> dict[str, float]:
@@ -472,13 +483,15 @@ class Translate(Task):
         data = self.split(split)
         was_training = model.training
         model.eval()
-        total, tokens = 0.0, 0
+        summed = torch.zeros((), dtype=torch.float64, device=self.device)
+        tokens = 0
         size = self.options.eval_batch_size
         order = sorted_batches([len(s) for s in data.src_ids], batch_size=size)
         for idx in order:
             batch = self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
-            total += self.loss_sum(model, batch, smoothing=0.0, tf=1.0).item()
+            summed += self.loss_sum(model, batch, smoothing=0.0, tf=1.0).double()  # on device
             tokens += batch.tokens
+        total = summed.item()  # one read of the sum, after every batch is queued
         beam = 1 if split == "val" else self.options.beam_size
         start = time.perf_counter()
         hyps = [self.detokenize(h) for h in self.decode(model, data.src_ids, beam_size=beam)]

@@ -4,9 +4,11 @@
 The points are the steps of writing a checkpoint: ``checkpoint.flush`` (before the metrics
 it implies are flushed), ``checkpoint.temp`` (the temp file exists, still empty),
 ``checkpoint.rename`` (the temp file is written, not yet renamed) and ``checkpoint.renamed``
-(the new checkpoint is in place); and ``final_evaluation`` (training done, before the best
-weights are evaluated), where ``POINT@N:sigterm`` sends SIGTERM instead. Unset, each point
-is one environment lookup.
+(the new checkpoint is in place); ``final_evaluation`` (training done, before the best
+weights are evaluated), where ``POINT@N:sigterm`` sends SIGTERM instead; and ``train_step``
+(the start of every optimizer step), where ``POINT@N:oom`` raises the
+``torch.OutOfMemoryError`` a CUDA allocator raises, so the out-of-memory path is tested on
+any machine. Unset, each point is one environment lookup.
 
 ``RNNLAB_HOLD=POINT:PATH`` is the other hook, a barrier for the tests of races between
 processes: a process reaching :func:`hold_point` ``POINT`` writes ``PATH.<pid>.reached`` and
@@ -41,8 +43,15 @@ def fault_point(name: str) -> None:
         return
     count, _, action = rest.partition(":")
     _reached[name] += 1
-    if _reached[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
+    if _reached[name] != int(count or 1):
+        return
+    if action == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError(
+            f"CUDA out of memory. Tried to allocate 2.00 GiB (injected by {VAR}={spec})"
+        )
+    os.kill(os.getpid(), signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
 
 
 def hold_point(name: str) -> None:
