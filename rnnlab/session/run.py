@@ -188,7 +188,7 @@ def write_artifacts(
                 samples.append(attention_heatmap(attention, path))
         plots = [curve]
         if isinstance(task, DrawsFigures):
-            for stem, figure in task.figures(model, outcome.results).items():
+            for stem, figure in task.figure_data(model, outcome.results).items():
                 plots.append(draw_figure(figure, out / "plots" / f"{stem}.png"))
         logger.log_artifact(out / "config.yaml")
         for path in plots:

@@ -296,7 +296,7 @@ class DrawsFigures(Protocol):
     """A task with figures of its own (forecasts against actuals, a confusion matrix); the
     session draws them (plotting lives above the tasks)."""
 
-    def figures(
+    def figure_data(
         self, model: nn.Module, results: dict[str, EvalResult]
     ) -> dict[str, ForecastFigure | ConfusionFigure]:
         """File stem -> figure data, from the model and the final ``results``."""

@@ -316,7 +316,7 @@ class Classify(Task):
             ]
         return []
 
-    def figures(
+    def figure_data(
         self, model: nn.Module, results: dict[str, EvalResult]
     ) -> dict[str, ConfusionFigure]:
         test = results.get("test")

@@ -369,7 +369,7 @@ class Forecast(Task):
         self.test_frame(test.arrays).to_csv(path, index=False, float_format="%.6g")
         return [path]
 
-    def figures(
+    def figure_data(
         self, model: nn.Module, results: dict[str, EvalResult]
     ) -> dict[str, ForecastFigure]:
         from rnnlab.tasks.forecast_output import forecast_figure
