@@ -182,6 +182,9 @@ def test_the_admin_password_never_reaches_argv_and_other_hosts_are_warned_about(
         return 0
 
     monkeypatch.setattr(module, "run_until_stopped", capture)
+    # no database answers here: the probe (tested on a closed port in test_bad_inputs) records
+    probed = []
+    monkeypatch.setattr(module, "probe_database", lambda uri, **_: probed.append(uri))
     secret = "never-in-argv-123"
     store = "postgresql://team@127.0.0.1:5432/mlflow"
     args = ["server", "--backend-store-uri", store, "--artifacts-destination", "art", "--auth"]
@@ -196,6 +199,7 @@ def test_the_admin_password_never_reaches_argv_and_other_hosts_are_warned_about(
     assert command[command.index("--artifacts-destination") + 1] == (tmp_path / "art").as_uri()
     assert started["env"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == secret
     assert started["mode"] == 0o600
+    assert probed == ["postgresql+psycopg://team@127.0.0.1:5432/mlflow"]
     assert "database_uri = postgresql+psycopg://team@127.0.0.1:5432/mlflow" in started["config"]
     assert "warning" not in done.stderr
 

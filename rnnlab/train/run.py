@@ -190,6 +190,27 @@ def announce_path(
     print(f"rnn path: {path}", flush=True)
 
 
+def machine_for(
+    task: Task,
+    model: torch.nn.Module,
+    settings: TrainerSettings,
+    *,
+    device: torch.device,
+    concurrent_jobs: int,
+    recorder: Recorder,
+):
+    """The machine settings (threads, precision, compile, graphs) this task and model train
+    under: auto precision reads the task's tolerance and the model's size (its workload)."""
+    return machine_settings(
+        settings,
+        device=device,
+        concurrent_jobs=concurrent_jobs,
+        recorder=recorder,
+        work=workload(task, model),
+        fixed_shape=task.fixed_shape_steps,
+    )
+
+
 def train_model(
     *,
     task: Task,
@@ -231,14 +252,8 @@ def train_model(
     save_last = checkpoint_writer(
         recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common, ranks=ranks
     )
-    work = workload(task, model)  # what auto precision's task and size rules read
-    machine = machine_settings(
-        settings,
-        device=device,
-        concurrent_jobs=concurrent_jobs,
-        recorder=recorder,
-        work=work,
-        fixed_shape=task.fixed_shape_steps,
+    machine = machine_for(
+        task, model, settings, device=device, concurrent_jobs=concurrent_jobs, recorder=recorder
     )
     with machine as resolved, out_of_memory_explained(device):
         result = fit(
