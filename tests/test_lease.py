@@ -20,7 +20,7 @@ from conftest import RNNLAB, cli_inprocess, runs_of
 from test_resume import metric_steps
 
 from rnnlab.errors import TrackingError
-from rnnlab.tracking.lease import LEASE_TAG, Holder, Lease, LeaseLost
+from rnnlab.tracking.lease import HOST, LEASE_TAG, Holder, Lease, LeaseLost
 
 
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -87,7 +87,8 @@ def test_two_resumers_exactly_one_writes(workdir, client):
     (winner,) = [r for r in results if r[0].returncode == 0]
     (loser,) = [r for r in results if r[0].returncode == 2]
     assert "resuming run" in winner[1]
-    assert f"being written by process {winner[0].pid} on" in loser[2], loser[2]
+    # the holder's name as its lock file gives it: "PID HOST", not the disk reserve after it
+    assert f"being written by process {winner[0].pid} on {HOST};" in loser[2], loser[2][:400]
     assert f"rnnlab train resume={run_id} force=true" in loser[2]
     assert "Traceback" not in loser[2]
     done = client.get_run(run_id)
@@ -324,3 +325,18 @@ def test_a_lock_held_by_a_live_training_process_is_still_refused(workdir, client
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_one_locked_out_is_told_who_holds_the_lock_not_the_disk_reserve(tmp_path):
+    """A lease's lock file holds "PID HOST" and then the zero-filled disk reserve; the name
+    read back is the first part alone (the reserve once made the refusal 256 kB of NULs)."""
+    from rnnlab.tracking.lease import RESERVE_BYTES, lock_owner, release_os_lock, take_os_lock
+
+    path = tmp_path / "run.lock"
+    fd = take_os_lock(path, reserve=True)
+    try:
+        assert path.stat().st_size == RESERVE_BYTES
+        assert take_os_lock(path) is None  # a second descriptor is locked out, even here
+        assert lock_owner(path) == f"process {os.getpid()} on {HOST}"
+    finally:
+        release_os_lock(fd)

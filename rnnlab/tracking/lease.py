@@ -114,6 +114,15 @@ def take_os_lock(path: Path, *, reserve: bool = False, pid: int | None = None) -
     return fd
 
 
+def lock_holder(path: Path) -> tuple[str, str]:
+    """The pid and host an OS lock file names. The holder writes ``"PID HOST"`` at its start;
+    the rest of the file is the zero-filled disk reserve, which is not part of the name."""
+    with path.open("rb") as file:
+        head = file.read(512)
+    pid, _, host = head.split(b"\0", 1)[0].decode(errors="replace").partition(" ")
+    return pid, host
+
+
 def named_holder_dead(path: Path) -> bool:
     """Whether the process an OS lock file names (its holder, or the training process its
     tracking process serves) is gone from this machine, while the lock is still held: the
@@ -121,7 +130,7 @@ def named_holder_dead(path: Path) -> bool:
     import psutil
 
     with contextlib.suppress(OSError, ValueError):
-        pid, _, host = path.read_text().partition(" ")
+        pid, host = lock_holder(path)
         if host == HOST:
             try:
                 return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
@@ -147,7 +156,7 @@ def lock_owner(path: Path, wait_s: float = 2.0) -> str:
     deadline = time.monotonic() + wait_s
     while True:
         with contextlib.suppress(OSError):
-            pid, _, host = path.read_text().partition(" ")
+            pid, host = lock_holder(path)
             if pid and host:
                 return f"process {pid} on {host}"
         if time.monotonic() > deadline:
