@@ -1,0 +1,259 @@
+"""Many processes, one sqlite store (issue 28): a new store's schema is created by one process
+under an OS lock while the others wait; a half-migrated store is repaired after a backup, its
+runs kept; a store from a newer MLflow is refused untouched; a lock held past the timeout is
+its own error.
+
+Real processes, released together at the moment they open the store by the fault hook's
+barrier (``RNNLAB_FAULT=store.open@1:barrier:K:DIR``, rnnlab/train/faults.py), not by sleeps.
+The fast tests race four ``rnnlab train`` and one ``rnnlab runs`` once, and the store's
+opening itself in a few rounds of cheap processes (each imports MLflow once, then meets a new
+store per round); the issue's full check, four ``rnnlab train`` twenty times, is ``slow``
+(docs/development.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import store_break
+from conftest import cli_inprocess, new_store, runs_of
+from test_lease import start
+
+from rnnlab.tracking.lease import release_os_lock, take_os_lock
+from rnnlab.tracking.schema import read_schema, revisions
+
+TRAIN = ["train", "task=bitcount", "trainer.max_epochs=1", "device=cpu"]
+#: opens a new store per round through rnnlab's own path (rnnlab.tracking.store.connect),
+#: all processes released together at each round's barrier: argv = ROOT PARTIES ROUNDS
+OPEN_ROUNDS = """
+import os, sys
+from pathlib import Path
+from rnnlab.tracking.store import connect
+root, parties, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for r in range(rounds):
+    os.environ["RNNLAB_FAULT"] = f"store.open@{r + 1}:barrier:{parties}:{root}/barrier{r}"
+    connect(f"sqlite:///{root}/store{r}/mlflow.db", writes=True)
+    print("opened", r, flush=True)
+"""
+
+
+def barrier(folder: Path, parties: int) -> dict[str, str]:
+    """Holds each of ``parties`` processes at its store's opening until all have come."""
+    return {"RNNLAB_FAULT": f"store.open@1:barrier:{parties}:{folder}"}
+
+
+def finish(procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
+    """(exit status, stdout, stderr) of each process, once it has exited."""
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        results.append((proc.returncode, out, err))
+    return results
+
+
+def at_head(db: Path) -> bool:
+    schema = read_schema(db)
+    return schema.version == revisions()[1] and not schema.leftovers
+
+
+def checksum(folder: Path) -> dict[str, str]:
+    """sha256 of every file of the store: the database and anything beside it (journal,
+    lock, backup) named after it."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("mlflow.db*")}
+
+
+def race_trains(folder: Path, n: int, *, also_runs: bool = False) -> list[tuple[int, str, str]]:
+    """``n`` ``rnnlab train`` (and one ``rnnlab runs``) on the new store ``folder/mlflow.db``,
+    from one working directory as a sweep from the shell would, released together."""
+    folder.mkdir(exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    env = barrier(folder.parent / f"{folder.name}.barrier", n + also_runs)
+    procs = [start([*TRAIN, f"seed={s}", f"tracking.uri={uri}"], folder, env) for s in range(n)]
+    if also_runs:
+        procs.append(start(["runs", "--uri", uri], folder, env))
+    return finish(procs)
+
+
+def check_trained(folder: Path, results: list[tuple[int, str, str]], n: int) -> None:
+    from mlflow.tracking import MlflowClient
+
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+        assert "Cannot reach" not in err
+    runs = runs_of(MlflowClient(f"sqlite:///{folder / 'mlflow.db'}"), "bitcount")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * n
+    assert at_head(folder / "mlflow.db")
+    assert not list(folder.glob("mlflow.db.bak-*"))  # a new store is created, never repaired
+
+
+def test_trains_and_runs_started_together_on_a_new_store(tmp_path):
+    """The issue's sweep from the shell, with ``rnnlab runs`` among it: four trains and the
+    runs table meet a store that does not exist yet; all succeed, four runs FINISHED."""
+    results = race_trains(tmp_path / "sweep", 4, also_runs=True)
+    check_trained(tmp_path / "sweep", results[:4], 4)
+    assert results[4][0] == 0, results[4][2]
+
+
+@pytest.mark.slow
+def test_four_trains_on_a_new_store_twenty_times(tmp_path):
+    """The issue's check whole: 4 ``rnnlab train`` on one new store, 20 times, 0 failures."""
+    for round_ in range(20):
+        folder = tmp_path / f"round{round_}"
+        check_trained(folder, race_trains(folder, 4), 4)
+
+
+@pytest.mark.parametrize("rounds", [pytest.param(3), pytest.param(20, marks=pytest.mark.slow)])
+def test_store_opening_race_repeated(tmp_path, rounds):
+    """rnnlab's store opening, four processes at once on a new store, round after round:
+    every process opens every store, each store is created once and ends at the head."""
+    for r in range(rounds):
+        (tmp_path / f"store{r}").mkdir()
+    command = [sys.executable, "-c", OPEN_ROUNDS, str(tmp_path), "4", str(rounds)]
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for code, out, err in finish(procs):
+        assert code == 0, err[-3000:]
+        assert out.split("\n")[:-1] == [f"opened {r}" for r in range(rounds)]
+    for r in range(rounds):
+        assert at_head(tmp_path / f"store{r}" / "mlflow.db")
+        assert not list((tmp_path / f"store{r}").glob("mlflow.db.bak-*"))
+
+
+def test_half_migrated_store_is_repaired_with_a_backup(workdir):
+    """The store the issue found (version row a8c4a736bde6, a leftover
+    _alembic_tmp_latest_metrics), made by killing MLflow's own upgrade of a store with runs:
+    the next command backs it up, finishes the migration and says so; the runs are all there,
+    and a new run trains on it."""
+    from mlflow.tracking import MlflowClient
+
+    db = workdir / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    broke = subprocess.run([sys.executable, store_break.__file__, str(db)], capture_output=True)
+    assert broke.returncode == -9, broke.stderr.decode()[-2000:]  # SIGKILLed mid-upgrade
+    broken = read_schema(db)
+    assert broken.version == store_break.REVISION and broken.leftovers == [store_break.LEFTOVER]
+
+    listed = cli_inprocess(
+        "runs", "--uri", uri, "--experiment", store_break.EXPERIMENT, cwd=workdir
+    )
+    assert listed.returncode == 0, listed.stderr
+    (backup,) = workdir.glob("mlflow.db.bak-*")
+    assert "half-migrated (the schema migration of this store was interrupted" in listed.stderr
+    assert f"finished the migration from {store_break.REVISION}" in listed.stderr
+    assert str(backup) in listed.stderr
+    for name, _ in store_break.RUNS.values():
+        assert name in listed.stdout
+    assert read_schema(backup) == broken  # the store as it was, runs and all
+    assert at_head(db)
+
+    trained = cli_inprocess(*TRAIN, f"tracking.uri={uri}", cwd=workdir)
+    assert trained.returncode == 0, trained.stderr
+    assert "half-migrated" not in trained.stderr
+    client = MlflowClient(uri)
+    old = {r.info.run_id: r for r in runs_of(client, store_break.EXPERIMENT)}
+    assert {i: (r.info.run_name, r.data.metrics["val/loss"]) for i, r in old.items()} == {
+        i: (name, value) for i, (name, value) in store_break.RUNS.items()
+    }
+    assert [r.info.status for r in runs_of(client, "bitcount")] == ["FINISHED"]
+
+
+def test_version_row_that_does_not_match_the_tables_is_redone(workdir, client):
+    """A store whose tables are at the head but whose version row names MLflow's first
+    revision (a migration that committed its tables, not its row): replaying from the row
+    fails, so the revision the tables are at is found, stamped, and migrated from; the run
+    is kept."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    experiment = client.create_experiment("kept")
+    run = client.create_run(experiment).info.run_id
+    client.log_metric(run, "val/loss", 0.125, step=7)
+    first = list(ScriptDirectory.from_config(_get_alembic_config("")).walk_revisions())[-1]
+    with sqlite3.connect(workdir / "mlflow.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (first.revision,))
+
+    listed = cli_inprocess("runs", "--uri", client.tracking_uri, "-e", "kept", cwd=workdir)
+    assert listed.returncode == 0, listed.stderr
+    head = revisions()[1]
+    assert f"version row {first.revision}" in listed.stderr
+    assert f"its tables were at {head}: redid the migration from there" in listed.stderr
+    assert run in listed.stdout
+    assert at_head(workdir / "mlflow.db")
+    assert client.get_metric_history(run, "val/loss")[0].value == 0.125
+
+
+def test_store_that_cannot_be_repaired_names_backup_cause_and_fix(workdir, client):
+    """Tables that are no revision's (a half-applied step rnnlab cannot finish) in a store
+    with runs: exit 2, naming the backup and the cause; the store is as it was."""
+    client.create_run(client.create_experiment("kept"))
+    with sqlite3.connect(workdir / "mlflow.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (store_break.REVISION,))
+        conn.execute("ALTER TABLE runs ADD COLUMN half_done INTEGER")
+    before = checksum(workdir)
+
+    refused = cli_inprocess("runs", "--uri", client.tracking_uri, cwd=workdir)
+    assert refused.returncode == 2, refused.stderr
+    (backup,) = workdir.glob("mlflow.db.bak-*")
+    assert "the schema migration of this store was interrupted" in refused.stderr
+    assert f"a copy of it is at {backup}" in refused.stderr
+    assert "Start a new store" in refused.stderr and "Cannot reach" not in refused.stderr
+    after = checksum(workdir)
+    assert {k: after[k] for k in before} == before
+    assert not list(workdir.glob("mlflow.db.migrating*"))
+
+
+def test_store_from_a_newer_mlflow_is_refused_untouched(workdir, empty_store):
+    """A store whose schema revision this MLflow does not know (a newer MLflow migrated it):
+    train and runs refuse it with their own paragraph, exit 2, and not a byte changes."""
+    uri = new_store(workdir, empty_store)
+    with sqlite3.connect(workdir / "mlflow.db") as conn:  # what a later migration would do
+        conn.execute("CREATE TABLE things_of_the_future (id INTEGER PRIMARY KEY)")
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dfacef00d'")
+    before = checksum(workdir)
+    for args in (["runs", "--uri", uri], [*TRAIN, f"tracking.uri={uri}"]):
+        refused = cli_inprocess(*args, cwd=workdir)
+        assert refused.returncode == 2, refused.stderr
+        assert "was written by a newer MLflow" in refused.stderr
+        assert "f00dfacef00d" in refused.stderr and "left untouched" in refused.stderr
+        assert "Cannot reach" not in refused.stderr
+    assert checksum(workdir) == before
+
+
+def test_schema_lock_held_past_the_timeout(workdir):
+    """While another process holds a new store's schema lock, a command waits, says so after
+    a second, and past the timeout stops with its own paragraph; the store is not created."""
+    db = workdir / "mlflow.db"
+    fd = take_os_lock(workdir / "mlflow.db.lock")  # this process: "another process" to it
+    try:
+        waited = cli_inprocess(
+            "runs",
+            "--uri",
+            f"sqlite:///{db}",
+            cwd=workdir,
+            env={"RNNLAB_STORE_LOCK_TIMEOUT_S": "1.5"},
+        )
+    finally:
+        release_os_lock(fd)
+    assert waited.returncode == 2, waited.stderr
+    assert "rnnlab: waiting for process" in waited.stderr
+    assert "is still being created or upgraded by process" in waited.stderr
+    assert "RNNLAB_STORE_LOCK_TIMEOUT_S" in waited.stderr
+    assert not db.exists()
+
+
+def test_head_revision_is_mlflow_s_own():
+    """The head revision read from MLflow's scripts as text is the one MLflow verifies."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision
+
+    known, head = revisions()
+    script = ScriptDirectory.from_config(_get_alembic_config(""))
+    assert head == _get_latest_schema_revision()
+    assert known == {s.revision for s in script.walk_revisions()}
