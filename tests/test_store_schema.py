@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import store_break
 from conftest import cli_inprocess, new_store, runs_of
+from test_bad_inputs import mounted  # noqa: F401 - the fixture, for the read-only mount
 from test_lease import start
 
 from rnnlab.tracking.lease import release_os_lock, take_os_lock
@@ -257,3 +258,42 @@ def test_head_revision_is_mlflow_s_own():
     script = ScriptDirectory.from_config(_get_alembic_config(""))
     assert head == _get_latest_schema_revision()
     assert known == {s.revision for s in script.walk_revisions()}
+
+
+def test_new_store_in_a_read_only_directory_says_so(mounted, workdir):  # noqa: F811
+    """A store that must be created where nothing can be written: its own paragraph (the
+    lock file cannot be made), not "cannot reach"."""
+    readonly = mounted("ro", "ro,size=1m")
+    result = cli_inprocess("runs", "--uri", f"sqlite:///{readonly / 'mlflow.db'}", cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert "must be created or have its schema upgraded" in result.stderr
+    assert "Read-only file system" in result.stderr and "Cannot reach" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fstype", "options", "shared"),
+    [
+        ("ext4", "rw,relatime", True),
+        ("nfs4", "rw,vers=4.2,local_lock=none", True),
+        ("nfs", "rw,vers=3,nolock", False),
+        ("nfs4", "rw,vers=4.2,local_lock=flock", False),
+        ("fuse.sshfs", "rw,nosuid", False),
+        ("cifs", "rw,vers=3.0", False),
+    ],
+)
+def test_where_the_schema_lock_is_not_shared_between_machines(tmp_path, fstype, options, shared):
+    """The mount table says whether flock on the store's file system reaches other
+    machines; where it may not, the reason is said (printed when the lock is taken)."""
+    from rnnlab.tracking.schema_lock import unshared_lock_reason
+
+    store = tmp_path / "share" / "runs"
+    store.mkdir(parents=True)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw,relatime 0 0\n"
+        f"server:/export {tmp_path / 'share'} {fstype} {options} 0 0\n"
+    )
+    reason = unshared_lock_reason(store / "mlflow.db", mounts)
+    assert (reason is None) == shared
+    if not shared:
+        assert fstype in reason

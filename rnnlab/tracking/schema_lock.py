@@ -26,6 +26,7 @@ migration, and its tables need reading only when the row says the store is behin
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import time
@@ -46,6 +47,7 @@ LOCK_TIMEOUT_VAR = "RNNLAB_STORE_LOCK_TIMEOUT_S"
 #: a process that has waited this long for the lock says so, once
 WAIT_NOTICE_S = 1.0
 #: file systems where a lock taken on one machine may not be seen on another
+MOUNTS = Path("/proc/mounts")
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs"}
 
 
@@ -114,23 +116,32 @@ def schema_lock(db: Path) -> Iterator[None]:
 
 
 def take_lock(path: Path, db: Path) -> int | None:
+    """:func:`~rnnlab.tracking.lease.take_os_lock`, with the reasons it can fail said."""
     try:
         return take_os_lock(path)
-    except OSError as exc:  # ENOLCK: an NFS mount without a lock manager
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # NFS without lockd
+            raise TrackingError(
+                f"Cannot lock {path} to create or upgrade the tracking store {db}: "
+                f"{exc.strerror} (its file system does not support file locks)",
+                "Put the store on a local disk, or run a tracking server (rnnlab server, "
+                "docs/team.md) and point MLFLOW_TRACKING_URI at it",
+            ) from exc
         raise TrackingError(
-            f"Cannot lock {path} to create or upgrade the tracking store {db}: "
-            f"{exc.strerror} (its file system does not support file locks)",
-            "Put the store on a local disk, or run a tracking server (rnnlab server, "
-            "docs/team.md) and point MLFLOW_TRACKING_URI at it",
+            f"The tracking store {db} must be created or have its schema upgraded, and its "
+            f"lock file {path} cannot be created there: {exc.strerror}",
+            "Make the directory writable, or point tracking.uri / --uri / "
+            "MLFLOW_TRACKING_URI at a store in a writable directory",
         ) from exc
 
 
-def mount_of(path: Path) -> tuple[str, set[str]] | None:
-    """The file system type and mount options of the mount holding ``path`` (Linux)."""
+def mount_of(path: Path, mounts: Path = MOUNTS) -> tuple[str, set[str]] | None:
+    """The file system type and mount options of the mount holding ``path`` (Linux; None
+    where ``mounts`` cannot be read)."""
     target = str(path.resolve())
     best: tuple[int, str, set[str]] | None = None
     with contextlib.suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
+        for line in mounts.read_text().splitlines():
             fields = line.split()
             if len(fields) < 4:
                 continue
@@ -141,11 +152,11 @@ def mount_of(path: Path) -> tuple[str, set[str]] | None:
     return None if best is None else (best[1], best[2])
 
 
-def unshared_lock_reason(db: Path) -> str | None:
+def unshared_lock_reason(db: Path, mounts: Path = MOUNTS) -> str | None:
     """Why the schema lock may not keep out a process on another machine; None on a local
     disk. Linux's NFS client passes ``flock`` to the server as a byte-range lock unless the
     mount says ``nolock`` or ``local_lock=flock|all``; other network file systems vary."""
-    mount = mount_of(db.parent)
+    mount = mount_of(db.parent, mounts)
     if mount is None:
         return None
     fstype, options = mount
