@@ -12,6 +12,9 @@ the ratio (in-process time / tracking-process time: above 1 the tracking process
     .venv/bin/python scripts/bench_startup.py --quick    # 2 rounds
     .venv/bin/python scripts/bench_startup.py --baseline-src ../old/rnnlab-tree
         # the in-process side from another checkout's sources (PYTHONPATH), e.g. a past commit
+    .venv/bin/python scripts/bench_startup.py --compare-src ../old/rnnlab-tree
+        # both sides as shipped (tracking process); the other side from that checkout's
+        # sources: a change's cost on an existing store, RATIO startup_vs_src (other / this)
 """
 
 from __future__ import annotations
@@ -50,17 +53,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline-src", type=Path, help="rnnlab sources for the other side")
+    parser.add_argument(
+        "--compare-src", type=Path, help="the other side as shipped too, from these sources"
+    )
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    other = "other tree" if args.compare_src else "in process"
     sides = {
         "tracking process": {**base, "RNNLAB_TRACKING_PROCESS": "1"},
-        "in process": {**base, "RNNLAB_TRACKING_PROCESS": "0"},
+        other: {**base, "RNNLAB_TRACKING_PROCESS": "1" if args.compare_src else "0"},
     }
-    if args.baseline_src is not None:
-        src = str(args.baseline_src.resolve())
-        sides["in process"]["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [src, base.get("PYTHONPATH")])
+    src = args.compare_src or args.baseline_src
+    if src is not None:
+        sides[other]["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(src.resolve()), base.get("PYTHONPATH")])
         )
     root = Path(tempfile.mkdtemp(prefix="rnnlab-bench-startup-"))
     times: dict[str, list[float]] = {side: [] for side in sides}
@@ -80,8 +87,9 @@ def main() -> None:
     for side, values in times.items():
         runs = ", ".join(f"{v:.2f}" for v in values)
         print(f"{side:<18} {statistics.median(values):>6.2f} s   {runs}")
-    ratio = statistics.median(times["in process"]) / statistics.median(times["tracking process"])
-    print(f"\nRATIO startup_tracking_process={ratio:.2f}")
+    ratio = statistics.median(times[other]) / statistics.median(times["tracking process"])
+    name = "startup_vs_src" if args.compare_src else "startup_tracking_process"
+    print(f"\nRATIO {name}={ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ of that revision; then MLflow's own upgrade of it is started, and this process S
 itself the moment sqlite has created ``_alembic_tmp_latest_metrics`` (the first step's batch
 copy of the table, committed before the copy's data). What is left: version row
 ``a8c4a736bde6``, a leftover ``_alembic_tmp_latest_metrics``, every run.
+
+``python tests/store_break.py DB N`` kills the upgrade after its ``N``-th SQL statement
+instead, and ``python tests/store_break.py DB N new`` kills MLflow's creation of a new store
+there (the slow test that kills them everywhere).
 """
 
 from __future__ import annotations
@@ -58,23 +62,32 @@ def build(db: str) -> None:
                 )
 
 
-def upgrade_until_killed(db: str) -> None:
-    """MLflow's upgrade of ``db``, SIGKILLed once ``LEFTOVER`` has been created."""
-    from mlflow.store.db.utils import _upgrade_db, create_sqlalchemy_engine
+def migrate_until_killed(db: str, *, after: int | None = None, new: bool = False) -> None:
+    """MLflow's upgrade of ``db`` (its creation of a new store with ``new``), SIGKILLed once
+    ``LEFTOVER`` has been created, or after its ``after``-th statement."""
+    from mlflow.store.db.utils import _initialize_tables, _upgrade_db, create_sqlalchemy_engine
     from sqlalchemy import event
 
     engine = create_sqlalchemy_engine(f"sqlite:///{db}")
+    statements = 0
 
     @event.listens_for(engine, "after_cursor_execute")
-    def kill_after_copy_table(conn, cursor, statement, *args):
-        if statement.lstrip().startswith(f"CREATE TABLE {LEFTOVER}"):
+    def kill_there(conn, cursor, statement, *args):
+        nonlocal statements
+        statements += 1
+        if statements == after or (
+            after is None and statement.lstrip().startswith(f"CREATE TABLE {LEFTOVER}")
+        ):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    _upgrade_db(engine)
-    sys.exit("the upgrade finished: it never created " + LEFTOVER)
+    (_initialize_tables if new else _upgrade_db)(engine)
+    sys.exit(f"the migration finished after {statements} statements, never killed")
 
 
 if __name__ == "__main__":
     logging.disable(logging.CRITICAL)
-    build(sys.argv[1])
-    upgrade_until_killed(sys.argv[1])
+    after = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    new = sys.argv[3:] == ["new"]
+    if not new:
+        build(sys.argv[1])
+    migrate_until_killed(sys.argv[1], after=after, new=new)

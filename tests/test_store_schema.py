@@ -165,6 +165,31 @@ def test_half_migrated_store_is_repaired_with_a_backup(workdir):
     assert [r.info.status for r in runs_of(client, "bitcount")] == ["FINISHED"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["upgrade", "new"])
+@pytest.mark.parametrize("after", [1, 5, 12, 20, 40, 80, 150, 300, 500, 800, 1100, 1400])
+def test_migration_killed_anywhere_is_repaired(tmp_path, kind, after):
+    """MLflow's upgrade of a store with runs (or its creation of a new store) SIGKILLed after
+    its N-th SQL statement (of ~1,500): the next open brings the store to the head, with
+    every run and metric."""
+    from mlflow.tracking import MlflowClient
+
+    from rnnlab.tracking.store import connect
+
+    db = tmp_path / "mlflow.db"
+    command = [sys.executable, store_break.__file__, str(db), str(after)]
+    broke = subprocess.run([*command, *(["new"] if kind == "new" else [])], capture_output=True)
+    assert broke.returncode == -9, broke.stderr.decode()[-2000:]
+    connect(f"sqlite:///{db}", writes=True)
+    assert at_head(db)
+    if kind == "upgrade":
+        client = MlflowClient(f"sqlite:///{db}")
+        runs = runs_of(client, store_break.EXPERIMENT)
+        assert {r.info.run_id: r.data.metrics["val/loss"] for r in runs} == {
+            i: value for i, (_, value) in store_break.RUNS.items()
+        }
+
+
 def test_version_row_that_does_not_match_the_tables_is_redone(workdir, client):
     """A store whose tables are at the head but whose version row names MLflow's first
     revision (a migration that committed its tables, not its row): replaying from the row
