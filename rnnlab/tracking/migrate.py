@@ -27,6 +27,7 @@ revision and that holds runs is left as it was, with an error naming the backup.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -227,9 +228,12 @@ def without_leftovers(tables: Fingerprint) -> Fingerprint:
     return result
 
 
-def ladder() -> Iterator[tuple[str | None, Fingerprint]]:
+@functools.cache
+def ladder() -> tuple[tuple[str | None, Fingerprint], ...]:
     """The schema after MLflow's initial tables (None) and after each of its revisions, in
-    order: its migrations replayed on an empty in-memory database (seconds)."""
+    order: its migrations replayed on an empty in-memory database (seconds, once a process)."""
+    import warnings
+
     import sqlalchemy
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
@@ -241,14 +245,16 @@ def ladder() -> Iterator[tuple[str | None, Fingerprint]]:
     steps = list(ScriptDirectory.from_config(_get_alembic_config("")).walk_revisions())[::-1]
     engine = sqlalchemy.create_engine("sqlite://")
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # alembic's, as in with_engine
             raw = conn.connection.dbapi_connection
             InitialBase.metadata.create_all(conn)
-            yield None, fingerprint(raw)
+            rungs = [(None, fingerprint(raw))]
             options = {"render_as_batch": True, "target_metadata": Base.metadata}
             with Operations.context(MigrationContext.configure(conn, opts=options)):
                 for step in steps:
                     step.module.upgrade()
-                    yield step.revision, fingerprint(raw)
+                    rungs.append((step.revision, fingerprint(raw)))
     finally:
         engine.dispose()
+    return tuple(rungs)

@@ -100,14 +100,14 @@ def schema_lock(db: Path) -> Iterator[None]:
     said = False
     while (fd := take_lock(path, db)) is None:
         waited = time.monotonic() - start
-        if waited > timeout:
-            raise lock_timeout(db, path, timeout)
-        if waited > WAIT_NOTICE_S and not said:
+        if waited > WAIT_NOTICE_S and not said:  # said before any timeout error
             say(
                 f"rnnlab: waiting for {lock_owner(path)} to finish creating or upgrading "
                 f"the tracking store {db} (lock {path.name})"
             )
             said = True
+        if waited > timeout:
+            raise lock_timeout(db, path, timeout)
         time.sleep(0.05)
     try:
         yield
