@@ -35,7 +35,6 @@ from pathlib import Path
 
 from rnnlab.errors import TrackingError
 from rnnlab.tracking.lease import lock_owner, release_os_lock, take_os_lock
-from rnnlab.tracking.migrate import migrate
 from rnnlab.tracking.schema import read_schema, say, up_to_date
 from rnnlab.tracking.store_errors import SQLITE_BUSY_TIMEOUT_S
 from rnnlab.tracking.uri import sqlite_path
@@ -70,6 +69,8 @@ def guard(uri: str) -> Iterator[None]:
     with schema_lock(db):
         schema = read_schema(db, timeout=SQLITE_BUSY_TIMEOUT_S)  # as the last holder left it
         if not schema.new and not up_to_date(schema, uri=uri):
+            from rnnlab.tracking.migrate import migrate  # (not imported on the common path)
+
             migrate(db, uri=uri, schema=schema)
         yield  # a new store is created by MLflow itself, as it would be without rnnlab
 
