@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format bench clean
+.PHONY: help install install-spark test test-all lint format bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,6 +21,10 @@ install: $(BIN)/python ## Create .venv and install rnnlab with its dev tools (CP
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@$(BIN)/rnnlab --version
+
+install-spark: $(BIN)/python ## Add pyspark to .venv for the Spark UDF test (needs Java 17+)
+	$(BIN)/python -m pip install --quiet "pyspark>=3.5,<5"
+	@command -v java >/dev/null || echo "no java: apt-get install default-jre-headless"
 
 test: ## Run the fast test suite (no GPU, no network)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

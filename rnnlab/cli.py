@@ -17,9 +17,12 @@ from rnnlab import __version__
 from rnnlab.commands.bench import bench
 from rnnlab.commands.data import data
 from rnnlab.commands.evaluate import evaluate
+from rnnlab.commands.forecast import forecast
 from rnnlab.commands.generate import generate
 from rnnlab.commands.plot import landscape, plot
+from rnnlab.commands.predict import predict
 from rnnlab.commands.runs import runs
+from rnnlab.commands.serve import serve
 from rnnlab.commands.server import server
 from rnnlab.commands.train import train
 from rnnlab.commands.translate import translate
@@ -63,12 +66,15 @@ for command in (
     evaluate,
     generate,
     translate,
+    forecast,
+    predict,
     data,
     runs,
     plot,
     landscape,
     ui,
     server,
+    serve,
     bench,
 ):
     cli.add_command(command)

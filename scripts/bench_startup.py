@@ -12,9 +12,8 @@ the ratio (in-process time / tracking-process time: above 1 the tracking process
     .venv/bin/python scripts/bench_startup.py --quick    # 2 rounds
     .venv/bin/python scripts/bench_startup.py --baseline-src ../old/rnnlab-tree
         # the in-process side from another checkout's sources (PYTHONPATH), e.g. a past commit
-    .venv/bin/python scripts/bench_startup.py --compare-src ../old/rnnlab-tree
-        # both sides as shipped (tracking process); the other side from that checkout's
-        # sources: a change's cost on an existing store, RATIO startup_vs_src (other / this)
+    .venv/bin/python scripts/bench_startup.py --baseline-src ../old/rnnlab-tree --same-mode
+        # both sides with the tracking process: this tree against the other one
 """
 
 from __future__ import annotations
@@ -54,21 +53,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline-src", type=Path, help="rnnlab sources for the other side")
     parser.add_argument(
-        "--compare-src", type=Path, help="the other side as shipped too, from these sources"
+        "--same-mode",
+        action="store_true",
+        help="the other side uses the tracking process too (two trees, one mode)",
     )
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    other = "other tree" if args.compare_src else "in process"
+    other = "baseline" if args.same_mode else "in process"
     sides = {
         "tracking process": {**base, "RNNLAB_TRACKING_PROCESS": "1"},
-        other: {**base, "RNNLAB_TRACKING_PROCESS": "1" if args.compare_src else "0"},
+        other: {**base, "RNNLAB_TRACKING_PROCESS": "1" if args.same_mode else "0"},
     }
-    src = args.compare_src or args.baseline_src
-    if src is not None:
-        sides[other]["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(src.resolve()), base.get("PYTHONPATH")])
-        )
+    if args.baseline_src is not None:
+        src = str(args.baseline_src.resolve())
+        sides[other]["PYTHONPATH"] = os.pathsep.join(filter(None, [src, base.get("PYTHONPATH")]))
     root = Path(tempfile.mkdtemp(prefix="rnnlab-bench-startup-"))
     times: dict[str, list[float]] = {side: [] for side in sides}
     try:
@@ -88,7 +87,7 @@ def main() -> None:
         runs = ", ".join(f"{v:.2f}" for v in values)
         print(f"{side:<18} {statistics.median(values):>6.2f} s   {runs}")
     ratio = statistics.median(times[other]) / statistics.median(times["tracking process"])
-    name = "startup_vs_src" if args.compare_src else "startup_tracking_process"
+    name = "startup_vs_baseline" if args.same_mode else "startup_tracking_process"
     print(f"\nRATIO {name}={ratio:.2f}")
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU speed check for a lent CUDA machine (prepared, not run on the CPU-only dev machine).
-# Prints what trainer.precision=auto picks on this GPU and why, then the quick PTB and
-# translation benchmarks on CUDA, each ending with its RATIO lines. About 5 minutes.
+# Prints auto precision's hardware verdict on this GPU (bench_ptb prints what auto picks
+# for its model), then the quick PTB and translation benchmarks on CUDA, each ending with
+# its RATIO lines. About 5 minutes.
 #
 #   bash scripts/gpu_speed_check.sh            # from the repository root, after make install
 set -euo pipefail
@@ -12,13 +13,13 @@ echo "== device and precision=auto"
 nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader || true
 $PY - <<'PY'
 import torch
-from rnnlab.train.precision import resolve_precision
+from rnnlab.train.precision import bf16_verdict
 from rnnlab.train.threads import resolve_threads
 print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())
 for name in ("cuda", "cpu"):
     if name == "cuda" and not torch.cuda.is_available():
         print("cuda: not available"); continue
-    print(f"{name}: precision=auto ->", *resolve_precision("auto", torch.device(name)))
+    print(f"{name}: bf16 hardware verdict ->", bf16_verdict(torch.device(name)))
 print("threads=auto ->", *resolve_threads("auto"))
 PY
 

@@ -8,8 +8,12 @@ reports its wall time and its peak resident memory (``ru_maxrss``), which includ
 interpreter and torch (about 300 MB on its own, printed as ``baseline``).
 
     python scripts/measure_tokenise.py [--mb 100] [--level word] [--quick]
+    python scripts/measure_tokenise.py --tokens 100000000 --types 250000   # a large vocabulary
 
-``--quick`` uses 10 MB. Nothing is written outside a temp folder.
+``--quick`` uses 10 MB. ``--tokens N --types V`` generates N words over V types instead
+(``zipf_corpus.py``, every type present), the large-vocabulary case: peak RSS is then the
+number to watch (goal: at most 1.5 GB for 100M tokens over 250k types). Nothing is written
+outside a temp folder.
 """
 
 from __future__ import annotations
@@ -84,11 +88,19 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=100.0, help="size of the generated file")
     parser.add_argument("--level", default="word", choices=["word", "char"])
     parser.add_argument("--quick", action="store_true", help="10 MB instead of --mb")
+    parser.add_argument("--tokens", type=int, help="generate this many words instead of --mb")
+    parser.add_argument("--types", type=int, default=250_000, help="word types, with --tokens")
     args = parser.parse_args()
     megabytes = 10.0 if args.quick else args.mb
     with tempfile.TemporaryDirectory(prefix="rnnlab-tokenise-") as tmp:
         path = Path(tmp) / "train.txt"
-        generate(path, megabytes)
+        if args.tokens:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from zipf_corpus import write_zipf
+
+            write_zipf(path, tokens=args.tokens, types=args.types, every_type=True)
+        else:
+            generate(path, megabytes)
         size = path.stat().st_size / 1e6
         base = child(path, "baseline", Path(tmp) / "cache")
         first = child(path, args.level, Path(tmp) / "cache")

@@ -432,6 +432,25 @@ CASES = {
         ["task.train set but not task.valid, task.test", "name all three files"],
         creates_no_run=True,
     ),
+    "server on a database nobody answers at": Case(
+        ["server", "--backend-store-uri", "postgresql://rnnlab@127.0.0.1:{PORT}/runs"]
+        + ["--artifacts-destination", "artifacts"],
+        2,
+        ["Cannot reach the backend store postgresql+psycopg://rnnlab@127.0.0.1:", "~/.pgpass"],
+        setup="closed_port",
+    ),
+    "lm train and test named, no validation": Case(
+        ["train", *LM, "task.train=a.txt", "task.test=b.txt"],
+        2,
+        ["task.train, task.test set but not task.valid", "task.valid_fraction=0.1"],
+        creates_no_run=True,
+    ),
+    "lm validation file and valid_fraction both": Case(
+        ["train", *LM, "task.train=a", "task.valid=b", "task.test=c", "task.valid_fraction=0.1"],
+        2,
+        ["task.valid and task.valid_fraction=0.1 are both set"],
+        creates_no_run=True,
+    ),
     "lm corpus with invalid UTF-8": Case(
         ["train", *LM, "task.corpus=latin1"],
         2,
@@ -455,6 +474,27 @@ CASES = {
         2,
         ["task.vocab_size=5 is smaller than the alphabet", "read as <unk>", "at least"],
         setup="lm_folder",
+    ),
+    "lm adaptive softmax at character level": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.level=char", "task.softmax=adaptive"],
+        2,
+        ["task.softmax=adaptive is for word-level models", "use task.softmax=full"],
+        setup="lm_folder",
+        creates_no_run=True,
+    ),
+    "lm cutoffs not increasing": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.softmax=adaptive", "task.cutoffs=[6,3]"],
+        2,
+        ["task.cutoffs=[6, 3] must be positive and strictly increasing", "e.g. [2000, 8000]"],
+        setup="lm_folder",
+        creates_no_run=True,
+    ),
+    "lm cutoffs beyond the vocabulary": Case(
+        ["train", *LM, "task.corpus=lmtext", "task.softmax=adaptive", "task.cutoffs=[4,40]"],
+        2,
+        ["must all be below the vocabulary size 9", "task.cutoffs below 9", "null"],
+        setup="lm_folder",
+        creates_no_run=True,
     ),
     "zero devices": Case(
         ["train", "trainer.devices=0", *FAST],
@@ -483,16 +523,13 @@ CASES = {
 
 
 def shared_corpora() -> Path:
-    from conftest import shared_datasets_dir
+    from conftest import fixture_datasets_dir
 
-    found = shared_datasets_dir()
-    if found is None:
-        pytest.skip("the shared corpora (../shared/datasets) are not present")
-    return found
+    return fixture_datasets_dir()
 
 
 def corpus_copy(workdir: Path, name: str) -> Path:
-    """A fresh data root holding a copy of one shared corpus."""
+    """A fresh data root holding a copy of one fixture corpus."""
     import shutil
 
     root = workdir / f"data-{name}"
@@ -508,6 +545,15 @@ def setup_no_data(workdir: Path) -> dict[str, str]:
 
 def setup_shared_corpus(workdir: Path) -> dict[str, str]:
     return {"RNNLAB_DATA": str(shared_corpora())}
+
+
+def setup_closed_port(workdir: Path) -> dict[str, str]:
+    """A loopback port nothing listens on (bound, read, closed)."""
+    import socket
+
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return {"PORT": str(sock.getsockname()[1])}
 
 
 def setup_edited_corpus(workdir: Path) -> dict[str, str]:
@@ -532,7 +578,7 @@ def setup_invalid_utf8_corpus(workdir: Path) -> dict[str, str]:
 def setup_truncated_gzip(workdir: Path) -> dict[str, str]:
     root = corpus_copy(workdir, "multi30k")
     path = root / "multi30k" / "train.de.gz"
-    path.write_bytes(path.read_bytes()[:5000])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     return {"RNNLAB_DATA": str(root)}
 
 
@@ -778,6 +824,24 @@ def mounted(tmp_path):
     yield make
     for target in mounts:
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_a_token_cache_the_disk_cannot_hold_is_refused_before_any_run(mounted, earlier):
+    """Ids of 300k tokens need 1.2 MB; the cache is a real 1 MB filesystem."""
+    workdir, client, _, _ = earlier
+    cache = mounted("cache", "size=1m")
+    words = [f"w{i % 97}" for i in range(300_000)]
+    lines = [" ".join(words[i : i + 15]) for i in range(0, len(words), 15)]
+    folder = lm_folder(workdir, "bigtext", train="\n".join(lines).encode())
+    runs_before = all_run_ids(client)
+    args = ["train", *LM, f"task.corpus={folder}"]
+    result = cli_inprocess(*args, cwd=workdir, env={"RNNLAB_CACHE": str(cache)})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{folder / 'train.txt'} needs about 2 MB in {cache}" in result.stderr
+    assert "RNNLAB_CACHE" in result.stderr
+    assert all_run_ids(client) == runs_before
+    assert [p.name for p in cache.iterdir() if p.suffix != ".pt"] == []  # no partial ids
 
 
 # The two filesystem tests run a real process: the mounts are what the process sees.

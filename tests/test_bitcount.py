@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import runs_of, train
+from conftest import force_fast_bf16, runs_of, train
 
 CELLS = ["elman", "rnn_tanh", "rnn_relu", "lstm", "gru"]
 OPTIMS = ["sgd", "rmsprop", "adam"]
@@ -33,13 +33,21 @@ def test_each_cell_and_optimizer_trains_and_is_tracked(cell, optim, workdir, cli
         assert len(client.get_metric_history(run.info.run_id, "elman/w_rec")) == 3
 
 
-def test_rmsprop_reproduces_the_classic_result(workdir, client):
+@pytest.mark.parametrize("verdict", ["amx", pytest.param("cuda", marks=pytest.mark.slow)])
+def test_rmsprop_reproduces_the_classic_result(workdir, client, monkeypatch, verdict):
+    """At the default precision, on hardware where bf16 is fast (forced: an AMX CPU, or an
+    Ampere GPU's verdict), the demo still trains in fp32 and reaches the seed demo's figure:
+    in bf16 it ended at train/loss 0.0225 with weights 0.005 off (issue 31)."""
+    force_fast_bf16(monkeypatch, verdict)
     train(["experiment=bitcount_rmsprop", "device=cpu"])
     (run,) = runs_of(client, "bitcount")
+    assert run.data.params["trainer.precision"] == "auto"
+    assert run.data.tags["precision"] == "fp32"
+    assert run.data.tags["precision_reason"].startswith("auto, task rule: task bitcount needs")
     metrics = run.data.metrics
-    assert metrics["train/loss"] < 0.01
-    assert abs(metrics["elman/w_x"] - 1.0) < 0.01
-    assert abs(metrics["elman/w_rec"] - 1.0) < 0.01
+    assert metrics["train/loss"] < 0.0068  # the preset's reference figure
+    assert abs(metrics["elman/w_x"] - 1.0) < 0.001
+    assert abs(metrics["elman/w_rec"] - 1.0) < 0.001
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 2000
 
 

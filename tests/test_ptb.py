@@ -30,7 +30,14 @@ def lstm_stack(*sizes: int) -> StackSpec:
 
 def language_model(*, stack: StackSpec, vocab_size: int, **options) -> LanguageModel:
     """A LanguageModel with PTB's YAML defaults for the options not given (dropout 0 here)."""
-    defaults = {"embedding_size": None, "dropout": 0.0, "tie_weights": False, "init_range": 0.1}
+    defaults = {
+        "embedding_size": None,
+        "dropout": 0.0,
+        "tie_weights": False,
+        "init_range": 0.1,
+        "cutoffs": None,
+        "div_value": 4.0,
+    }
     return LanguageModel(stack=stack, vocab_size=vocab_size, **{**defaults, **options})
 
 
@@ -149,7 +156,7 @@ def test_presets_carry_zaremba_hyperparameters():
         assert (cfg.task.init_range, cfg.trainer.clip_grad_norm) == (init, clip)
         assert (cfg.optim.name, cfg.optim.lr, cfg.sched.name) == ("sgd", 1.0, "zaremba")
         assert (cfg.sched.keep_epochs, cfg.sched.decay) == (keep, decay)
-    # every preset leaves the precision to the machine (bf16 only where it is faster)
+    # every preset leaves the precision to auto (bf16 only where faster and harmless)
     presets = ("ptb_tiny", "ptb_small", "ptb_medium", "ptb_large")
     precisions = [compose([f"experiment={p}"]).trainer.precision for p in presets]
     assert precisions == ["auto"] * 4
@@ -165,7 +172,8 @@ def test_task_ptb_picks_sgd_at_lr_1_but_the_command_line_wins():
 # --- the real corpus ----------------------------------------------------------------------
 
 
-def test_vocabulary_is_the_10k_words_of_train_with_eos(shared_data):
+@pytest.mark.corpus
+def test_vocabulary_is_the_10k_words_of_train_with_eos(real_data):
     task = task_from_config("ptb")
     vocab = task.get_vocab()
     assert len(vocab) == 10000
@@ -173,6 +181,18 @@ def test_vocabulary_is_the_10k_words_of_train_with_eos(shared_data):
     streams = task.split_streams("val")
     assert streams.shape[1] == task.options.eval_batch_size
     assert (streams != vocab.unk_index).float().mean() > 0.9  # val words are in the vocabulary
+
+
+def test_vocabulary_is_every_word_of_train_with_eos(shared_data):
+    """The same rule on the fixture corpus, whose few hundred words all fit under the cap."""
+    task = task_from_config("ptb")
+    vocab = task.get_vocab()
+    words = set((shared_data / "ptb" / "ptb.train.txt").read_text().split())
+    assert set(vocab.itos) == words | {"<eos>"}
+    assert vocab.itos[:2] == ["<unk>", "<eos>"]
+    streams = task.split_streams("val")
+    assert streams.shape[1] == task.options.eval_batch_size
+    assert (streams != vocab.unk_index).float().mean() > 0.8  # val words are in the vocabulary
 
 
 def test_evaluation_is_exact_across_windows(shared_data):

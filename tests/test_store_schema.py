@@ -3,11 +3,12 @@ under an OS lock while the others wait; a half-migrated store is repaired after 
 runs kept; a store from a newer MLflow is refused untouched; a lock held past the timeout is
 its own error.
 
-Real processes, released together at the moment they open the store by the fault hook's
-barrier (``RNNLAB_FAULT=store.open@1:barrier:K:DIR``, rnnlab/train/faults.py), not by sleeps.
+Real processes, held where they open the store (``RNNLAB_HOLD=store.open:PATH``,
+rnnlab/train/faults.py) until all have come, then released together by the test creating
+``PATH``: no sleeps.
 In ``make test``: the store's opening raced by four cheap processes in three rounds (each
-imports MLflow once, then meets a new store per round), and two ``rnnlab train`` with one
-``rnnlab runs`` meeting a half-migrated store at once. ``slow``: four ``rnnlab train`` and
+imports MLflow once, then meets a new store per round), and ``rnnlab train`` with ``rnnlab
+runs`` meeting a half-migrated store at once. ``slow``: four ``rnnlab train`` and
 ``rnnlab runs`` on a new store, the issue's four trains twenty times, and MLflow's migration
 killed at 24 points (docs/development.md says why).
 """
@@ -18,6 +19,7 @@ import hashlib
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,22 +33,35 @@ from rnnlab.tracking.schema import read_schema, revisions
 
 TRAIN = ["train", "task=bitcount", "trainer.max_epochs=1", "device=cpu"]
 #: opens a new store per round through rnnlab's own path (rnnlab.tracking.store.connect),
-#: all processes released together at each round's barrier: argv = ROOT PARTIES ROUNDS
+#: held at each round's opening until the test releases the round: argv = ROOT ROUNDS
 OPEN_ROUNDS = """
 import os, sys
 from pathlib import Path
 from rnnlab.tracking.store import connect
-root, parties, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+root, rounds = Path(sys.argv[1]), int(sys.argv[2])
 for r in range(rounds):
-    os.environ["RNNLAB_FAULT"] = f"store.open@{r + 1}:barrier:{parties}:{root}/barrier{r}"
+    os.environ["RNNLAB_HOLD"] = f"store.open:{root}/release{r}"
     connect(f"sqlite:///{root}/store{r}/mlflow.db", writes=True)
     print("opened", r, flush=True)
 """
 
 
-def barrier(folder: Path, parties: int) -> dict[str, str]:
-    """Holds each of ``parties`` processes at its store's opening until all have come."""
-    return {"RNNLAB_FAULT": f"store.open@1:barrier:{parties}:{folder}"}
+def hold(release: Path) -> dict[str, str]:
+    """Holds a process where it opens its store until ``release`` exists."""
+    return {"RNNLAB_HOLD": f"store.open:{release}"}
+
+
+def release_together(release: Path, procs: list[subprocess.Popen]) -> None:
+    """Create ``release`` once every process in ``procs`` is held (each leaves
+    ``release.<pid>.reached``); a process that exits before is a failure, said with its
+    output."""
+    deadline = time.monotonic() + 300
+    while len(list(release.parent.glob(f"{release.name}.*.reached"))) < len(procs):
+        gone = [p for p in procs if p.poll() is not None]
+        assert not gone, finish(gone)
+        assert time.monotonic() < deadline, f"{release}: not every process came"
+        time.sleep(0.01)
+    release.touch()
 
 
 def finish(procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
@@ -76,10 +91,12 @@ def race_trains(
     one working directory as a sweep from the shell would, released together."""
     folder.mkdir(exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    env = barrier(folder.parent / f"{folder.name}.barrier", n + (runs is not None))
+    release = folder.parent / f"{folder.name}.release"
+    env = hold(release)
     procs = [start([*TRAIN, f"seed={s}", f"tracking.uri={uri}"], folder, env) for s in range(n)]
     if runs is not None:
         procs.append(start(["runs", "--uri", uri, *runs], folder, env))
+    release_together(release, procs)
     return finish(procs)
 
 
@@ -131,11 +148,13 @@ def test_store_opening_race_repeated(tmp_path, rounds):
     every process opens every store, each store is created once and ends at the head."""
     for r in range(rounds):
         (tmp_path / f"store{r}").mkdir()
-    command = [sys.executable, "-c", OPEN_ROUNDS, str(tmp_path), "4", str(rounds)]
+    command = [sys.executable, "-c", OPEN_ROUNDS, str(tmp_path), str(rounds)]
     procs = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
+    for r in range(rounds):
+        release_together(tmp_path / f"release{r}", procs)
     for code, out, err in finish(procs):
         assert code == 0, err[-3000:]
         assert out.split("\n")[:-1] == [f"opened {r}" for r in range(rounds)]

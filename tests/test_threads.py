@@ -50,17 +50,19 @@ def test_training_sets_the_thread_count_and_leaves_it_as_it_was(clean_env):
     from conftest import compose
 
     from rnnlab.compose import compose as build
+    from rnnlab.train.precision import Workload
     from rnnlab.train.run import machine_settings
 
     settings = build(compose(["device=cpu"])).trainer
     before = torch.get_num_threads()
     recorder = MemoryRecorder()
+    work = Workload(task="bitcount", tolerates_bf16=False, bf16_cost="-", macs=400)
     with machine_settings(
         replace(settings, threads="1"), device=torch.device("cpu"), concurrent_jobs=1,
-        recorder=recorder,
+        recorder=recorder, work=work,
     ) as resolved:  # fmt: skip
         assert torch.get_num_threads() == 1
-        assert resolved.precision in ("fp32", "bf16") and resolved.threads == "1"
+        assert resolved.precision == "fp32" and resolved.threads == "1"
     assert torch.get_num_threads() == before
     assert recorder.tags["threads"] == "1"
     assert recorder.tags["threads_reason"] == "set by trainer.threads"

@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow.pyfunc
 import mlflow.pytorch
+import pandas as pd
 import psutil
+import pytest
 import torch
 from conftest import run_cli, runs_of
 from test_lease import bitcount, start
@@ -112,7 +115,12 @@ def test_a_run_through_the_tracking_process_is_complete_and_mlflow_stays_out(
     uri = client.get_run(run_id).data.tags["model_uri"]
     with mlflow_uri(store_uri):
         model = mlflow.pytorch.load_model(uri)
+        served = mlflow.pyfunc.load_model(uri)  # the text-in flavour, logged over there too
     assert isinstance(model, torch.nn.Module)
+    counted = served.predict(pd.DataFrame({"bits": ["0110"]}))["count"][0]
+    assert counted == pytest.approx(
+        model(torch.tensor([[[0.0]], [[1.0]], [[1.0]], [[0.0]]])).item()
+    )
     assert f"model: {uri}" in done.stdout
 
     # the escape hatch writes MLflow in process: the control for the probe

@@ -12,16 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_inprocess, new_store, runs_of, shared_datasets_dir, task_from_config
+from conftest import cli_inprocess, fixture_datasets_dir, new_store, runs_of, task_from_config
 
 N = {"train": 60, "val": 8, "test": 8}
 MULTI30K = {"train": "train", "val": "val", "test": "test_2016_flickr"}
 
 
 def multi30k_lines(name: str, lang: str, n: int) -> list[str]:
-    root = shared_datasets_dir()
-    if root is None:
-        pytest.skip("the shared corpora (../shared/datasets) are not present")
+    root = fixture_datasets_dir()
     with gzip.open(root / "multi30k" / f"{name}.{lang}.gz", "rt", encoding="utf-8") as f:
         return [next(f).strip() for _ in range(n)]
 
@@ -77,9 +75,7 @@ def test_split_file_names_can_be_set(tmp_path):
 @pytest.fixture(scope="module")
 def spm_run(tmp_path_factory, empty_store) -> dict:
     """One multi30k_tiny run with sentencepiece subwords (a joint BPE of 500 pieces)."""
-    root = shared_datasets_dir()
-    if root is None:
-        pytest.skip("the shared corpora (../shared/datasets) are not present")
+    root = fixture_datasets_dir()
     work = tmp_path_factory.mktemp("spm")
     uri = new_store(work, empty_store)
     env = {"RNNLAB_DATA": str(root), "RNNLAB_CACHE": str(work / "cache")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rnnlab.errors import RnnlabError
@@ -18,6 +18,7 @@ class RunInfo:
     params: dict[str, str]
     metrics: dict[str, float]
     client: Any
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -52,6 +53,7 @@ def load_runs(run_ids: Sequence[str], *, uri: str) -> list[RunInfo]:
                 params=dict(run.data.params),
                 metrics=dict(run.data.metrics),
                 client=client,
+                tags=dict(run.data.tags),
             )
         )
     return runs

@@ -6,6 +6,12 @@ is a function of two numbers. We rebuild the run's own training set from its par
 that function on a grid as a log-scaled colour map, and draw each run's path through
 (w_x, w_rec) from its logged ``elman/w_x`` and ``elman/w_rec`` history: plain SGD creeps
 along the steep valley, RMSProp crosses it.
+
+The surface is computed in the precision the runs trained in (their ``precision`` tag), so
+it is the very loss they logged: under ``trainer.precision=bf16`` every product and sum of
+the recurrence is rounded to bfloat16, as autocast's matrix products round them. A panel
+whose runs trained in different precisions gets the fp32 surface. The plot says which
+precision the surface is in, and marks every run trained in bf16.
 """
 
 from __future__ import annotations
@@ -90,12 +96,46 @@ def training_set(run: RunInfo) -> tuple[np.ndarray, np.ndarray]:
     return x.squeeze(-1).double().numpy(), y.double().numpy()  # (T, n), (n,)
 
 
-def sse_surface(x: np.ndarray, y: np.ndarray, w_x: np.ndarray, w_rec: np.ndarray) -> np.ndarray:
-    """Sum of squared errors of s_T for every (w_x, w_rec) pair; w_x, w_rec of any one shape."""
+def trained_precision(run: RunInfo) -> str:
+    """``fp32`` or ``bf16``: the run's ``precision`` tag (what ``auto`` resolved to); a run
+    logged before that tag existed trained in what its ``trainer.precision`` says, else fp32."""
+    for value in (run.tags.get("precision"), run.params.get("trainer.precision")):
+        if value in ("fp32", "bf16"):
+            return value
+    return "fp32"
+
+
+def sse_surface(
+    x: np.ndarray, y: np.ndarray, w_x: np.ndarray, w_rec: np.ndarray, precision: str = "fp32"
+) -> np.ndarray:
+    """Sum of squared errors of s_T for every (w_x, w_rec) pair; w_x, w_rec of any one shape.
+    ``fp32``: in float64, the exact loss fp32 training computes to 7 digits; ``bf16``: as
+    training under bf16 autocast computes it (:func:`sse_surface_bf16`)."""
+    if precision == "bf16":
+        return sse_surface_bf16(x, y, w_x, w_rec)
     s = np.zeros((*w_x.shape, y.shape[0]))  # (..., n)
     for x_t in x:  # x_t: (n,)
         s = x_t * w_x[..., None] + s * w_rec[..., None]  # (..., n)
     return ((s - y) ** 2).sum(axis=-1)  # (...)
+
+
+def sse_surface_bf16(
+    x: np.ndarray, y: np.ndarray, w_x: np.ndarray, w_rec: np.ndarray
+) -> np.ndarray:
+    """The loss as the elman cell computes it under bf16 autocast: its matrix products
+    x_t @ w_x.T and s @ w_rec.T take bf16 operands and return each product rounded to bf16,
+    their sum is a bf16 addition, and the error against the fp32 counts is squared and
+    summed in fp32. bf16 tensor arithmetic rounds every operation the same way."""
+    import torch
+
+    bf16 = torch.bfloat16
+    wx = torch.from_numpy(np.asarray(w_x, dtype=np.float32)).to(bf16)[..., None]  # (..., 1)
+    wr = torch.from_numpy(np.asarray(w_rec, dtype=np.float32)).to(bf16)[..., None]  # (..., 1)
+    s = torch.zeros((*wx.shape[:-1], y.shape[0]), dtype=bf16)  # (..., n)
+    for x_t in torch.from_numpy(np.asarray(x, dtype=np.float32)).to(bf16):  # x_t: (n,)
+        s = x_t * wx + s * wr  # (..., n), every product and the sum rounded to bf16
+    error = s.float() - torch.from_numpy(np.asarray(y, dtype=np.float32))  # (..., n) fp32
+    return (error**2).sum(dim=-1).double().numpy()  # (...)
 
 
 def trajectory(run: RunInfo) -> Trajectory:
@@ -122,10 +162,53 @@ def window(paths: Sequence[Trajectory]) -> tuple[tuple[float, float], tuple[floa
     return limits[0], limits[1]
 
 
-def plot_landscape(runs: Sequence[RunInfo], path: Path) -> Path:
-    """One panel per distinct training set; the runs trained on it overlaid as paths."""
+def surface_precision(runs: Sequence[RunInfo]) -> str:
+    """The precision a panel's surface is computed in: the one its runs all trained in,
+    else fp32 (and the bf16 runs are marked)."""
+    precisions = {trained_precision(run) for run in runs}
+    return precisions.pop() if len(precisions) == 1 else "fp32"
+
+
+def path_label(run: RunInfo) -> str:
+    """A run's legend entry; a run trained in bf16 says so."""
+    return run.label + (" [trained in bf16]" if trained_precision(run) == "bf16" else "")
+
+
+def draw_panel(fig, ax, members: Sequence[RunInfo], settings: dict) -> None:
+    """The surface of one training set, in its runs' precision, with every run's path."""
     from matplotlib.colors import LogNorm
 
+    x, y = training_set(members[0])
+    paths = [trajectory(run) for run in members]
+    precision = surface_precision(members)
+    (x_lo, x_hi), (r_lo, r_hi) = window(paths)
+    gx, gr = np.meshgrid(np.linspace(x_lo, x_hi, GRID), np.linspace(r_lo, r_hi, GRID))
+    loss = sse_surface(x, y, gx, gr, precision)  # (GRID, GRID)
+    floor = max(float(loss.min()), 1e-6)
+    mesh = ax.pcolormesh(
+        gx, gr, np.maximum(loss, floor), norm=LogNorm(vmin=floor, vmax=loss.max()),
+        cmap="viridis", shading="auto",
+    )  # fmt: skip
+    fig.colorbar(mesh, ax=ax, label=f"training loss (SSE, log scale), computed in {precision}")
+    for path_ in paths:
+        (line,) = ax.plot(path_.w_x, path_.w_rec, "-", linewidth=1.8, label=path_label(path_.run))
+        ax.plot(path_.w_x[0], path_.w_rec[0], "o", color=line.get_color(), markersize=6)
+        ax.plot(path_.w_x[-1], path_.w_rec[-1], "X", color=line.get_color(), markersize=9)
+    ax.plot(*SOLUTION, "*", color="white", markeredgecolor="black", markersize=14,
+            label="w_x = w_rec = 1")  # fmt: skip
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(r_lo, r_hi)
+    ax.set_xlabel("w_x (input weight)")
+    ax.set_ylabel("w_rec (recurrent weight)")
+    ax.set_title(
+        f"bitcount seed {settings.get('seed')}: {x.shape[1]} sequences of length "
+        f"{x.shape[0]}\nloss surface in {precision}"
+    )
+    ax.legend(loc="lower left", fontsize=8, framealpha=0.85)
+
+
+def landscape_figure(runs: Sequence[RunInfo]):
+    """The figure: one panel per distinct training set, its runs overlaid as paths."""
     from rnnlab.analysis.plots import use_headless_backend
 
     for run in runs:
@@ -137,37 +220,20 @@ def plot_landscape(runs: Sequence[RunInfo], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        1, len(groups), figsize=(6.4 * len(groups), 5.2), dpi=100, squeeze=False
+        1, len(groups), figsize=(6.4 * len(groups), 5.4), dpi=100, squeeze=False
     )
     for ax, (key, members) in zip(axes[0], groups.items(), strict=True):
-        x, y = training_set(members[0])
-        paths = [trajectory(run) for run in members]
-        (x_lo, x_hi), (r_lo, r_hi) = window(paths)
-        gx, gr = np.meshgrid(np.linspace(x_lo, x_hi, GRID), np.linspace(r_lo, r_hi, GRID))
-        loss = sse_surface(x, y, gx, gr)  # (GRID, GRID)
-        floor = max(float(loss.min()), 1e-6)
-        mesh = ax.pcolormesh(
-            gx, gr, np.maximum(loss, floor), norm=LogNorm(vmin=floor, vmax=loss.max()),
-            cmap="viridis", shading="auto",
-        )  # fmt: skip
-        fig.colorbar(mesh, ax=ax, label="training loss (SSE, log scale)")
-        for path_ in paths:
-            (line,) = ax.plot(path_.w_x, path_.w_rec, "-", linewidth=1.8, label=path_.run.label)
-            ax.plot(path_.w_x[0], path_.w_rec[0], "o", color=line.get_color(), markersize=6)
-            ax.plot(path_.w_x[-1], path_.w_rec[-1], "X", color=line.get_color(), markersize=9)
-        ax.plot(*SOLUTION, "*", color="white", markeredgecolor="black", markersize=14,
-                label="w_x = w_rec = 1")  # fmt: skip
-        ax.set_xlim(x_lo, x_hi)
-        ax.set_ylim(r_lo, r_hi)
-        ax.set_xlabel("w_x (input weight)")
-        ax.set_ylabel("w_rec (recurrent weight)")
-        settings = dict(key)
-        ax.set_title(
-            f"bitcount seed {settings.get('seed')}: {x.shape[1]} sequences of length {x.shape[0]}"
-        )
-        ax.legend(loc="lower left", fontsize=8, framealpha=0.85)
+        draw_panel(fig, ax, members, dict(key))
     fig.suptitle("Loss landscape of s_t = x_t·w_x + s_{t-1}·w_rec (o start, X end)")
     fig.tight_layout()
+    return fig
+
+
+def plot_landscape(runs: Sequence[RunInfo], path: Path) -> Path:
+    """Draw :func:`landscape_figure` into the PNG file ``path``."""
+    fig = landscape_figure(runs)
+    import matplotlib.pyplot as plt  # after landscape_figure chose the headless backend
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

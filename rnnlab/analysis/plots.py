@@ -80,3 +80,60 @@ def attention_heatmap(attention: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def forecast_plot(figure: Any, path: Path) -> Path:
+    """A :class:`~rnnlab.tasks.base.ForecastFigure`: one panel per window, the lookback and
+    the actual values in black, the forecast in colour."""
+    count = len(figure.windows)
+    fig = new_figure(figsize=(8, 2.2 * max(count, 1)))
+    axes = fig.subplots(max(count, 1), 1, squeeze=False)[:, 0]
+    for ax, (past_x, past_y, future_x, actual, forecast) in zip(axes, figure.windows, strict=False):
+        ax.plot(past_x, past_y, color="0.35", linewidth=1.0, label="lookback")
+        ax.plot(future_x, actual, color="black", linewidth=1.2, label="actual")
+        ax.plot(future_x, forecast, color="tab:red", linewidth=1.4, label="forecast")
+        ax.set_ylabel(figure.channel)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_title(figure.title)
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def confusion_plot(figure: Any, path: Path) -> Path:
+    """A :class:`~rnnlab.tasks.base.ConfusionFigure` as a heatmap with the counts written in."""
+    counts = figure.counts
+    k = len(figure.labels)
+    fig = new_figure(figsize=(2.0 + 0.5 * k, 1.6 + 0.5 * k))
+    ax = fig.subplots()
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(k), figure.labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), figure.labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(figure.title, fontsize=9)
+    top = counts.max() if counts.size else 0
+    for i in range(k):
+        for j in range(k):
+            colour = "white" if counts[i, j] > top / 2 else "black"
+            ax.text(
+                j, i, str(int(counts[i, j])), ha="center", va="center", color=colour, fontsize=8
+            )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def draw_figure(figure: Any, path: Path) -> Path:
+    """Draw a task's figure data (:class:`~rnnlab.tasks.base.DrawsFigures`) by its kind."""
+    from rnnlab.tasks.base import ConfusionFigure, ForecastFigure
+
+    if isinstance(figure, ForecastFigure):
+        return forecast_plot(figure, path)
+    if isinstance(figure, ConfusionFigure):
+        return confusion_plot(figure, path)
+    raise TypeError(f"no drawing for figure data of type {type(figure).__name__}")

@@ -10,6 +10,9 @@ A cell is an ``nn.Module`` with
 * ``sequence(x, state, lengths=None) -> (outputs, state)``: a whole time-major sequence, ``x``
   of shape (T, B, I), outputs (T, B, H). Cells that map onto a fused kernel
   (``nn.RNN``/``nn.LSTM``/``nn.GRU``) override it; every other cell runs the per-step loop here.
+  ``lengths`` (B,) lives on the host (CPU; pinned when the model is on CUDA), where
+  ``pack_padded_sequence`` wants it: reading it never waits for the device, and a cell that
+  needs it on the device copies it there with ``rnnlab.data.transfer.to_device``.
 
 The per-step loop has two optional hooks, so a cell can move work out of the loop:
 ``begin_sequence(x) -> (per_step, shared)`` runs once per sequence (e.g. the input
@@ -40,6 +43,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from rnnlab.data.transfer import to_device
 
 State = tuple[Tensor, ...]
 
@@ -190,7 +195,8 @@ class Cell(nn.Module):
         live = None
         if lengths is not None:
             steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
-            live = (lengths.to(x.device).unsqueeze(0) > steps).unsqueeze(-1)  # (T, B, 1)
+            lengths = to_device(lengths, x.device)  # queued copy: the host does not wait
+            live = (lengths.unsqueeze(0) > steps).unsqueeze(-1)  # (T, B, 1)
         if not self.compiled:
             out, final = self._steps(inputs, state, shared, live)
             self.end_sequence(shared, state, out)

@@ -30,6 +30,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.cells.base import Cell, State
+from rnnlab.data.transfer import to_device
 
 
 class BatchedRecurrentGrad(torch.autograd.Function):
@@ -165,11 +166,31 @@ class FusedCell(Cell):
         if lengths is None:
             out, hn = self._fused_call(x, hx)  # out: (T, B, H)
         else:
-            packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
-            out, hn = self._fused_call(packed, hx)
-            out, _ = pad_packed_sequence(out, total_length=x.shape[0])  # (T, B, H), zero padded
+            out, hn = self._packed_call(x, hx, lengths)
         hn = hn if isinstance(hn, tuple) else (hn,)
         return out, tuple(h.squeeze(0) for h in hn)  # each (B, H)
+
+    def _packed_call(self, x: Tensor, hx: Any, lengths: Tensor) -> tuple[Tensor, Any]:
+        """The fused kernel over padded ``x`` (T, B, I) of host ``lengths`` (B,): outputs
+        (T, B, H), zero on padding, and the final states at each sequence's own last step.
+
+        The batch is sorted by length on the host and packed as sorted: PyTorch's own
+        ``enforce_sorted=False`` path sorts on the host too, but then copies the order to the
+        device synchronously and, unpacking, copies the inverse back to the host, two waits
+        for the GPU in every call. Here both orders travel in one queued copy."""
+        if lengths.device.type != "cpu":  # the contract is host lengths; a device copy waits
+            lengths = lengths.cpu()
+        order = torch.argsort(lengths, descending=True, stable=True)  # (B,) on the host
+        orders = to_device(torch.stack([order, torch.argsort(order)]), x.device)  # (2, B)
+        forward, back = orders[0], orders[1]
+        packed = pack_padded_sequence(
+            x.index_select(1, forward), lengths.index_select(0, order), enforce_sorted=True
+        )
+        sort = tuple(h.index_select(1, forward) for h in (hx if isinstance(hx, tuple) else (hx,)))
+        out, hn = self._fused_call(packed, sort if isinstance(hx, tuple) else sort[0])
+        out, _ = pad_packed_sequence(out, total_length=x.shape[0])  # (T, B, H) in length order
+        hn = tuple(h.index_select(1, back) for h in (hn if isinstance(hn, tuple) else (hn,)))
+        return out.index_select(1, back), hn if isinstance(hx, tuple) else hn[0]
 
     def _fused_call(self, inputs: Any, hx: Any) -> tuple[Any, Any]:
         if self.weight_drop > 0 and self.training:

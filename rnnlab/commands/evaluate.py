@@ -101,6 +101,8 @@ def score_text_file(restored, *, uri: str, path: Path, name: str) -> None:
     source = task.text_source(path, name=name)
     result = task.score_text(restored.model, path, name=name)
     record_evaluation(uri, run_id, result, source)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     key = f"eval/{name}/{task.headline}"
     click.echo(f"{key}: {result.metrics[key]:.2f}")
 

@@ -51,8 +51,8 @@ def landscape(
     run_ids: tuple[str, ...], out: str | None, no_log_artifact: bool, uri: str | None
 ) -> None:
     """Draw the loss surface over (w_x, w_rec) of bitcount runs with the elman cell, on each
-    run's own training data, with every run's path; also logged to each run as
-    plots/landscape.png.
+    run's own training data and in the precision they trained in (the plot says which; bf16
+    runs are marked), with every run's path; also logged to each run as plots/landscape.png.
 
     \b
     rnnlab landscape SGD_RUN_ID RMSPROP_RUN_ID

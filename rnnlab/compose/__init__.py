@@ -31,6 +31,7 @@ from rnnlab.models.stack import StackSpec
 from rnnlab.paths import config_dir
 from rnnlab.tasks.base import Task
 from rnnlab.train.device import resolve_device
+from rnnlab.train.graphs import check_cuda_graphs
 from rnnlab.train.settings import TrainerSettings
 
 __all__ = ["RunSpec", "command_options", "compose"]
@@ -79,6 +80,9 @@ def compose(cfg: DictConfig) -> RunSpec:
     trainer = read_options(TrainerSettings, OmegaConf.merge(defaults, cfg.trainer))
     device = resolve_device(run.device)
     task = build_task(cfg.task, progress=trainer.progress)
+    check_cuda_graphs(
+        trainer.cuda_graphs, device, task=str(cfg.task.name), fixed_shape=task.fixed_shape_steps
+    )
     stack = build_stack(cfg.cell)
     optimizer = build_optimizer(cfg.optim)
     scheduler = build_scheduler(cfg.sched, optimizer)

@@ -67,7 +67,9 @@ def build_task(node: DictConfig, *, progress: bool | None) -> Task:
             f"task._target_={target} is not an rnnlab Task",
             "Point task._target_ at a subclass of rnnlab.tasks.base.Task",
         )
-    task = cls(read_options(cls.Options, node))
+    # a run recorded before a task key existed reads the value that does what it did
+    missing = {k: v for k, v in cls.backfill.items() if k not in node}
+    task = cls(read_options(cls.Options, {**plain(node), **missing}))
     task.progress = progress
     return task
 

@@ -6,16 +6,19 @@ load the ids (``torch.load`` of a few hundred MB takes well under a second). Ent
 sentencepiece models of :mod:`rnnlab.data.subword` live there too); one file per key, written to a temp file and
 renamed, so parallel jobs never read a half-written entry. Token ids are raw int32 files
 (``<key>.int32``), written block by block and memory-mapped when read, so a corpus larger
-than memory is never loaded whole. A cache that cannot be written (read-only, full) costs
-only the time (and, then, the ids are held in memory): the run goes on and says so on stderr.
+than memory is never loaded whole. A cache that cannot be written (read-only) costs only the
+time (and, then, the ids are held in memory): the run goes on and says so on stderr. A disk
+too full for the ids is refused, with the size they need.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -26,6 +29,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 from torch import Tensor
+
+from rnnlab.errors import DataError
 
 ENV_VAR = "RNNLAB_CACHE"
 #: bump when the layout of cached entries changes, so old entries are never misread
@@ -72,10 +77,36 @@ def load_ids(key: str, *, root: Path) -> Tensor | None:
     return mapped_ids(path) if path.is_file() else None
 
 
-def write_ids(key: str, write: Callable[[BinaryIO], int], *, root: Path) -> Tensor:
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk that holds ``folder`` (or would: its nearest existing parent)."""
+    place = folder
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    return shutil.disk_usage(place).free
+
+
+def no_room(folder: Path, *, needed: int, free: int, what: str) -> DataError:
+    mb = -(-needed // 10**6)
+    return DataError(
+        f"The token cache for {what} needs about {mb:,} MB in {folder}, and its disk has "
+        f"{free / 1e6:,.0f} MB free",
+        f"Free at least {mb:,} MB there, or set {ENV_VAR} (or paths.cache_dir) to a folder on "
+        "a disk with that much room",
+    )
+
+
+def write_ids(
+    key: str, write: Callable[[BinaryIO], int], *, root: Path, needed: int, what: str
+) -> Tensor:
     """Ids that ``write`` streams into a file, saved under ``key`` and memory-mapped; in
-    memory when the cache cannot be written. An error in ``write`` leaves no entry."""
+    memory when the cache cannot be written (read-only, not a folder). An error in ``write``
+    leaves no entry. ``needed`` (about the file's size, in bytes) more than the disk has free
+    is a DataError naming ``what`` and the size, before anything is written, as is a disk
+    that fills up while writing: ids too large for the disk are too large to hold in memory."""
     folder = root
+    free = free_bytes(folder)
+    if needed > free:
+        raise no_room(folder, needed=needed, free=free, what=what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=folder)
@@ -86,7 +117,9 @@ def write_ids(key: str, write: Callable[[BinaryIO], int], *, root: Path) -> Tens
         finally:
             Path(tmp).unlink(missing_ok=True)
         return mapped_ids(folder / f"{key}.int32")
-    except OSError as exc:  # only a cache: any failure to write it costs time, not the run
+    except OSError as exc:  # only a cache: a failure to write it costs time, not the run
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_room(folder, needed=needed, free=free_bytes(folder), what=what) from exc
         unwritable(folder, exc)
     buffer = io.BytesIO()
     write(buffer)

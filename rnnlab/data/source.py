@@ -6,7 +6,7 @@ dataset inputs without importing a model library.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -21,3 +21,5 @@ class DataSource:
     digest: str
     #: where the data come from: URL(s) or path(s)
     source: str
+    #: more about the split, kept in the dataset's profile (e.g. the rows a split holds)
+    details: dict[str, str] = field(default_factory=dict)

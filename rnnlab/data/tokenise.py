@@ -148,6 +148,16 @@ def build_vocab(
     )
 
 
+def estimated_tokens(path: Path, level: WordLevel | CharLevel) -> int:
+    """About how many tokens ``path`` holds: its size times the tokens per byte of its first
+    block (a whole file when it is smaller than a block)."""
+    size = path.stat().st_size
+    for text, _ in read_blocks(path):
+        sample = len(text.encode("utf-8"))
+        return -(-len(level.tokens(text)) * size // max(sample, 1))
+    return 0
+
+
 def encode_file(
     path: Path, vocab: Vocab, level: WordLevel | CharLevel, out: BinaryIO
 ) -> tuple[int, int]:

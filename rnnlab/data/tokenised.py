@@ -16,7 +16,13 @@ from torch import Tensor
 
 from rnnlab.data import cache
 from rnnlab.data.corpus import SplitFile
-from rnnlab.data.tokenise import LEVELS, build_vocab, count_tokens, encode_file
+from rnnlab.data.tokenise import (
+    LEVELS,
+    build_vocab,
+    count_tokens,
+    encode_file,
+    estimated_tokens,
+)
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError
 
@@ -89,6 +95,7 @@ class TokenisedText:
                 raise empty_split(source)
             return total
 
-        ids = cache.write_ids(key, write, root=self.root)
+        needed = 4 * estimated_tokens(source.path, self.level)  # int32 ids
+        ids = cache.write_ids(key, write, root=self.root, needed=needed, what=str(source.path))
         self.seconds += time.perf_counter() - start
         return ids

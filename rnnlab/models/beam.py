@@ -10,6 +10,9 @@ choice divides each score by the GNMT length penalty ``((5 + length) / 6) ** alp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -27,6 +30,50 @@ def strip(ids: list[int], *, eos_index: int, pad_index: int) -> list[int]:
     return out
 
 
+@dataclass
+class Hypothesis:
+    """One decoded target: its ids (EOS excluded) and its score, the summed log-probability
+    of its tokens (EOS included) over the GNMT length penalty of their number."""
+
+    ids: list[int]
+    score: float
+
+
+@torch.no_grad()
+def greedy_steps(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    bos_index: int,
+    eos_index: int,
+    max_len: int,
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """The argmax token at every step: ids (B, T), their summed log-probabilities (B,) and
+    counts (B,) up to the first EOS (included), and the attention of each step."""
+    encoded = model.encode(src, src_lengths)
+    batch = src.shape[1]
+    feed, state = model.initial_feed(encoded), encoded.state
+    tokens = src.new_full((batch,), bos_index)  # (B,)
+    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
+    total = torch.zeros(batch, dtype=torch.float32, device=src.device)  # (B,)
+    lengths = torch.zeros(batch, dtype=torch.long, device=src.device)  # (B,)
+    outputs, attention = [], []
+    for _ in range(max_len):
+        logits, feed, state, weights = model.step(tokens, feed, state, encoded)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+        tokens = logp.argmax(dim=-1)  # (B,)
+        total += logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
+        lengths += (~finished).long()
+        tokens = tokens.masked_fill(finished, model.pad_index)
+        outputs.append(tokens)
+        attention.append(weights)
+        finished |= tokens == eos_index
+        if bool(finished.all()):
+            break
+    return torch.stack(outputs, dim=1), total, lengths, attention  # ids: (B, T)
+
+
 @torch.no_grad()
 def greedy_decode(
     model: Seq2Seq,
@@ -39,29 +86,39 @@ def greedy_decode(
     return_attention: bool = False,
 ) -> tuple[list[list[int]], list[Tensor] | None]:
     """Token ids per sentence (EOS excluded) and, optionally, attention (T_i, S_i) each."""
-    encoded = model.encode(src, src_lengths)
-    batch = src.shape[1]
-    feed, state = model.initial_feed(encoded), encoded.state
-    tokens = src.new_full((batch,), bos_index)  # (B,)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    outputs, attention = [], []
-    for _ in range(max_len):
-        logits, feed, state, weights = model.step(tokens, feed, state, encoded)
-        tokens = torch.log_softmax(logits.float(), dim=-1).argmax(dim=-1)  # (B,)
-        tokens = tokens.masked_fill(finished, model.pad_index)
-        outputs.append(tokens)
-        attention.append(weights)
-        finished |= tokens == eos_index
-        if bool(finished.all()):
-            break
-    ids = torch.stack(outputs, dim=1).tolist()  # (B, T)
-    hyps = [strip(row, eos_index=eos_index, pad_index=model.pad_index) for row in ids]
+    ids, _, _, attention = greedy_steps(
+        model, src, src_lengths, bos_index=bos_index, eos_index=eos_index, max_len=max_len
+    )
+    hyps = [strip(row, eos_index=eos_index, pad_index=model.pad_index) for row in ids.tolist()]
     if not return_attention:
         return hyps, None
     weights = torch.stack(attention, dim=1).cpu()  # (B, T, S)
     lengths = src_lengths.tolist()
     maps = [weights[b, : len(h) + 1, : lengths[b]] for b, h in enumerate(hyps)]  # with EOS row
     return hyps, maps
+
+
+@torch.no_grad()
+def greedy_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    bos_index: int,
+    eos_index: int,
+    max_len: int,
+    alpha: float = 0.0,
+) -> list[Hypothesis]:
+    """:func:`greedy_decode`'s hypotheses with their scores (as a beam of one scores them)."""
+    ids, total, lengths, _ = greedy_steps(
+        model, src, src_lengths, bos_index=bos_index, eos_index=eos_index, max_len=max_len
+    )
+    scores = (total / length_penalty(lengths, alpha)).tolist()  # (B,)
+    rows = ids.tolist()
+    return [
+        Hypothesis(strip(row, eos_index=eos_index, pad_index=model.pad_index), score)
+        for row, score in zip(rows, scores, strict=True)
+    ]
 
 
 def length_penalty(lengths: Tensor, alpha: float) -> Tensor:
@@ -74,19 +131,23 @@ def penalty_ceiling(max_len: int, alpha: float, *, device: torch.device) -> Tens
     return length_penalty(torch.tensor(max_len, device=device), alpha).clamp(min=1.0)
 
 
-def settled(scores: Tensor, finished: Tensor, normalised: Tensor, *, ceiling: Tensor) -> Tensor:
-    """Which sentences no live hypothesis can still beat, (B,) bool from (B, K) each.
+def settled(
+    scores: Tensor, finished: Tensor, normalised: Tensor, *, ceiling: Tensor, n_best: int = 1
+) -> Tensor:
+    """Which sentences no live hypothesis can still enter the ``n_best``, (B,) bool from
+    (B, K) each.
 
     A live hypothesis's raw score s < 0 only falls as it grows, and its penalty is at most
     ``ceiling`` (the largest penalty a length up to the limit has), so s / ceiling bounds the
-    normalised score of every completion it may have. Once the best finished hypothesis
+    normalised score of every completion it may have. Once the n-th best finished hypothesis
     reaches the largest such bound, continuing cannot change the choice: the sentence leaves
     the active batch.
     """
     minus_inf = torch.tensor(float("-inf"), device=scores.device)
-    best_done = torch.where(finished, normalised, minus_inf).amax(dim=1)  # (B,)
+    done = torch.where(finished, normalised, minus_inf)  # (B, K)
+    nth_done = done.topk(n_best, dim=1).values[:, -1]  # (B,)
     best_live = torch.where(finished, minus_inf, scores / ceiling).amax(dim=1)  # (B,)
-    return best_done >= best_live
+    return nth_done >= best_live
 
 
 def extend(
@@ -125,14 +186,41 @@ def beam_decode(
     beam_size: int = 5,
     alpha: float = 0.0,
 ) -> list[list[int]]:
-    """The best hypothesis per sentence (EOS excluded) under the length-penalised score.
+    """The best hypothesis per sentence (EOS excluded) under the length-penalised score."""
+    found = beam_search(
+        model,
+        src,
+        src_lengths,
+        bos_index=bos_index,
+        eos_index=eos_index,
+        max_len=max_len,
+        beam_size=beam_size,
+        alpha=alpha,
+    )
+    return [hyps[0].ids for hyps in found]
 
-    A sentence leaves the active batch as soon as no live hypothesis can beat its best
-    finished one (:func:`settled`), so the steps run only on rows that can still change the
+
+@torch.no_grad()
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    *,
+    bos_index: int,
+    eos_index: int,
+    max_len: int,
+    beam_size: int = 5,
+    alpha: float = 0.0,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """The ``n_best`` hypotheses per sentence, best first, under the length-penalised score.
+
+    A sentence leaves the active batch as soon as no live hypothesis can enter its n best
+    finished ones (:func:`settled`), so the steps run only on rows that can still change the
     answer; each hypothesis carries its own token history, reordered with its beam.
     """
-    if beam_size < 1:
-        raise ValueError(f"beam size must be at least 1, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be between 1 and the beam size {beam_size}, got {n_best}")
     batch, k, device = src.shape[1], beam_size, src.device
     encoded = model.encode(src, src_lengths)
     encoded = encoded.select(torch.arange(batch, device=device).repeat_interleave(k))
@@ -145,7 +233,8 @@ def beam_decode(
     history = src.new_empty((batch * k, 0))  # (B·K, t): each hypothesis's tokens so far
     alive = list(range(batch))  # the sentence each active batch entry is
     ceiling = penalty_ceiling(max_len, alpha, device=device)
-    best: list[list[int]] = [[] for _ in range(batch)]
+    best: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    strip_ids = partial(strip, eos_index=eos_index, pad_index=model.pad_index)
     for t in range(max_len):
         logits, feed, state, _ = model.step(tokens, feed, state, encoded)
         scores, parent, tokens = extend(logits, scores, finished, pad_index=model.pad_index)
@@ -155,14 +244,11 @@ def beam_decode(
         history = torch.cat([history.index_select(0, parent), tokens.unsqueeze(1)], dim=1)
         n = len(alive)
         normalised = scores / length_penalty(lengths.reshape(n, k), alpha)  # (n, K)
-        done = settled(scores, finished.reshape(n, k), normalised, ceiling=ceiling)  # (n,)
+        done = settled(scores, finished.reshape(n, k), normalised, ceiling=ceiling, n_best=n_best)
         if t + 1 == max_len:
             done = torch.ones_like(done)
         if bool(done.any()):  # answer the settled sentences, then drop their rows
-            picks = (torch.arange(n, device=device) * k + normalised.argmax(dim=1))[done]
-            for entry, row in zip(done.nonzero().squeeze(1).tolist(), picks.tolist(), strict=True):
-                ids = history[row].tolist()
-                best[alive[entry]] = strip(ids, eos_index=eos_index, pad_index=model.pad_index)
+            answer(best, alive, done, normalised, history, n_best=n_best, strip_ids=strip_ids)
             keep = (~done).nonzero().squeeze(1)  # (n',) entries still searching
             if keep.numel() == 0:
                 break
@@ -174,3 +260,26 @@ def beam_decode(
             scores = scores.index_select(0, keep)
         feed, state = feed.index_select(0, parent), select_state(state, parent)
     return best
+
+
+def answer(
+    best: list[list[Hypothesis]],
+    alive: list[int],
+    done: Tensor,
+    normalised: Tensor,
+    history: Tensor,
+    *,
+    n_best: int,
+    strip_ids,
+) -> None:
+    """Write the ``n_best`` hypotheses of each settled entry (``done``: (n,) bool) into
+    ``best`` at its sentence: (n, K) normalised scores, (n·K, t) token histories. Ties go to
+    the lower beam row, as argmax breaks them (a stable sort)."""
+    n, k = normalised.shape
+    order = normalised.argsort(dim=1, descending=True, stable=True)[:, :n_best].tolist()
+    values = normalised.tolist()  # (n, K)
+    for entry in done.nonzero().squeeze(1).tolist():
+        best[alive[entry]] = [
+            Hypothesis(strip_ids(history[entry * k + j].tolist()), values[entry][j])
+            for j in order[entry]
+        ]

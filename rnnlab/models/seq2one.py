@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from rnnlab.models.stack import StackSpec
@@ -32,3 +33,20 @@ class SequenceRegressor(nn.Module):
 
     def scalars(self) -> dict[str, float]:
         return self.rnn.scalars()
+
+
+class SequenceClassifier(nn.Module):
+    """Maps padded (T, B, I) inputs and their lengths (B,) to (B, K) class logits, from the
+    output at each sequence's own last step (the stack packs the padding away)."""
+
+    def __init__(self, *, stack: StackSpec, input_size: int, classes: int, dropout: float) -> None:
+        super().__init__()
+        self.rnn = stack.build(input_size=input_size)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.rnn.hidden_size, classes)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        out, _ = self.rnn(x, lengths=lengths)  # (T, B, H)
+        last = (lengths.to(out.device) - 1).clamp_min(0)  # (B,)
+        final = out[last, torch.arange(out.shape[1], device=out.device)]  # (B, H)
+        return self.head(self.dropout(final))  # (B, K)

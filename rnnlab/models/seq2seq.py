@@ -114,11 +114,12 @@ class Seq2Seq(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Encoded:
-        """src (S, B) ids, src_lengths (B,) -> :class:`Encoded`."""
+        """src (S, B) ids, src_lengths (B,) on the host -> :class:`Encoded`. The memory keeps
+        all S rows (padding rows are 0 and masked out of attention): cutting it to the longest
+        length would read that length back from the device in every step."""
         embedded = self.drop(self.src_embed(src))  # (S, B, E)
         memory, final = self.encoder(embedded, lengths=src_lengths)  # (S, B, H)
-        memory = memory[: int(src_lengths.max())]
-        mask = src[: memory.shape[0]] != self.pad_index  # (S, B)
+        mask = src != self.pad_index  # (S, B)
         return Encoded(memory, self.attention.keys(memory), mask, self.bridge(final))
 
     def initial_feed(self, encoded: Encoded) -> Tensor:
@@ -150,13 +151,16 @@ class Seq2Seq(nn.Module):
         teacher_forcing: float = 1.0,
         keep: Tensor | None = None,
     ) -> Tensor:
-        """Logits (T, B, V) for target inputs tgt_in (T, B) that start with BOS; with a
-        ``keep`` mask (T, B), logits (N, V) of the N kept positions only (the read-out is the
-        step's largest matmul: padding need not pay for it). Training goes through here, not
-        through :meth:`features`, so a DistributedDataParallel wrapper sees every step."""
+        """Logits (T, B, V) for target inputs tgt_in (T, B) that start with BOS; with
+        ``keep``, the (N,) flat positions ``t·B + b`` of the real target tokens, logits (N, V)
+        of those only (the read-out is the step's largest matmul: padding need not pay for
+        it). ``keep`` is an index built on the host, not a boolean mask: selecting by a mask
+        makes the device report how many it kept, a wait in every step. Training goes through
+        here, not through :meth:`features`, so a DistributedDataParallel wrapper sees every
+        step."""
         feeds = self.features(src, src_lengths, tgt_in, teacher_forcing=teacher_forcing)
         if keep is not None:
-            feeds = feeds[keep]  # (N, F)
+            feeds = feeds.flatten(0, 1).index_select(0, keep)  # (T·B, F) -> (N, F)
         return self.readout(feeds)  # (T, B, V) or (N, V): one read-out matmul
 
     def readout(self, feeds: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.cells.base import Cell, State
+from rnnlab.data.transfer import to_device
 from rnnlab.models.regularisers import LockedDropout
 
 CellFactory = Callable[..., Cell]
@@ -60,7 +61,7 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     if lengths is None:
         return x.flip(0)
     steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
-    lengths = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    lengths = to_device(lengths, x.device).unsqueeze(0)  # (1, B)
     index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (T, B)
     index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)  # (T, B, ...)
     return x.gather(0, index)
@@ -149,12 +150,14 @@ class RecurrentStack(nn.Module):
         """x: (T, B, I) -> outputs (T, B, H_last · directions) and the final states.
 
         ``lengths`` (B,) marks padding: padded outputs are 0 and final states are taken at
-        each sequence's own last step.
+        each sequence's own last step. It lives on the host (the cells' contract); the
+        reversals read one device copy of it.
         """
         if state is None:
             state = self.init_state(x.shape[1], x.device)
         new_state: list[State] = []
         n = self.num_directions
+        on_device = to_device(lengths, x.device) if n == 2 and lengths is not None else None
         for depth in range(len(self.layers) // n):
             if depth > 0 and self.dropout.p > 0:
                 x = self.dropout(x)
@@ -164,10 +167,12 @@ class RecurrentStack(nn.Module):
             if n == 2:
                 backward_layer = self.layers[depth * n + 1]
                 reversed_out, back_state = backward_layer.sequence(
-                    reverse_padded(x, lengths), state[depth * n + 1], lengths
+                    reverse_padded(x, on_device), state[depth * n + 1], lengths
                 )
                 new_state.append(back_state)
-                out = torch.cat([out, reverse_padded(reversed_out, lengths)], dim=-1)  # (T, B, 2H)
+                out = torch.cat(
+                    [out, reverse_padded(reversed_out, on_device)], dim=-1
+                )  # (T, B, 2H)
             x = out
         return x, new_state
 

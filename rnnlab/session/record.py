@@ -9,6 +9,7 @@ from typing import Any
 
 from rnnlab.compose import RunSpec
 from rnnlab.tracking.logger import RunLogger
+from rnnlab.tracking.serving import serving_schema
 from rnnlab.tracking.source import NOTE, command_line, description, source_tags
 
 
@@ -48,13 +49,15 @@ def begin_recording(spec: RunSpec, logger: RunLogger, *, resumed: bool) -> None:
 
 
 def start_logging_model(
-    spec: RunSpec, model: Any, logger: RunLogger, *, step: int
+    spec: RunSpec, model: Any, logger: RunLogger, *, step: int, config_yaml: str
 ) -> Callable[[], list[str]]:
-    """Log the best weights as the run's MLflow model (``tracking.log_model``); returns the
-    function that gives the summary lines once it is logged (a tracking process logs it while
-    this process writes the other artifacts)."""
+    """Log the best weights as the run's MLflow model (``tracking.log_model``), with the
+    text-in pyfunc flavour where the task serves; returns the function that gives the summary
+    lines once it is logged (a tracking process logs it while this process writes the other
+    artifacts)."""
     if not spec.tracking.log_model:
         return list
+    serving = serving_schema(spec.task)  # read before the model leaves its device
     device = next(model.parameters()).device
     model.to("cpu")  # the model is written (or sent to be written) from the CPU now
     try:
@@ -63,13 +66,22 @@ def start_logging_model(
             task_state=spec.task.state_dict(),
             step=step,
             register_as=spec.tracking.register_model,
+            serving=serving,
+            config_yaml=config_yaml,
         )
     finally:
         model.to(device)  # the samples are drawn where the model trained
 
     def lines() -> list[str]:
         model_info = logged()
-        lines = [f"model: {model_info.uri} (mlflow.pytorch.load_model)"]
+        if serving is None:
+            lines = [f"model: {model_info.uri} (mlflow.pytorch.load_model)"]
+        else:
+            lines = [
+                f"model: {model_info.uri} (mlflow.pyfunc.load_model: text in; "
+                "mlflow.pytorch.load_model: the module)",
+                f"serve: rnnlab serve {logger.run_id}",
+            ]
         if model_info.registered:
             lines.append(f"registered: {model_info.registered}")
         return lines

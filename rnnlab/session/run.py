@@ -24,7 +24,7 @@ from rnnlab.session.record import (
     reference_lines,
     start_logging_model,
 )
-from rnnlab.tasks.base import ShowsAttention
+from rnnlab.tasks.base import DrawsFigures, ShowsAttention
 from rnnlab.tracking.logger import RunLogger
 from rnnlab.tracking.uri import resolve_tracking_uri
 from rnnlab.train.distributed import SOLO, Ranks, check_world_size
@@ -129,7 +129,9 @@ def execute(
                 concurrent_jobs=concurrent_jobs,
                 ranks=ranks,
             )
-            model_lines = start_logging_model(spec, outcome.model, logger, step=outcome.fit.epochs)
+            model_lines = start_logging_model(
+                spec, outcome.model, logger, step=outcome.fit.epochs, config_yaml=config_yaml
+            )
             write_artifacts(spec, outcome, logger, config_yaml=config_yaml)
             outcome.summary += reference_lines(spec, outcome.metrics)
             outcome.summary += model_lines()
@@ -168,9 +170,10 @@ def stage_of(logger: RunLogger) -> str:
 def write_artifacts(
     spec: RunSpec, outcome: TrainOutcome, logger: RunLogger, *, config_yaml: str
 ) -> None:
-    """``config.yaml``, ``plots/`` (the loss curves), ``samples/`` (the task's own) and
+    """``config.yaml``, ``plots/`` (the loss curves and the task's own figures), ``samples/``
+    (the task's own) and
     ``tokenizer/`` (a trained tokenizer's model files, when the task has one)."""
-    from rnnlab.analysis.plots import attention_heatmap, plot_curves
+    from rnnlab.analysis.plots import attention_heatmap, draw_figure, plot_curves
 
     task, model = spec.task, outcome.model
     with tempfile.TemporaryDirectory(prefix="rnnlab-") as tmp:
@@ -183,8 +186,13 @@ def write_artifacts(
             for i, attention in enumerate(task.attention_maps(model)):
                 path = out / "samples" / f"attention_val_{i}.png"
                 samples.append(attention_heatmap(attention, path))
+        plots = [curve]
+        if isinstance(task, DrawsFigures):
+            for stem, figure in task.figure_data(model, outcome.results).items():
+                plots.append(draw_figure(figure, out / "plots" / f"{stem}.png"))
         logger.log_artifact(out / "config.yaml")
-        logger.log_artifact(curve, "plots")
+        for path in plots:
+            logger.log_artifact(path, "plots")
         for path in samples:
             logger.log_artifact(path, "samples")
         for path in task.tokenizer_files(out / "tokenizer"):

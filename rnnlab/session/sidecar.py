@@ -268,7 +268,14 @@ class RemoteLogger:
         self._send("start_system_metrics", interval_s=interval_s, resumed=resumed)
 
     def log_model(
-        self, *, model: Any, task_state: dict[str, Any], step: int, register_as: str | None
+        self,
+        *,
+        model: Any,
+        task_state: dict[str, Any],
+        step: int,
+        register_as: str | None,
+        serving: Any = None,
+        config_yaml: str = "",
     ) -> Callable[[], Any]:
         """Start logging the model there; returns the function that waits for its
         ``LoggedModel`` (the artifacts are written here meanwhile)."""
@@ -278,6 +285,8 @@ class RemoteLogger:
             task_state=task_state,
             step=step,
             register_as=register_as,
+            serving=serving,
+            config_yaml=config_yaml,
         )
 
         def logged() -> Any:

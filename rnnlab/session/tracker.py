@@ -41,9 +41,12 @@ def preload() -> None:
     """What logging the model needs, made ready while the training process composes and
     trains: on a thread, so requests are answered meanwhile."""
     try:
+        import mlflow.pyfunc  # noqa: F401  (the text-in flavour, rnnlab.tracking.serving)
         import mlflow.pytorch  # noqa: F401  (torch, to unpickle the model and save it)
+        from mlflow.models import Model  # noqa: F401
         from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
 
+        import rnnlab.tracking.serving  # noqa: F401  (the task schemas arrive pickled)
         from rnnlab.tracking.models import requirements
 
         # log_model checks the model's requirements against every installed distribution;

@@ -9,7 +9,8 @@ to batch), and evaluates a model on a split into an :class:`EvalResult`: named m
 artifacts, and tags. Evaluation returns everything it found; a task caches nothing of it.
 
 What a task can do beyond training is declared by the protocols at the end of this module
-(:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`, :class:`ScoresText`); commands check them with
+(:class:`Samples`, :class:`Translates`, :class:`ShowsAttention`, :class:`ScoresText`,
+:class:`DrawsFigures`, :class:`Serves`); commands check them with
 ``isinstance`` rather than guessing from attributes.
 """
 
@@ -61,6 +62,10 @@ class EvalResult:
     outputs: dict[str, list[str]] = field(default_factory=dict)
     #: run tags the evaluation determines (e.g. the sacreBLEU signature)
     tags: dict[str, str] = field(default_factory=dict)
+    #: arrays worth keeping for artifacts (e.g. ``forecast``: every test forecast), not logged
+    arrays: dict[str, Any] = field(default_factory=dict)
+    #: what the user should know about how it was computed (printed, not logged)
+    notes: list[str] = field(default_factory=list)
 
 
 def digest_of(*parts: str) -> str:
@@ -80,6 +85,26 @@ class AttentionMap:
     weights: Any  # (T, S) array: target step x source token
 
 
+@dataclass
+class ForecastFigure:
+    """Forecasts of one channel over a few windows, against the actual values."""
+
+    title: str
+    channel: str
+    #: one entry per window: (past x, past y, future x, actual y, forecast y) sequences
+    windows: list[tuple[Any, Any, Any, Any, Any]]
+
+
+@dataclass
+class ConfusionFigure:
+    """A confusion matrix: ``counts[i, j]`` examples of class ``labels[i]`` predicted as
+    ``labels[j]``."""
+
+    title: str
+    labels: list[str]
+    counts: Any  # (K, K) integer array
+
+
 class Task(abc.ABC):
     """Base class for a task: subclasses set :attr:`Options` and take one options object."""
 
@@ -94,9 +119,27 @@ class Task(abc.ABC):
     #: the metric ``rnnlab eval`` prints (``<split>/<headline>``)
     headline: ClassVar[str] = "loss"
 
+    #: ``task.*`` keys added after runs were recorded, each with the value that does what
+    #: those runs did: a recorded config without the key reads it (eval, generate, resume)
+    backfill: ClassVar[dict[str, Any]] = {}
+
     #: whether ``train_loss`` is a sum over the batch (not a mean over its weight): under
     #: several ranks the gradient is then that of the global sum (rnnlab.train.distributed)
     summed_loss: ClassVar[bool] = False
+    #: whether every training step has the same tensor shapes (bar an epoch's last), so a
+    #: recorded CUDA graph can replay it (``trainer.cuda_graphs``: rnnlab.train.graphs)
+    fixed_shape_steps: ClassVar[bool] = False
+
+    #: whether ``trainer.precision=auto`` may train this task in bf16 (rnnlab.train.precision).
+    #: Only a task whose results bf16 is known not to spoil declares True; the default is the
+    #: safe answer, so a new task trains in fp32 until someone measures it.
+    tolerates_bf16: ClassVar[bool] = False
+    #: what bf16 training is expected to cost this task's accuracy: the warning an explicit
+    #: ``trainer.precision=bf16`` prints for a task that does not tolerate it
+    bf16_cost: ClassVar[str] = (
+        "not measured for this task; bf16 keeps 8 significant bits (about 0.4% relative "
+        "error per product), so its results may lose accuracy"
+    )
 
     device: torch.device = torch.device("cpu")
     #: this process's rank and the number of ranks: each trains on its own shard
@@ -149,6 +192,12 @@ class Task(abc.ABC):
     def train_batches(self, *, epoch: int) -> Iterator[Any]:
         """The batches of one training epoch (ordered by :func:`epoch_generator`)."""
 
+    def step_positions(self) -> int:
+        """Sequence positions (batch items x time steps) one training step processes, from
+        the options: the batch shape of ``trainer.precision=auto``'s size rule. 0 (the
+        default: unknown) keeps ``auto`` at fp32."""
+        return 0
+
     def init_carry(self, model: nn.Module) -> Any:
         """State threaded from batch to batch within an epoch; None by default."""
         return None
@@ -173,6 +222,11 @@ class Task(abc.ABC):
         """Every split this task reads, with its digest; empty when it reads none."""
         return []
 
+    def tags(self) -> dict[str, str]:
+        """Run tags that the task's data decide (a default it chose), set as training
+        starts; none by default."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Task state worth saving with a checkpoint (vocabularies, ...)."""
         return {}
@@ -195,6 +249,11 @@ class Task(abc.ABC):
 
     def summary(self, model: nn.Module) -> list[str]:
         """Lines for the end-of-run console summary."""
+        return []
+
+    def result_warnings(self, results: dict[str, EvalResult]) -> list[str]:
+        """Warnings about the final evaluation (split -> result), printed at the end of the
+        run (e.g. a forecaster that loses to the naive forecast); none by default."""
         return []
 
 
@@ -233,6 +292,17 @@ class ShowsAttention(Protocol):
 
 
 @runtime_checkable
+class DrawsFigures(Protocol):
+    """A task with figures of its own (forecasts against actuals, a confusion matrix); the
+    session draws them (plotting lives above the tasks)."""
+
+    def figure_data(
+        self, model: nn.Module, results: dict[str, EvalResult]
+    ) -> dict[str, ForecastFigure | ConfusionFigure]:
+        """File stem -> figure data, from the model and the final ``results``."""
+
+
+@runtime_checkable
 class ScoresText(Protocol):
     """A task whose model scores a text file it was not trained on (``rnnlab eval --text``)."""
 
@@ -241,3 +311,42 @@ class ScoresText(Protocol):
 
     def score_text(self, model: nn.Module, path: Path, *, name: str) -> EvalResult:
         """``eval/<name>/<metric>`` of ``model`` on the whole file, in batches."""
+
+
+#: the types a served output column may have (MLflow's: ``string[]`` is an array of strings)
+OUTPUT_TYPES = ("string", "double", "long", "string[]", "double[]")
+
+
+@dataclass(frozen=True)
+class ServingSchema:
+    """What a task's served model reads and writes. :mod:`rnnlab.tracking.serving` makes it
+    the MLflow model's signature and checks every request against it, so a task states it
+    once and knows nothing of MLflow."""
+
+    #: the one input column: one string per row (a sentence, a text, a bit string)
+    column: str
+    #: output column -> one of :data:`OUTPUT_TYPES`
+    outputs: dict[str, str]
+    #: the params a request may set -> their defaults (a default's type is the param's:
+    #: int, float, str or bool); any other param is refused
+    params: dict[str, Any]
+    #: rows that work, for the model's input example (the UI and ``rnnlab serve`` show them)
+    example: list[str]
+    #: the longest row accepted, in characters; a longer one is refused, not truncated
+    max_chars: int
+
+
+@runtime_checkable
+class Serves(Protocol):
+    """A task whose model is served as strings in, a table out: the run's MLflow pyfunc model
+    (``mlflow.pyfunc.load_model``, ``rnnlab serve``, Spark UDFs)."""
+
+    def serving_schema(self) -> ServingSchema:
+        """The served model's columns, params and example (called on the trained task)."""
+
+    def serve(
+        self, model: nn.Module, rows: list[str], params: dict[str, Any]
+    ) -> dict[str, list[Any]]:
+        """Output column -> one value per row. ``rows`` are non-empty strings within
+        ``max_chars``, ``params`` every declared param; a value the task cannot take raises
+        :class:`~rnnlab.errors.RnnlabError`, said as one sentence and its fix."""

@@ -7,7 +7,7 @@ New runs of ``task=ptb`` use :class:`~rnnlab.tasks.lm.LanguageModelTask` (``conf
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rnnlab.options import FRACTION, POSITIVE, Options, option
 from rnnlab.tasks.lm import LanguageModelTask, LMOptions
@@ -37,8 +37,16 @@ class PennTreebank(LanguageModelTask):
 
     name: ClassVar[str] = "ptb"
     Options = PTBOptions
+    backfill: ClassVar[dict[str, Any]] = {}  # PTBOptions has none of lm's later keys
 
     def __init__(self, options: PTBOptions) -> None:
-        words = {"corpus": "ptb", "train": None, "valid": None, "test": None}
+        words = {
+            "corpus": "ptb",
+            "train": None,
+            "valid": None,
+            "test": None,
+            "valid_fraction": None,
+        }
         older = {"level": "word", "min_freq": 1, "cache_dir": None}  # cache: the default root
+        older |= {"softmax": "full", "cutoffs": None, "div_value": 4.0}  # before the adaptive
         super().__init__(LMOptions(**words, **older, **asdict(options)))

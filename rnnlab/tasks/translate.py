@@ -35,10 +35,11 @@ from rnnlab.data.buckets import bucketed_batches, pad, shard, sorted_batches
 from rnnlab.data.parallel import SPLITS, PairFiles
 from rnnlab.data.subword import SubwordText
 from rnnlab.data.text import LANGUAGES, MosesText, WordText
+from rnnlab.data.transfer import pinned, to_device
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError, RnnlabError
 from rnnlab.models.attention import KINDS
-from rnnlab.models.beam import beam_decode, greedy_decode
+from rnnlab.models.beam import Hypothesis, beam_search, greedy_decode, greedy_search
 from rnnlab.models.seq2seq import Seq2Seq
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import (
@@ -55,6 +56,7 @@ from rnnlab.tasks.base import (
     AttentionMap,
     DataSource,
     EvalResult,
+    ServingSchema,
     Task,
     digest_of,
     epoch_generator,
@@ -64,6 +66,8 @@ from rnnlab.tasks.base import (
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 PAD, UNK, BOS, EOS = range(4)
 #: a language code (de, en, pt_br, ...): it names the files and the sides
+#: the longest sentence a served model translates, in characters (a long sentence is ~300)
+SERVED_MAX_CHARS = 1000
 LANG_CODE = Rule(lambda v: v.replace("_", "").isalpha() and v == v.lower(), "a language code")
 
 
@@ -79,11 +83,15 @@ class Split:
 
 @dataclass
 class Batch:
-    src: Tensor  # (S, B)
-    src_lengths: Tensor  # (B,)
+    """One batch, built on the host; what the step reads of it on the host (``tokens``,
+    ``src_lengths``) is never read back from the device."""
+
+    src: Tensor  # (S, B) on the device
+    src_lengths: Tensor  # (B,) on the host (pinned for CUDA): what packing reads
     tgt_in: Tensor  # (T, B): BOS y_1 .. y_n
     tgt_out: Tensor  # (T, B): y_1 .. y_n EOS
-    tokens: int
+    tokens: int  # target tokens, EOS included: the batch's weight
+    real: Tensor  # (N,) flat positions t·B + b of the real target tokens, on the device
 
 
 @dataclass
@@ -165,6 +173,8 @@ class Translate(Task):
     Options = TranslateOptions
     objective: ClassVar[str] = "val/loss"
     headline: ClassVar[str] = "bleu"
+    # provisional: multi30k_cpu's BLEU in bf16 is not measured yet (docs/precision.md)
+    tolerates_bf16: ClassVar[bool] = True
 
     def __init__(self, options: TranslateOptions) -> None:
         super().__init__(options)
@@ -324,6 +334,9 @@ class Translate(Task):
         return self._splits[name]
 
     def make_batch(self, src_ids: list[list[int]], tgt_ids: list[list[int]] | None) -> Batch:
+        """The padded batch, built on the host and moved to the device in queued copies
+        (pinned memory on CUDA: :mod:`rnnlab.data.transfer`); the weight and the positions of
+        the real target tokens are known here, before anything reaches the device."""
         src, src_lengths = pad([s or [UNK] for s in src_ids], pad_index=PAD)  # (S, B)
         if tgt_ids is None:
             tgt_in = tgt_out = torch.zeros(0, len(src_ids), dtype=torch.long)
@@ -332,8 +345,10 @@ class Translate(Task):
             tgt_in, _ = pad([[BOS, *t] for t in tgt_ids], pad_index=PAD)  # (T, B)
             tgt_out, _ = pad([[*t, EOS] for t in tgt_ids], pad_index=PAD)  # (T, B)
             tokens = sum(len(t) + 1 for t in tgt_ids)
+        real = (tgt_out != PAD).flatten().nonzero().squeeze(1)  # (N,) of T·B, on the host
         d = self.device
-        return Batch(src.to(d), src_lengths.to(d), tgt_in.to(d), tgt_out.to(d), tokens)
+        src, tgt_in, tgt_out, real = (to_device(t, d) for t in (src, tgt_in, tgt_out, real))
+        return Batch(src, pinned(src_lengths, d), tgt_in, tgt_out, tokens, real)
 
     # -- Task interface ----------------------------------------------------------------
     def build_model(self, *, stack: StackSpec) -> nn.Module:
@@ -350,6 +365,11 @@ class Translate(Task):
             tie_embeddings=o.tie_embeddings,
         )
 
+    def step_positions(self) -> int:
+        # an upper bound from the options alone: a step holds at most batch_size pairs of
+        # max_train_len tokens a side (Multi30k's mean is about 13 words a side)
+        return self.options.batch_size * self.options.max_train_len
+
     def train_batches(self, *, epoch: int) -> Iterator[Batch]:
         data = self.split("train")
         lengths = [len(s) for s in data.src_ids]
@@ -365,11 +385,12 @@ class Translate(Task):
     def loss_sum(self, model: nn.Module, batch: Batch, *, smoothing: float, tf: float) -> Tensor:
         # the read-out and the loss run on real target tokens only: the vocabulary-sized
         # matmul is the step's largest, and padding would only be ignored by the loss
-        real = batch.tgt_out != PAD  # (T, B)
+        real = batch.real  # (N,) flat positions, found on the host (no wait for the device)
         logits = model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf, keep=real)
         # logits: (N, V), N real tokens
+        targets = batch.tgt_out.flatten().index_select(0, real)  # (T·B,) -> (N,)
         return nn.functional.cross_entropy(
-            logits, batch.tgt_out[real], reduction="sum", label_smoothing=smoothing
+            logits, targets, reduction="sum", label_smoothing=smoothing
         )
 
     def train_metrics(self, mean_loss: float, *, weight: float, seconds: float) -> dict[str, float]:
@@ -385,26 +406,44 @@ class Translate(Task):
         self, model: nn.Module, src_ids: list[list[int]], *, beam_size: int
     ) -> list[list[int]]:
         """Target ids for each source sentence, in order (greedy when beam_size is 1)."""
-        out: list[list[int]] = [[] for _ in src_ids]
+        return [found[0].ids for found in self.search(model, src_ids, beam_size=beam_size)]
+
+    def search(
+        self,
+        model: nn.Module,
+        src_ids: list[list[int]],
+        *,
+        beam_size: int,
+        max_len: int | None = None,
+        n_best: int = 1,
+    ) -> list[list[Hypothesis]]:
+        """The ``n_best`` hypotheses of each source sentence, in order, best first (greedy when
+        beam_size is 1), decoded in batches of ``eval_batch_size`` sorted by length."""
+        out: list[list[Hypothesis]] = [[] for _ in src_ids]
         size = self.options.eval_batch_size
         batches = list(sorted_batches([len(s) for s in src_ids], batch_size=size))
         bar = self.bar(batches, desc=f"decode (beam {beam_size})", unit="batch")
+        kwargs = {
+            "bos_index": BOS,
+            "eos_index": EOS,
+            "max_len": max_len or self.options.max_decode_len,
+            "alpha": self.options.length_penalty,
+        }
         for idx in bar:
             batch = self.make_batch([src_ids[i] for i in idx], None)
-            kwargs = {"bos_index": BOS, "eos_index": EOS, "max_len": self.options.max_decode_len}
             if beam_size == 1:
-                hyps, _ = greedy_decode(model, batch.src, batch.src_lengths, **kwargs)
+                found = [[h] for h in greedy_search(model, batch.src, batch.src_lengths, **kwargs)]
             else:
-                hyps = beam_decode(
+                found = beam_search(
                     model,
                     batch.src,
                     batch.src_lengths,
                     beam_size=beam_size,
-                    alpha=self.options.length_penalty,
+                    n_best=n_best,
                     **kwargs,
                 )
-            for i, hyp in zip(idx, hyps, strict=True):
-                out[i] = hyp
+            for i, hyps in zip(idx, found, strict=True):
+                out[i] = hyps
         return out
 
     def detokenize(self, ids: list[int]) -> str:
@@ -444,13 +483,15 @@ class Translate(Task):
         data = self.split(split)
         was_training = model.training
         model.eval()
-        total, tokens = 0.0, 0
+        summed = torch.zeros((), dtype=torch.float64, device=self.device)
+        tokens = 0
         size = self.options.eval_batch_size
         order = sorted_batches([len(s) for s in data.src_ids], batch_size=size)
         for idx in order:
             batch = self.make_batch([data.src_ids[i] for i in idx], [data.tgt_ids[i] for i in idx])
-            total += self.loss_sum(model, batch, smoothing=0.0, tf=1.0).item()
+            summed += self.loss_sum(model, batch, smoothing=0.0, tf=1.0).double()  # on device
             tokens += batch.tokens
+        total = summed.item()  # one read of the sum, after every batch is queued
         beam = 1 if split == "val" else self.options.beam_size
         start = time.perf_counter()
         hyps = [self.detokenize(h) for h in self.decode(model, data.src_ids, beam_size=beam)]
@@ -466,11 +507,67 @@ class Translate(Task):
     @torch.no_grad()
     def translate(self, model: nn.Module, sentences: list[str], *, beam_size: int | None = None):
         """Detokenized translations of raw source sentences."""
+        found = self.translate_n_best(model, sentences, beam_size=beam_size)
+        return [hyps[0][0] for hyps in found]
+
+    @torch.no_grad()
+    def translate_n_best(
+        self,
+        model: nn.Module,
+        sentences: list[str],
+        *,
+        beam_size: int | None = None,
+        max_len: int | None = None,
+        n_best: int = 1,
+    ) -> list[list[tuple[str, float]]]:
+        """The ``n_best`` detokenized translations of each raw source sentence, best first,
+        with their scores (log-probability over the length penalty)."""
         self.ensure_vocab()
         model.eval()
         ids = [self.src_text.encode(self.src_text.tokenize(s)) for s in sentences]
-        hyps = self.decode(model, ids, beam_size=beam_size or self.options.beam_size)
-        return [self.detokenize(h) for h in hyps]
+        beam = beam_size or self.options.beam_size
+        found = self.search(model, ids, beam_size=beam, max_len=max_len, n_best=n_best)
+        return [[(self.detokenize(h.ids), h.score) for h in hyps] for hyps in found]
+
+    # -- serving (rnnlab.tasks.base.Serves) ----------------------------------------------
+    def serving_schema(self) -> ServingSchema:
+        """Sentences in; the best translation and its score, and the ``n_best`` list, out."""
+        o = self.options
+        sentences, _ = self.read_split("val")
+        return ServingSchema(
+            column="text",
+            outputs={
+                "translation": "string",
+                "score": "double",
+                "n_best": "string[]",
+                "n_best_scores": "double[]",
+            },
+            params={"beam": o.beam_size, "max_len": o.max_decode_len, "n_best": 1},
+            example=sentences[:2],
+            max_chars=SERVED_MAX_CHARS,
+        )
+
+    def serve(
+        self, model: nn.Module, rows: list[str], params: dict[str, Any]
+    ) -> dict[str, list[Any]]:
+        beam, max_len, n_best = params["beam"], params["max_len"], params["n_best"]
+        if beam < 1 or max_len < 1:
+            raise RnnlabError(
+                f"beam and max_len must be at least 1, got beam={beam}, max_len={max_len}",
+                "Use beam=1 for greedy decoding",
+            )
+        if not 1 <= n_best <= beam:
+            raise RnnlabError(
+                f"n_best={n_best} is not between 1 and the beam size {beam}",
+                "Ask for at most as many translations as the beam keeps (raise beam)",
+            )
+        found = self.translate_n_best(model, rows, beam_size=beam, max_len=max_len, n_best=n_best)
+        return {
+            "translation": [hyps[0][0] for hyps in found],
+            "score": [hyps[0][1] for hyps in found],
+            "n_best": [[text for text, _ in hyps] for hyps in found],
+            "n_best_scores": [[score for _, score in hyps] for hyps in found],
+        }
 
     def state_dict(self) -> dict[str, Any]:
         self.ensure_vocab()

@@ -38,7 +38,7 @@ def dataset_input(source: DataSource) -> Any:
         digest=source.digest[:DIGEST_CHARS],
         source_type=source_type,
         source=location,
-        profile=json.dumps({"sha256": source.digest}),
+        profile=json.dumps({"sha256": source.digest, **source.details}),
     )
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT, value=source.split)])
 

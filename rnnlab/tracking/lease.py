@@ -28,6 +28,7 @@ from typing import Any
 
 from rnnlab.errors import TrackingError
 from rnnlab.tracking.uri import sqlite_path
+from rnnlab.train.faults import hold_point
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class Lease:
             raise busy_error(run_id, name, written.describe() if written else "another process")
         lease = cls(client, run_id, holder, fd)
         lease.run = run
+        hold_point("lease.acquired")  # tests of rival writers hold the winner here
         return lease
 
     def _beat(self) -> None:

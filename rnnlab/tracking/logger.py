@@ -208,11 +208,19 @@ class RunLogger:
             stop()
 
     def log_model(
-        self, *, model: Any, task_state: dict[str, Any], step: int, register_as: str | None
+        self,
+        *,
+        model: Any,
+        task_state: dict[str, Any],
+        step: int,
+        register_as: str | None,
+        serving: Any = None,
+        config_yaml: str = "",
     ) -> Callable[[], Any]:
         """Log the best weights as the run's MLflow model, tagged ``model_uri``; returns the
         function that gives its ``LoggedModel`` (here at once; the tracking process's stand-in
-        answers it later, rnnlab.session.sidecar)."""
+        answers it later, rnnlab.session.sidecar). ``serving``: the task's ServingSchema,
+        for the text-in pyfunc flavour (rnnlab.tracking.serving)."""
         from rnnlab.tracking.models import log_best_model
 
         logged = self.timed(
@@ -224,6 +232,8 @@ class RunLogger:
             task_state=task_state,
             step=step,
             register_as=register_as,
+            serving=serving,
+            config_yaml=config_yaml,
         )
         self.set_tags({"model_uri": logged.uri})
         return lambda: logged

@@ -61,18 +61,48 @@ def check_store(uri: str) -> str:
     return absolutize(uri)
 
 
+def probe_database(uri: str, *, timeout_s: int = 5) -> None:
+    """Connect to a database store once before the server starts, so that a database that
+    cannot be reached is one paragraph here rather than a traceback from every worker."""
+    if sqlite_path(uri) is not None:
+        return  # a sqlite file is created on first use; its folder was checked already
+    import sqlalchemy
+
+    args = {"connect_timeout": timeout_s} if uri.startswith("postgresql") else {}
+    engine = sqlalchemy.create_engine(uri, connect_args=args)
+    try:
+        with engine.connect():
+            return
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise TrackingError(
+            f"Cannot reach the backend store {redact(uri)}: {cause}",
+            "Check that the database server is running and that the host, port, user and "
+            "database name in --backend-store-uri are right (a password belongs in ~/.pgpass "
+            "or PGPASSWORD); the tracking server was not started",
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def require_destination(destination: str | None, store: str) -> None:
+    """A database store needs an artifact destination (a sqlite one has a default)."""
+    if destination is None and sqlite_path(store) is None:
+        raise TrackingError(
+            "A database store needs --artifacts-destination: checkpoints and plots do not "
+            "go into the database",
+            "Pass --artifacts-destination /shared/mlartifacts (a folder the server can write) "
+            "or an object store URI (s3://bucket/path)",
+        )
+
+
 def artifacts_uri(destination: str | None, store: str) -> str:
     """Where served artifacts go: the destination given, else ``mlartifacts`` beside a sqlite
     store; a local path is created and made an absolute ``file://`` URI."""
+    require_destination(destination, store)
     if destination is None:
         db = sqlite_path(store)
-        if db is None:
-            raise TrackingError(
-                "A database store needs --artifacts-destination: checkpoints and plots do not "
-                "go into the database",
-                "Pass --artifacts-destination /shared/mlartifacts (a folder the server can write) "
-                "or an object store URI (s3://bucket/path)",
-            )
+        assert db is not None  # require_destination: only a sqlite store has a default
         destination = str(db.parent / "mlartifacts")
     if "://" in destination and not destination.startswith("file://"):
         return destination  # s3://, gs://, ...: MLflow's artifact repositories
@@ -187,6 +217,8 @@ def serve(
     if auth_config is not None and not auth:
         raise TrackingError("--auth-config is given without --auth", "Add --auth, or drop it")
     store = check_store(store)
+    require_destination(artifacts, store)
+    probe_database(store)
     prepare(store)  # a sqlite schema the server would create or upgrade: under rnnlab's lock
     if not auth:
         require_plugin()  # the app that opens the UI on Model training (ui_app.py)

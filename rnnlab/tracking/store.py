@@ -17,7 +17,7 @@ from rnnlab.tracking import schema_lock
 from rnnlab.tracking.auth import check_credentials
 from rnnlab.tracking.store_errors import SQLITE_BUSY_TIMEOUT_S
 from rnnlab.tracking.uri import sqlite_path
-from rnnlab.train.faults import fault_point
+from rnnlab.train.faults import hold_point
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def connect(uri: str, *, writes: bool = False):
 
     quiet_mlflow_logs()
     refuse_unusable(uri, writes=writes)
-    fault_point("store.open")  # the tests release processes together here
+    hold_point("store.open")  # the tests of racing processes release them together here
 
     if uri.startswith(("http://", "https://")):
         probe_server(uri)

@@ -112,12 +112,14 @@ class Ranks:
         return scale, signum
 
     def sum(self, *values: float | torch.Tensor) -> list[float]:
-        """Each value summed over the ranks (float64), in one all-reduce."""
-        flat = torch.tensor([float(v) for v in values], dtype=torch.float64)
-        if self.distributed:
-            import torch.distributed as dist
+        """Each value summed over the ranks (float64), in one all-reduce (one rank: the
+        values as floats, no tensor made)."""
+        if not self.distributed:
+            return [float(v) for v in values]
+        import torch.distributed as dist
 
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         return flat.tolist()
 
     def from_main(self, value: Any) -> Any:

@@ -8,6 +8,14 @@ weights with the best ``task.objective``) and ``end_epoch`` (scheduler, checkpoi
 stop if a signal asked). A non-finite loss stops training with a
 :class:`~rnnlab.errors.DivergenceError`.
 
+A step never waits for the device (on CUDA the host queues the next step's kernels while
+this one runs): the loss sum, the gradient norm and the divergence check
+(:mod:`rnnlab.train.divergence`) stay on the device, and the host reads them, in one copy, only
+on sampled steps (``trainer.log_every``: step metrics, the divergence check, the progress line
+when due), before a checkpoint and at the end of the epoch. ``tests/test_sync.py`` counts the
+reads. With ``trainer.cuda_graphs`` the forward pass replays as CUDA graphs
+(:mod:`rnnlab.train.graphs`).
+
 Everything needed to continue bit-exactly lives in a :class:`Progress`, which the
 ``checkpoint`` callback receives; ``fit(start=...)`` continues from one.
 
@@ -32,8 +40,11 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from rnnlab.errors import DivergenceError
 from rnnlab.tasks.base import Task, progress_enabled
 from rnnlab.train.distributed import SOLO, Ranks
+from rnnlab.train.divergence import DivergenceWatch
+from rnnlab.train.faults import fault_point
+from rnnlab.train.graphs import begin_graphed_step, graphed, resolve_cuda_graphs
 from rnnlab.train.lines import EpochLines, lines_enabled
-from rnnlab.train.precision import autocast, resolve_precision
+from rnnlab.train.precision import autocast, resolve_precision, workload
 from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.signals import StopRequest
@@ -127,8 +138,9 @@ class Fit:
 
     def __post_init__(self) -> None:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # trainer.precision=auto becomes fp32 or bf16 for the task's device
-        self.precision, _ = resolve_precision(self.settings.precision, self.task.device)
+        # trainer.precision=auto becomes fp32 or bf16 for the task, model and device
+        work = workload(self.task, self.model)
+        self.precision, _ = resolve_precision(self.settings.precision, self.task.device, work)
         self.trainee = self.trainee or self.model
         self.stopping: int | None = None  # the stop signal all ranks agreed on, if any
         # plain progress lines: run() sets them up; a caller that drives train_epoch itself
@@ -136,6 +148,16 @@ class Fit:
         self.lines = EpochLines(
             total=self.settings.max_epochs, first=1, interval_s=0, enabled=False
         )
+        self.setup_graphs()
+
+    def setup_graphs(self) -> None:
+        """``trainer.cuda_graphs`` resolved: with graphs, the forward pass runs compiled
+        into CUDA graphs (rnnlab.train.graphs)."""
+        self.graphs, _ = resolve_cuda_graphs(
+            self.settings.cuda_graphs, self.task.device, fixed_shape=self.task.fixed_shape_steps
+        )
+        if self.graphs:
+            self.trainee = graphed(self.trainee)
 
     def run(self, p: Progress) -> FitResult:
         """Train from ``p`` until the last epoch; ``p`` is updated in place."""
@@ -190,12 +212,14 @@ class Fit:
 
     def train_epoch(self, p: Progress, stop: StopRequest) -> tuple[float, float]:
         """Train the batches of epoch ``p.epoch`` not yet done; the epoch's mean loss and
-        summed batch weight (over every rank)."""
+        summed batch weight (over every rank). The host reads nothing back from the device
+        but on sampled steps, before a checkpoint and here at the end (the one wait)."""
         self.model.train()
         if p.batches_done == 0:
             p.carry = self.task.init_carry(self.model)
             p.total = torch.zeros((), device=self.task.device)
             p.weight, p.seconds = 0, 0.0
+        self.watch = DivergenceWatch(p.total, step=p.step)
         epoch_start = time.perf_counter() - p.seconds
         carry = p.carry
         for index, batch in enumerate(self.task.train_batches(epoch=p.epoch)):
@@ -203,26 +227,36 @@ class Fit:
                 continue  # resumed mid-epoch: these batches were trained before the stop
             carry = self.train_step(p, batch, carry, stop)
             p.batches_done = index + 1
-            if self.lines.due():  # a long epoch still shows it is alive
-                mean = (p.total / max(p.weight, 1)).item()
-                self.lines.within(p.epoch, batches=p.batches_done, mean_loss=mean)
             every = self.settings.checkpoint_every
             if (every is not None and p.step % every == 0) or self.stopping is not None:
+                self.check_divergence(p)  # never checkpoint a diverged run
                 p.carry = detach_carry(carry)
                 p.seconds = time.perf_counter() - epoch_start
                 self.save(p)
                 if self.stopping is not None:
                     raise Stopped(self.stopping, p)
-        total, weight = self.ranks.sum(p.total.item(), p.weight)  # syncs the device
+        (total,), first_bad = self.watch.read(p.total)  # waits for the epoch's last step
+        total, weight = self.ranks.sum(total, p.weight)
         mean_loss = total / max(weight, 1)
         p.seconds = time.perf_counter() - epoch_start
         if not math.isfinite(mean_loss):
-            raise DivergenceError(epoch=p.epoch, step=p.step, loss=mean_loss)
+            raise DivergenceError(epoch=p.epoch, step=min(first_bad, p.step), loss=mean_loss)
         return mean_loss, weight
+
+    def check_divergence(self, p: Progress) -> None:
+        """Fail if a loss of this epoch so far was not finite (reads the device: a wait)."""
+        (total,), first_bad = self.watch.read(p.total)
+        (total,) = self.ranks.sum(total)  # every rank fails together, none waits alone
+        if not math.isfinite(total):
+            raise DivergenceError(epoch=p.epoch, step=min(first_bad, p.step), loss=total)
 
     def train_step(self, p: Progress, batch: Any, carry: Any, stop: StopRequest) -> Any:
         """One optimizer step on ``batch``; returns the task's new carry. Under several
-        ranks the step also agrees on the loss scale and on a stop request."""
+        ranks the step also agrees on the loss scale and on a stop request. Nothing is read
+        back from the device unless the step is sampled (``trainer.log_every``)."""
+        fault_point("train_step")
+        if self.graphs:
+            begin_graphed_step()
         with autocast(self.precision, self.task.device):
             loss, carry, batch_weight = self.task.train_loss(self.trainee, batch, carry)
         # the agreed signal, not the live one: a signal landing between here and the check
@@ -235,22 +269,32 @@ class Fit:
         clip = self.settings.clip_grad_norm
         sampled = (p.step + 1) % self.settings.log_every == 0
         grad_norm = None
-        if clip is not None or sampled:
+        if clip is not None or sampled:  # on the device: clipping never reads the norm back
             grad_norm = nn.utils.clip_grad_norm_(
                 self.params, clip if clip is not None else math.inf
             )
         self.optimizer.step()
         p.step += 1
-        p.total = p.total + loss.detach() * batch_weight
+        loss = loss.detach()
+        p.total = p.total + loss * batch_weight
         p.weight += batch_weight
+        self.watch.update(p.total, step=p.step)
         if sampled:
-            value_sum, weight_sum = self.ranks.sum(loss.item() * batch_weight, batch_weight)
-            value = value_sum / weight_sum
-            if not math.isfinite(value):
-                raise DivergenceError(epoch=p.epoch, step=p.step, loss=value)
-            metrics = {"train/step_loss": value, "grad_norm": float(grad_norm)}
-            self.recorder.log_metrics(metrics, step=p.step)
-        return carry
+            self.log_sampled(p, loss, batch_weight, grad_norm)
+        return detach_carry(carry) if self.graphs else carry  # a replay overwrites outputs
+
+    def log_sampled(self, p: Progress, loss: Any, batch_weight: int, grad_norm: Any) -> None:
+        """A sampled step's metrics, the divergence check and, when due, a progress line:
+        everything they need read from the device in one copy."""
+        (value, norm, own), first_bad = self.watch.read(loss, grad_norm, p.total)
+        value_sum, weight_sum, total = self.ranks.sum(value * batch_weight, batch_weight, own)
+        if not math.isfinite(total):
+            raise DivergenceError(epoch=p.epoch, step=min(first_bad, p.step), loss=total)
+        metrics = {"train/step_loss": value_sum / weight_sum, "grad_norm": norm}
+        self.recorder.log_metrics(metrics, step=p.step)
+        if self.lines.due():  # a long epoch still shows it is alive (checked when sampled)
+            batches = p.batches_done + 1  # this step's batch is the next one of the epoch
+            self.lines.within(p.epoch, batches=batches, mean_loss=own / max(p.weight, 1))
 
     def epoch_metrics(self, p: Progress, mean_loss: float, weight: float) -> dict[str, float]:
         """The epoch's metrics (validation too when due), recorded at step ``p.epoch``.

@@ -1,5 +1,5 @@
 """Training precision: ``fp32``, ``bf16`` mixed precision through ``torch.autocast``, or
-``auto``, which picks bf16 only where it is faster for these models on this device.
+``auto``, which picks bf16 only where it is both faster and harmless.
 
 With ``bf16`` the task's forward pass and loss run under autocast: matrix products (the
 recurrent kernels, the decoder) in bfloat16, softmax/cross-entropy and norms in float32, and
@@ -9,10 +9,17 @@ leaves autocast as bfloat16 and is carried so; a checkpoint keeps it as it is, s
 stays exact. Evaluation always runs in float32, so ``val/*`` and ``test/*`` mean
 the same thing whatever the training precision, and ``rnnlab eval`` reproduces them.
 
-Where bf16 pays (``auto``'s rule, docs/precision.md): a CUDA GPU of compute capability 8.0
-or newer (Ampere on) with cuDNN >= 9.13 (its bf16 LSTM), or a CPU with AMX (the ``amx_bf16`` flag). AVX512-BF16 alone is not
-enough: oneDNN's bf16 LSTM then runs at 0.73x the fp32 textbook loop (measured on a Xeon
-without AMX, docs/benchmarks.md), and some oneDNN builds refuse it outright.
+``auto``'s three rules (docs/precision.md), in the order they are asked; the first that
+says no keeps fp32, and the reason tag names it:
+
+* task: the task declares it tolerates bf16 (``Task.tolerates_bf16``; the default is no).
+  Regression to exact weights (bitcount) does not: bf16's 8 significant bits stop them short.
+* size: a training step does at least :data:`MIN_BF16_MACS` multiply-adds
+  (:func:`step_macs`); a smaller step is bound by overhead, not arithmetic, and cannot gain.
+* hardware: a CUDA GPU of compute capability 8.0 or newer (Ampere on) with cuDNN >= 9.13
+  (its bf16 LSTM), or a CPU with AMX (the ``amx_bf16`` flag). AVX512-BF16 alone is not
+  enough: oneDNN's bf16 LSTM then runs at 0.73x the fp32 textbook loop (measured on a Xeon
+  without AMX, docs/benchmarks.md), and some oneDNN builds refuse it outright.
 """
 
 from __future__ import annotations
@@ -26,6 +33,12 @@ from typing import Any
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+#: ``auto``'s size rule: bf16 only for a training step of at least this many multiply-adds
+#: (:func:`step_macs`). Below it a step is bound by per-op overhead (dispatch, Python, the
+#: optimizer), which bf16 does not shrink and autocast's casts add to; docs/precision.md
+#: gives the basis (scripts/bench_precision.py) and which presets fall on which side.
+MIN_BF16_MACS = 3 * 10**8
 
 
 def autocast(precision: str, device: torch.device) -> Any:
@@ -86,25 +99,88 @@ def bf16_verdict(device: torch.device) -> Verdict:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 training is faster than fp32 on ``device`` (``auto`` picks it)."""
+    """Whether bf16 training is faster than fp32 on ``device``'s hardware (auto's hardware rule)."""
     return bf16_verdict(device).fast
 
 
-def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """``(precision, reason)``: ``auto`` becomes fp32 or bf16 by :func:`bf16_verdict`."""
+@dataclass(frozen=True)
+class Workload:
+    """What ``auto``'s task and size rules read about one training run."""
+
+    task: str
+    #: the task's :attr:`~rnnlab.tasks.base.Task.tolerates_bf16`
+    tolerates_bf16: bool
+    #: the task's :attr:`~rnnlab.tasks.base.Task.bf16_cost`
+    bf16_cost: str
+    #: multiply-adds of one training step's forward pass (:func:`step_macs`)
+    macs: int
+
+
+def step_macs(model: torch.nn.Module, positions: int) -> int:
+    """Multiply-adds of one training forward pass, estimated as (trainable weights outside
+    embedding tables) x (sequence positions per step): each such weight multiplies once per
+    position. Embedding lookups do no arithmetic; a table tied to an output layer counts."""
+    computing = {  # owned by a module other than an embedding table (tied ones included)
+        id(p)
+        for m in model.modules()
+        if not isinstance(m, torch.nn.Embedding)
+        for p in m.parameters(recurse=False)
+    }
+    weights = {id(p): p.numel() for p in model.parameters() if p.requires_grad}  # tied: once
+    return positions * sum(n for key, n in weights.items() if key in computing)
+
+
+def workload(task: Any, model: torch.nn.Module) -> Workload:
+    """The :class:`Workload` of ``task`` (a :class:`~rnnlab.tasks.base.Task`) training ``model``."""
+    return Workload(
+        task=task.name,
+        tolerates_bf16=task.tolerates_bf16,
+        bf16_cost=task.bf16_cost,
+        macs=step_macs(model, task.step_positions()),
+    )
+
+
+def resolve_precision(requested: str, device: torch.device, work: Workload) -> tuple[str, str]:
+    """``(precision, reason)``. ``auto`` becomes bf16 only when all three rules allow it, and
+    the reason names the rule that decided: the task tolerates bf16, the step is large enough
+    to gain (:data:`MIN_BF16_MACS`), and the hardware runs bf16 faster (:func:`bf16_verdict`).
+    The task and size rules come first, so their answer reads the same on every machine."""
     if requested != "auto":
         return requested, "set by trainer.precision"
+    if not work.tolerates_bf16:
+        return "fp32", f"auto, task rule: task {work.task} needs fp32 (no tolerates_bf16)"
+    size = f"{work.macs:.3g} multiply-adds per training step"
+    if work.macs < MIN_BF16_MACS:
+        return "fp32", (
+            f"auto, size rule: {size} < {MIN_BF16_MACS:.0e}, a step bound by overhead, "
+            "which bf16 does not shrink"
+        )
     verdict = bf16_verdict(device)
-    return ("bf16" if verdict.fast else "fp32"), f"auto: {verdict.reason}"
-
-
-def precision_warning(precision: str, device: torch.device) -> str | None:
-    """A one-line warning when ``precision`` is bf16 where it is slower than fp32, else None."""
-    verdict = bf16_verdict(device)
-    if precision != "bf16" or verdict.fast:
-        return None
-    return (
-        f"warning: trainer.precision=bf16 on {device} ({verdict.reason}): bf16 runs emulated "
-        "or without its fast kernels there and is usually slower than fp32; use "
-        "trainer.precision=auto or fp32 here"
+    if not verdict.fast:
+        return "fp32", f"auto, hardware rule: {verdict.reason}"
+    return "bf16", (
+        f"auto, all rules: {verdict.reason}; task {work.task} tolerates bf16; "
+        f"{size} >= {MIN_BF16_MACS:.0e}"
     )
+
+
+def precision_warnings(precision: str, device: torch.device, work: Workload) -> list[str]:
+    """One warning line per reason an explicit ``trainer.precision=bf16`` is a poor choice:
+    the task does not tolerate it (naming what it is expected to cost), the hardware runs
+    it slower than fp32. No line for fp32."""
+    if precision != "bf16":
+        return []
+    lines = []
+    if not work.tolerates_bf16:
+        lines.append(
+            f"warning: trainer.precision=bf16 on task {work.task}, which needs fp32: "
+            f"{work.bf16_cost}; use trainer.precision=auto or fp32 for its exact result"
+        )
+    verdict = bf16_verdict(device)
+    if not verdict.fast:
+        lines.append(
+            f"warning: trainer.precision=bf16 on {device} ({verdict.reason}): bf16 runs "
+            "emulated or without its fast kernels there and is usually slower than fp32; use "
+            "trainer.precision=auto or fp32 here"
+        )
+    return lines

@@ -26,8 +26,11 @@ from rnnlab.train.checkpoint import save_checkpoint
 from rnnlab.train.device import seed_everything
 from rnnlab.train.distributed import SOLO, Ranks, check_world_size, to_device
 from rnnlab.train.faults import fault_point
+from rnnlab.train.graphs import resolve_cuda_graphs
 from rnnlab.train.loop import FitResult, Progress, fit, model_scalars
-from rnnlab.train.precision import precision_warning, resolve_precision
+from rnnlab.train.memory import out_of_memory_explained
+from rnnlab.train.optim import make_optimizer
+from rnnlab.train.precision import Workload, precision_warnings, resolve_precision, workload
 from rnnlab.train.recorder import Recorder
 from rnnlab.train.settings import TrainerSettings
 from rnnlab.train.threads import apply_threads
@@ -121,29 +124,46 @@ def restore(
 
 @contextlib.contextmanager
 def machine_settings(
-    settings: TrainerSettings, *, device: torch.device, concurrent_jobs: int, recorder: Recorder
+    settings: TrainerSettings,
+    *,
+    device: torch.device,
+    concurrent_jobs: int,
+    recorder: Recorder,
+    work: Workload,
+    fixed_shape: bool = False,
 ) -> Iterator[TrainerSettings]:
-    """Resolve ``auto`` precision and threads for this machine, tag and print the choices;
-    yields the settings with the precision resolved. The thread count is restored after, as
-    the process may go on (tests, notebooks)."""
+    """Resolve ``auto`` precision (for this machine and ``work``: the task and its step's
+    size), threads and CUDA graphs, tag and print the choices; yields the settings with them
+    resolved. The thread count is restored after, as the process may go on (tests, notebooks)."""
     before = torch.get_num_threads()
     threads, threads_reason = apply_threads(settings.threads, concurrent_jobs=concurrent_jobs)
-    precision, precision_reason = resolve_precision(settings.precision, device)
+    precision, precision_reason = resolve_precision(settings.precision, device, work)
+    graphs, graphs_reason = resolve_cuda_graphs(
+        settings.cuda_graphs, device, fixed_shape=fixed_shape
+    )
     recorder.set_tags(
         {
             "precision": precision,
             "precision_reason": precision_reason,
             "threads": str(threads),
             "threads_reason": threads_reason,
+            "cuda_graphs": "on" if graphs else "off",
+            "cuda_graphs_reason": graphs_reason,
         }
     )
     print(f"training precision: {precision} ({precision_reason})", flush=True)
     print(f"threads: {threads} ({threads_reason})", flush=True)
-    warning = precision_warning(precision, device)
-    if warning is not None:
+    if device.type == "cuda":
+        print(f"cuda graphs: {'on' if graphs else 'off'} ({graphs_reason})", flush=True)
+    for warning in precision_warnings(precision, device, work):
         print(warning, file=sys.stderr, flush=True)
     try:
-        yield replace(settings, precision=precision, threads=str(threads))
+        yield replace(
+            settings,
+            precision=precision,
+            threads=str(threads),
+            cuda_graphs="on" if graphs else "off",
+        )
     finally:
         torch.set_num_threads(before)
 
@@ -160,10 +180,13 @@ def place_task(
     return device
 
 
-def announce_path(model: torch.nn.Module, *, recorder: Recorder, device: torch.device) -> None:
-    """Tag and print which recurrent path (fused, stepwise, compiled) the model runs."""
+def announce_path(
+    model: torch.nn.Module, *, recorder: Recorder, device: torch.device, optimizer: str
+) -> None:
+    """Tag and print which recurrent path (fused, stepwise, compiled) the model runs; tag
+    which optimizer implementation (rnnlab.train.optim) steps it."""
     path = rnn_path(model)
-    recorder.set_tags({"rnn_path": path, "device": str(device)})
+    recorder.set_tags({"rnn_path": path, "device": str(device), "optimizer_impl": optimizer})
     print(f"rnn path: {path}", flush=True)
 
 
@@ -198,19 +221,26 @@ def train_model(
     trainee = ranks.wrap(model)  # DDP broadcasts rank 0's weights: all ranks start alike
     if ranks.rank > 0:
         seed_everything(seed + ranks.rank)  # each rank its own dropout masks
-    opt = optimizer(model.parameters())
+    opt, opt_impl = make_optimizer(optimizer, model.parameters(), device)
     sched = scheduler(opt) if scheduler is not None else None
     start = restore(model, opt, sched, resume, ranks) if resume is not None else None
     if ranks.main:
-        announce_path(model, recorder=recorder, device=device)
+        announce_path(model, recorder=recorder, device=device, optimizer=opt_impl)
+        recorder.set_tags(task.tags())
     common = {"config": config_yaml, "task_state": task.state_dict(), "seed": seed}
     save_last = checkpoint_writer(
         recorder=recorder, model=model, optimizer=opt, scheduler=sched, common=common, ranks=ranks
     )
+    work = workload(task, model)  # what auto precision's task and size rules read
     machine = machine_settings(
-        settings, device=device, concurrent_jobs=concurrent_jobs, recorder=recorder
+        settings,
+        device=device,
+        concurrent_jobs=concurrent_jobs,
+        recorder=recorder,
+        work=work,
+        fixed_shape=task.fixed_shape_steps,
     )
-    with machine as resolved:
+    with machine as resolved, out_of_memory_explained(device):
         result = fit(
             model=model,
             task=task,
@@ -246,5 +276,8 @@ def evaluate_best(
     best = {"model": result.best_state, "epoch": result.best_epoch, **common}
     recorder.write_checkpoint("best", lambda path: save_checkpoint(path, **best))
     summary += [f"{k}: {v:.6g}" for k, v in final.items()]
+    for warning in task.result_warnings(results):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        summary.append(f"warning: {warning}")
     metrics = {**result.final, **final, **model_scalars(model)}
     return TrainOutcome(model=model, fit=result, results=results, metrics=metrics, summary=summary)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rnnlab.options import POSITIVE, Options, Rule, one_of, option
+from rnnlab.train.graphs import CUDA_GRAPHS
 from rnnlab.train.precision import PRECISIONS
 from rnnlab.train.threads import valid_threads
 
@@ -36,6 +37,9 @@ class TrainerSettings(Options):
     #: ``auto`` (bf16 where it is faster: rnnlab.train.precision), ``fp32``, or ``bf16``
     #: mixed precision for the training forward pass
     precision: str = option(one_of(*PRECISIONS))
+    #: CUDA graphs for fixed-shape steps: ``auto`` (off until measured: rnnlab.train.graphs),
+    #: ``on`` or ``off``
+    cuda_graphs: str = option(one_of(*CUDA_GRAPHS))
     #: intra-op threads: ``auto`` (cores / concurrent jobs: rnnlab.train.threads) or N
     threads: str = option(Rule(valid_threads, "auto or a positive integer"))
     #: data-parallel processes on this node (1: one process; rnnlab.train.distributed)
