@@ -59,19 +59,22 @@ def needs_migration(uri: str) -> bool:
 
 @contextlib.contextmanager
 def guard(uri: str) -> Iterator[None]:
-    """Run the body, which opens the store with MLflow, under the store's schema lock if the
-    store is new or behind (an existing store is upgraded or repaired first); with no lock
-    at all for an up-to-date store or a server."""
+    """Run the body, which opens the store with MLflow: under the store's schema lock while
+    MLflow creates a new store; after upgrading or repairing an existing one under the lock;
+    with no lock at all for an up-to-date store (or a server)."""
     db = sqlite_path(uri)
     if db is None or up_to_date_now(db, uri=uri):
         yield
         return
-    with schema_lock(db):
+    with contextlib.ExitStack() as held:
+        held.enter_context(schema_lock(db))
         schema = read_schema(db, timeout=SQLITE_BUSY_TIMEOUT_S)  # as the last holder left it
-        if not schema.new and not up_to_date(schema, uri=uri):
-            from rnnlab.tracking.migrate import migrate  # (not imported on the common path)
+        if not schema.new:
+            if not up_to_date(schema, uri=uri):
+                from rnnlab.tracking.migrate import migrate  # (not on the common path)
 
-            migrate(db, uri=uri, schema=schema)
+                migrate(db, uri=uri, schema=schema)
+            held.close()  # at the head now: the others may open it as this process does
         yield  # a new store is created by MLflow itself, as it would be without rnnlab
 
 
