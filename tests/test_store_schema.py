@@ -16,6 +16,7 @@ killed at 24 points (docs/development.md says why).
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -112,14 +113,28 @@ def check_trained(folder: Path, results: list[tuple[int, str, str]], n: int) -> 
     assert at_head(folder / "mlflow.db")
 
 
-def break_store(db: Path):
-    """The store the issue found, made by killing MLflow's own upgrade of a store with runs
-    (tests/store_break.py); its schema as left."""
-    broke = subprocess.run([sys.executable, store_break.__file__, str(db)], capture_output=True)
-    assert broke.returncode == -9, broke.stderr.decode()[-2000:]  # SIGKILLed mid-upgrade
+#: the store a killed upgrade leaves (tests/store_break.py --fixture made it; the slow test
+#: below checks that a store made now is the same)
+HALF_MIGRATED = Path(__file__).parent / "fixtures" / "stores" / "half_migrated.db"
+
+
+def half_migrated_store(db: Path):
+    """The store the issue found, with two runs, at ``db``; its schema as left."""
+    shutil.copyfile(HALF_MIGRATED, db)
     broken = read_schema(db)
     assert broken.version == store_break.REVISION and broken.leftovers == [store_break.LEFTOVER]
     return broken
+
+
+@pytest.mark.slow
+def test_the_committed_half_migrated_store_is_what_a_killed_upgrade_leaves(tmp_path):
+    """MLflow's upgrade of a store with runs, SIGKILLed once it has created
+    _alembic_tmp_latest_metrics, leaves exactly the committed fixture: its tables, version
+    row and rows."""
+    made = tmp_path / "mlflow.db"
+    broke = subprocess.run([sys.executable, store_break.__file__, str(made)], capture_output=True)
+    assert broke.returncode == -9, broke.stderr.decode()[-2000:]  # SIGKILLed mid-upgrade
+    assert store_break.contents(made) == store_break.contents(HALF_MIGRATED)
 
 
 @pytest.mark.slow
@@ -165,7 +180,7 @@ def test_store_opening_race_repeated(tmp_path, rounds):
 
 def test_half_migrated_store_met_by_train_and_runs_at_once(tmp_path):
     """The store the issue found (version row a8c4a736bde6, a leftover
-    _alembic_tmp_latest_metrics, two runs), met at once by ``rnnlab train`` and ``rnnlab
+    _alembic_tmp_latest_metrics, two runs: a killed upgrade's, as committed), met at once by ``rnnlab train`` and ``rnnlab
     runs``: one of them backs it up and finishes the migration, saying so in one line, the
     other waits for it; both succeed, the old runs are listed and kept, the new run finishes.
     (One train: each costs ~9 s of CPU; the slow tests race four.)"""
@@ -173,7 +188,7 @@ def test_half_migrated_store_met_by_train_and_runs_at_once(tmp_path):
 
     folder = tmp_path / "store"
     folder.mkdir()
-    broken = break_store(folder / "mlflow.db")
+    broken = half_migrated_store(folder / "mlflow.db")
 
     results = race_trains(folder, 1, runs=["--experiment", store_break.EXPERIMENT])
     check_trained(folder, results, 1)
