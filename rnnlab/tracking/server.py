@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from rnnlab.errors import TrackingError
+from rnnlab.tracking.store import prepare
 from rnnlab.tracking.ui import LOOPBACK
 from rnnlab.tracking.ui_app import APP_NAME, require_plugin
 from rnnlab.tracking.uri import absolutize, sqlite_path
@@ -218,6 +219,7 @@ def serve(
     store = check_store(store)
     require_destination(artifacts, store)
     probe_database(store)
+    prepare(store)  # a sqlite schema the server would create or upgrade: under rnnlab's lock
     if not auth:
         require_plugin()  # the app that opens the UI on Model training (ui_app.py)
     warn_exposed(host, auth)

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import TrackingError
+from rnnlab.tracking import schema_lock
 from rnnlab.tracking.auth import check_credentials
+from rnnlab.tracking.store_errors import SQLITE_BUSY_TIMEOUT_S
 from rnnlab.tracking.uri import sqlite_path
+from rnnlab.train.faults import hold_point
 
 log = logging.getLogger(__name__)
-
-#: MLflow waits this long for a sqlite write lock (its ``PRAGMA busy_timeout``) before failing
-SQLITE_BUSY_TIMEOUT_S = 20
 
 
 def use_wal(db: Path) -> None:
@@ -88,8 +88,10 @@ def connect(uri: str, *, writes: bool = False):
     """An ``MlflowClient`` for ``uri`` that has answered once; a clear error otherwise.
 
     A store rnnlab must not open (another application's sqlite file, MLflow's legacy file
-    store) or cannot write (``writes``: a read-only file) is refused before MLflow touches it
-    (:mod:`rnnlab.tracking.store_errors`). A sqlite store is switched to WAL mode
+    store, a store from a newer MLflow) or cannot write (``writes``: a read-only file) is
+    refused before MLflow touches it (:mod:`rnnlab.tracking.store_errors`). A new sqlite
+    store is created, and one whose schema is behind is upgraded or repaired, by one process
+    at a time (:mod:`rnnlab.tracking.schema_lock`). A sqlite store is switched to WAL mode
     (see :func:`use_wal`).
     """
     from mlflow.tracking import MlflowClient
@@ -98,6 +100,7 @@ def connect(uri: str, *, writes: bool = False):
 
     quiet_mlflow_logs()
     refuse_unusable(uri, writes=writes)
+    hold_point("store.open")  # the tests of racing processes release them together here
 
     if uri.startswith(("http://", "https://")):
         probe_server(uri)
@@ -110,12 +113,17 @@ def connect(uri: str, *, writes: bool = False):
             "Create the directory or point tracking.uri / MLFLOW_TRACKING_URI elsewhere",
         )
     try:
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)
+        with schema_lock.guard(uri):  # creates, upgrades or repairs a sqlite store under its lock
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+    except TrackingError:
+        raise
     except Exception as exc:  # any failure to reach the store is fatal before training
         known = store_error(uri, exc)
         if known is not None:
             raise known from exc
+        if is_locked(exc):
+            raise locked_error(uri, exc) from exc
         raise TrackingError(
             f"Cannot reach the MLflow tracking store at {uri}: {type(exc).__name__}: {exc}",
             "Check that the server is up (or the sqlite file is writable), or set tracking.uri "
@@ -124,6 +132,14 @@ def connect(uri: str, *, writes: bool = False):
     if db is not None:
         use_wal(db)
     return client
+
+
+def prepare(uri: str) -> None:
+    """Create, upgrade or repair a sqlite store under its schema lock before an MLflow server
+    (``mlflow ui``, ``mlflow server``) opens it, as it would without the lock; for an
+    up-to-date store, one read-only query and nothing else (no MLflow import)."""
+    if schema_lock.needs_migration(uri):
+        connect(uri, writes=True)
 
 
 def get_run(client: Any, run_id: str, *, uri: str, asked_as: str) -> Any:

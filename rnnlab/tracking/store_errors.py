@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 from rnnlab.errors import TrackingError
 from rnnlab.tracking.uri import sqlite_path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: MLflow waits this long for a sqlite write lock (its ``PRAGMA busy_timeout``) before failing
+SQLITE_BUSY_TIMEOUT_S = 20
 #: MLflow's core tables (created in one transaction); a database with tables, none of
 #: these, belongs to another application
 MLFLOW_TABLES = {"experiments", "runs"}
+#: what MLflow, alembic and sqlite say about a schema that is not the one MLflow expects
+SCHEMA_SIGNS = (
+    "out-of-date database schema",
+    "Can't locate revision",
+    "Online migration expected",
+    "_alembic_tmp_",
+    "duplicate column name",
+    "no such column",
+    "no such table",
+)
+SCHEMA_EXISTS = r"\b(table|index) \S+ already exists"
 ELSEWHERE = "point tracking.uri / --uri / MLFLOW_TRACKING_URI at another store"
 
 
@@ -106,6 +120,8 @@ def store_error(uri: str, exc: BaseException) -> TrackingError | None:
         return TrackingError(
             f"The tracking store {uri} is read-only", f"Make it writable, or {ELSEWHERE}"
         )
+    if any(sign in text for sign in SCHEMA_SIGNS) or re.search(SCHEMA_EXISTS, text):
+        return schema_error(uri, text)
     if "file is not a database" in text:
         return TrackingError(f"The tracking store {uri} is not a sqlite database", ELSEWHERE)
     if "unable to open database file" in text or "disk I/O error" in text:
@@ -124,3 +140,23 @@ def causes(exc: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
+
+
+def mlflow_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("mlflow")
+
+
+def schema_error(uri: str, text: str) -> TrackingError:
+    """MLflow's complaint about a store's schema (rnnlab's processes create and migrate a
+    sqlite store under a lock: this is a store something else migrated meanwhile, or a
+    server's database)."""
+    return TrackingError(
+        f"The schema of the tracking store {uri} is not the one the installed MLflow "
+        f"{mlflow_version()} expects ({text[:300]})",
+        "For a sqlite store, stop any other MLflow process that opened it (mlflow ui, a "
+        "script) and run again: rnnlab upgrades or repairs the schema under a lock, after "
+        "copying the store to <store>.bak-<time>. For a server's database, run 'mlflow db "
+        "upgrade' on it after a backup",
+    )

@@ -8,6 +8,7 @@ import sys
 import click
 
 from rnnlab.errors import TrackingError
+from rnnlab.tracking.store import prepare
 from rnnlab.tracking.ui_app import APP_NAME, require_plugin
 from rnnlab.tracking.uri import resolve_tracking_uri, sqlite_path
 
@@ -51,6 +52,7 @@ def serve(*, uri: str | None, host: str, port: int, workers: int = 1) -> None:
             f"No tracking store at {db}",
             "Train something first (rnnlab train ...), or pass --uri / set MLFLOW_TRACKING_URI",
         )
+    prepare(uri)  # a schema mlflow ui would create or upgrade: here, under rnnlab's lock
     require_plugin()
     if host not in LOOPBACK:
         click.echo(

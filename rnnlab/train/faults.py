@@ -14,7 +14,8 @@ any machine. Unset, each point is one environment lookup.
 processes: a process reaching :func:`hold_point` ``POINT`` writes ``PATH.<pid>.reached`` and
 waits there until ``PATH`` exists. A test can then see who got where first, release them
 together, or let a rival try while one holds, without guessing at delays. The points:
-``lease.acquired`` (a run's lease is held, nothing written yet).
+``lease.acquired`` (a run's lease is held, nothing written yet) and ``store.open`` (a process
+about to open its tracking store, before it reads the store's schema).
 """
 
 from __future__ import annotations
