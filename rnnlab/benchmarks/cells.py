@@ -34,6 +34,7 @@ from rnnlab.cells.gfrnn import GatedFeedbackRNN
 from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
 from rnnlab.cells.rnn import RNNReLUCell, RNNTanhCell
+from rnnlab.models.blocks import BlockSpec
 from rnnlab.models.stack import RecurrentStack, StackSpec
 
 #: the example user cell, benchmarked too when running from a source checkout
@@ -78,6 +79,9 @@ def build(factory, widths, fused: bool, compiled: bool, chunk: int, device) -> R
         zoneout=0.0,
         compile=compiled,
         compile_chunk=chunk,
+        scan="auto",
+        scan_chunk=None,
+        block=BlockSpec(residual=False, pre_norm=False, ffn="none", ffn_mult=1),
     )
     return spec.build(input_size=SIZE).to(device)
 
