@@ -94,10 +94,10 @@ class Cell(nn.Module):
         if scan not in SCAN_CHOICES:
             raise ValueError(f"cell.scan must be one of {', '.join(SCAN_CHOICES)}, got {scan!r}")
         if (scan != "auto" or scan_chunk is not None) and not self.parallel_scan:
+            asked = f"cell.scan={scan}" if scan != "auto" else f"cell.scan_chunk={scan_chunk}"
             raise ValueError(
-                f"cell.scan={scan} and cell.scan_chunk={scan_chunk} choose the path of a scan cell "
-                f"(mingru, minlstm, lru); {type(self).__name__} has no parallel scan path: leave "
-                "cell.scan=auto and cell.scan_chunk=null"
+                f"{asked} sets the path of a cell with a parallel scan (mingru, minlstm, lru); "
+                f"{type(self).__name__} has none: leave cell.scan=auto and cell.scan_chunk=null"
             )
         if scan_chunk is not None and scan_chunk < 1:
             raise ValueError(

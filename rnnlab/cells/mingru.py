@@ -6,29 +6,32 @@ A GRU whose gates read the input only:
 
 with g the paper's positive map (u + ½ for u ≥ 0, σ(u) below; its appendix B.3), so the
 recurrence is linear in h with a = 1 − z and b = z ⊙ h̃, and a whole sequence is one GEMM and
-one scan (:mod:`rnnlab.cells.scan_cell`). 2·H·(I + 1) parameters: a quarter of an LSTM's at
+one scan (:mod:`rnnlab.cells.minimal`). 2·H·(I + 1) parameters: a quarter of an LSTM's at
 I = H, and no H×H product per step.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from rnnlab.cells.scan_cell import ScanCell, positive
+from rnnlab.cells.minimal import MinimalCell
 
 
-class MinGRUCell(ScanCell):
-    """minGRU; the state is ``(h,)``."""
+class MinGRUCell(MinimalCell):
+    """minGRU; the state is ``(h,)``. Projection rows: [update gate z | h̃]."""
 
-    def __init__(self, *, input_size: int, hidden_size: int) -> None:
-        super().__init__(input_size=input_size, hidden_size=hidden_size)
-        self.linear = nn.Linear(input_size, 2 * hidden_size)  # rows: [update gate z | h̃]
+    gates: ClassVar[int] = 1
 
-    def project(self, x: Tensor) -> Tensor:
-        return self.linear(x)  # (..., 2H)
+    def gate(self, k: Tensor) -> Tensor:
+        return torch.sigmoid(k)
 
-    def coefficients(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        k, u = pre.chunk(2, dim=-1)  # each (..., H)
-        z = torch.sigmoid(k)
-        return 1 - z, z * positive(u)
+    def fused_gate(self, k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        return k.contiguous().sigmoid_() if not k.is_contiguous() else torch.sigmoid(k), ()
+
+    def fused_gate_backward(
+        self, saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+    ) -> None:
+        torch.mul(dz.mul_(z), a, out=out)  # σ' = z (1 − z)

@@ -6,7 +6,7 @@ to one (the paper's length-independent scaling):
     f_t = σ(W_f x_t + b_f),  i_t = σ(W_i x_t + b_i),  h̃_t = g(W_h x_t + b_h)
     h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t,   f' = f / (f + i),  i' = i / (f + i)
 
-computed as f' = σ(−d), i' = σ(d) with d = softplus(−k_f) − softplus(−k_i) = log i − log f
+computed as i' = σ(d), f' = 1 − i' with d = log σ(k_i) − log σ(k_f) = log i − log f
 (the log-space form of the paper's appendix B.3.2), which stays finite and exact for gate
 pre-activations of any size. g is the paper's positive map, as in minGRU. 3·H·(I + 1)
 parameters.
@@ -14,24 +14,36 @@ parameters.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from rnnlab.cells.scan_cell import ScanCell, positive
+from rnnlab.cells.minimal import MinimalCell
 
 
-class MinLSTMCell(ScanCell):
-    """minLSTM; the state is ``(h,)`` (it has no separate cell state)."""
+class MinLSTMCell(MinimalCell):
+    """minLSTM; the state is ``(h,)`` (no separate cell state). Projection rows:
+    [forget | input | h̃]."""
 
-    def __init__(self, *, input_size: int, hidden_size: int) -> None:
-        super().__init__(input_size=input_size, hidden_size=hidden_size)
-        self.linear = nn.Linear(input_size, 3 * hidden_size)  # rows: [forget | input | h̃]
+    gates: ClassVar[int] = 2
 
-    def project(self, x: Tensor) -> Tensor:
-        return self.linear(x)  # (..., 3H)
+    def gate(self, k: Tensor) -> Tensor:
+        k_f, k_i = k.chunk(2, dim=-1)  # each (..., H)
+        return torch.sigmoid(F.logsigmoid(k_i) - F.logsigmoid(k_f))  # i' = σ(log i − log f)
 
-    def coefficients(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        k_f, k_i, u = pre.chunk(3, dim=-1)  # each (..., H)
-        d = F.softplus(-k_f) - F.softplus(-k_i)  # log i - log f
-        return torch.sigmoid(-d), torch.sigmoid(d) * positive(u)
+    def fused_gate(self, k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        k_f, k_i = (part.contiguous() for part in k.chunk(2, dim=-1))  # each (T, B, H)
+        d = F.logsigmoid(k_i).sub_(F.logsigmoid(k_f))
+        return d.sigmoid_(), (k_f, k_i)
+
+    def fused_gate_backward(
+        self, saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+    ) -> None:
+        k_f, k_i = saved
+        dd = dz.mul_(z).mul_(a)  # ∂L/∂d: σ'(d) = z (1 − z)
+        dk_f, dk_i = out.chunk(2, dim=-1)
+        # ∂d/∂k_i = 1 − σ(k_i), ∂d/∂k_f = −(1 − σ(k_f))
+        torch.addcmul(dd, dd, torch.sigmoid(k_i), value=-1, out=dk_i)
+        torch.neg(torch.addcmul(dd, dd, torch.sigmoid(k_f), value=-1), out=dk_f)

@@ -90,7 +90,7 @@ def scan(a: Tensor, b: Tensor, h0: Tensor, block: int | None) -> Tensor:
 def scan_adjoint(a: Tensor, grad: Tensor, block: int | None) -> Tensor:
     """G_t = grad_t + conj(a_{t+1}) G_{t+1}, G_{T-1} = grad_{T-1}: the backward scan."""
     steps = grad.shape[0]
-    a = a.conj()
+    a = conjugate(a)
     if block is None:
         out = torch.empty_like(grad)
         g = out[steps - 1]
@@ -102,6 +102,16 @@ def scan_adjoint(a: Tensor, grad: Tensor, block: int | None) -> Tensor:
     a_next = torch.cat([a[1:], torch.zeros_like(a[:1])]).flip(0)
     zero = torch.zeros_like(grad[0])
     return scan_blocked(a_next, grad.flip(0), zero, block).flip(0)
+
+
+def conjugate(a: Tensor) -> Tensor:
+    """conj(a), computed once (a lazy conjugate would be resolved again at every step), and
+    for an ``a`` constant over time (stride 0) on one step's worth of numbers only."""
+    if not a.is_complex():
+        return a
+    if a.stride(0) == 0:
+        return torch.conj_physical(a[0]).expand_as(a)
+    return torch.conj_physical(a)
 
 
 class LinearScan(torch.autograd.Function):

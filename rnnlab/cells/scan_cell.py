@@ -162,16 +162,22 @@ class ScanCell(Cell):
 
     def _parallel(self, x: Tensor, h0: Tensor, live: Tensor | None) -> tuple[Tensor, Tensor]:
         """x (T, B, I), h0 (B, N) -> outputs (T, B, H) and the last state (B, N)."""
-        a, b = self.coefficients(self.project(x))  # b: (T, B, N); a broadcastable
-        if live is not None:  # padding: a = 1 and b = 0 carry the state through unchanged
-            a = torch.where(live, a, torch.ones((), dtype=a.dtype, device=a.device))
-            b = torch.where(live, b, torch.zeros((), dtype=b.dtype, device=b.device))
-        block = block_size(x.shape[0], b[0].numel(), x.device)
-        h = linear_scan(a, b, h0, block=block)  # (T, B, N)
+        block = block_size(x.shape[0], h0.numel(), x.device)
+        h = self.scan_all(self.project(x), h0, live, block)  # (T, B, N)
         out = self.emit(h, x)  # (T, B, H)
         if live is not None:
             out = out * live
         return out, h[-1]
+
+    def scan_all(self, pre: Tensor, h0: Tensor, live: Tensor | None, block: int | None) -> Tensor:
+        """The state at every step (T, B, N) from every step's pre-activations: the
+        :meth:`coefficients` of all steps, then :func:`linear_scan` (a cell may fuse the two:
+        :class:`rnnlab.cells.minimal.GatedScan`). ``live`` (T, B, 1) marks real steps."""
+        a, b = self.coefficients(pre)  # b: (T, B, N); a broadcastable
+        if live is not None:  # padding: a = 1 and b = 0 carry the state through unchanged
+            a = torch.where(live, a, torch.ones((), dtype=a.dtype, device=a.device))
+            b = torch.where(live, b, torch.zeros((), dtype=b.dtype, device=b.device))
+        return linear_scan(a, b, h0, block=block)
 
     def check_memory(self, steps: int, x: Tensor) -> None:
         """Refuse, naming ``cell.scan_chunk``, a parallel scan that cannot fit in memory."""

@@ -80,6 +80,7 @@ def compose(cfg: DictConfig) -> RunSpec:
     device = resolve_device(run.device)
     task = build_task(cfg.task, progress=trainer.progress)
     stack = build_stack(cfg.cell)
+    task.check_stack(stack)
     optimizer = build_optimizer(cfg.optim)
     scheduler = build_scheduler(cfg.sched, optimizer)
     names = {"task": str(cfg.task.name), "cell": str(cfg.cell.name), "optim": str(cfg.optim.name)}

@@ -113,6 +113,10 @@ class LanguageModelTask(Task):
     character level)."""
 
     name: ClassVar[str] = "lm"
+    causal: ClassVar[str | None] = (
+        "a language model predicts each token from the ones before it (a backward direction "
+        "would read the answer)"
+    )
     Options = LMOptions
     objective: ClassVar[str] = "val/ppl"
     headline: ClassVar[str] = "ppl"
