@@ -161,10 +161,12 @@ def place_task(
 
 
 def announce_path(model: torch.nn.Module, *, recorder: Recorder, device: torch.device) -> None:
-    """Tag and print which recurrent path (fused, stepwise, compiled) the model runs."""
+    """Tag and print which recurrent path (fused, stepwise, compiled, parallel) the model
+    runs, and how many parameters it trains (cells are compared at equal counts)."""
     path = rnn_path(model)
-    recorder.set_tags({"rnn_path": path, "device": str(device)})
-    print(f"rnn path: {path}", flush=True)
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    recorder.set_tags({"rnn_path": path, "device": str(device), "parameters": str(count)})
+    print(f"rnn path: {path}; {count:,} parameters", flush=True)
 
 
 def train_model(
