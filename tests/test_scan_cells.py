@@ -279,3 +279,18 @@ def test_beam_search_through_the_sequential_step(name):
         for b, n in enumerate(lengths)
     ]
     assert batched == alone
+
+
+def test_bench_cells_times_the_parallel_scan_against_lstm_per_length(workdir):
+    from conftest import cli_inprocess
+
+    done = cli_inprocess(
+        "bench", "cells", "--length", "6,9", "--cells", "lru", "--quick", cwd=workdir
+    )
+    assert done.returncode == 0, done.stderr
+    assert "KiB/token" in done.stdout and "peak MiB" in done.stdout
+    ratios = [line for line in done.stdout.splitlines() if line.startswith("RATIO ")]
+    assert [r.split("=")[0] for r in ratios] == ["RATIO lru_vs_lstm_T6", "RATIO lru_vs_lstm_T9"]
+    assert all(float(r.split("=")[1]) > 0 for r in ratios)
+    bad = cli_inprocess("bench", "cells", "--length", "64,x", cwd=workdir)
+    assert bad.returncode == 2 and "positive integers" in bad.stderr
