@@ -28,10 +28,12 @@ class MinGRUCell(MinimalCell):
     def gate(self, k: Tensor) -> Tensor:
         return torch.sigmoid(k)
 
-    def fused_gate(self, k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    @staticmethod
+    def fused_gate(k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         return k.contiguous().sigmoid_() if not k.is_contiguous() else torch.sigmoid(k), ()
 
+    @staticmethod
     def fused_gate_backward(
-        self, saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+        saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
     ) -> None:
         torch.mul(dz.mul_(z), a, out=out)  # σ' = z (1 − z)

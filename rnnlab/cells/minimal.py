@@ -51,35 +51,53 @@ def candidate_slope(c: Tensor) -> Tensor:
     return slope.add_(torch.gt(c, 0.5).to(c.dtype), alpha=0.75)
 
 
+def pointwise_forward(
+    cell: type[MinimalCell], pre: Tensor, live: Tensor | None, width: int
+) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """z and c = g(u) of every step from ``pre`` (T, B, G·H + H), and what the gate's
+    backward needs: the elementwise half of :class:`GatedScan`'s forward."""
+    z, saved = cell.fused_gate(pre[..., :-width])  # z: (T, B, H), contiguous
+    if live is not None:
+        z = z.mul_(live)  # z = 0 on padding: the state carries through unchanged
+    return z, candidate(pre[..., -width:]), saved  # c: (T, B, H)
+
+
+def pointwise_backward(
+    cell: type[MinimalCell], saved: tuple[Tensor, ...], z: Tensor, c: Tensor, g: Tensor, h: Tensor,
+    h0: Tensor, width: int, total: int,
+) -> Tensor:  # fmt: skip
+    """∂L/∂pre (T, B, total) from G = ∂L/∂h through the recurrence (``g``)."""
+    a = torch.rsub(z, 1)
+    dpre = z.new_empty(*z.shape[:-1], total)  # (T, B, G·H + H)
+    # candidate: ∂L/∂u = G z g'(u)
+    torch.mul(candidate_slope(c).mul_(g), z, out=dpre[..., -width:])
+    # gate: ∂L/∂z = G (c − h_{t-1})
+    dz = torch.empty_like(c)
+    torch.sub(c[0], h0, out=dz[0])
+    torch.sub(c[1:], h[:-1], out=dz[1:])
+    cell.fused_gate_backward(saved, z, a, dz.mul_(g), out=dpre[..., :-width])
+    return dpre
+
+
 class GatedScan(torch.autograd.Function):
     """The minimal cells' gates, candidate and scan over all T steps as one node."""
 
     @staticmethod
     def forward(ctx, pre, h0, live, block, cell):  # noqa: ANN001, ANN205 (autograd's signature)
         width = h0.shape[-1]
-        z, saved = cell.fused_gate(pre[..., :-width])  # z: (T, B, H), contiguous
-        if live is not None:
-            z.mul_(live)  # z = 0 on padding: the state carries through unchanged
-        c = candidate(pre[..., -width:])  # (T, B, H)
+        z, c, saved = pointwise_forward(type(cell), pre, live, width)
         h = lerp_scan(z, c, h0, block)  # (T, B, H)
         ctx.save_for_backward(z, c, h, h0, *saved)
-        ctx.block, ctx.cell, ctx.width = block, cell, pre.shape[-1]
+        ctx.block, ctx.cell, ctx.total = block, cell, pre.shape[-1]
         return h
 
     @staticmethod
     def backward(ctx, grad_h):  # noqa: ANN001, ANN205
         z, c, h, h0, *saved = ctx.saved_tensors
-        width = h0.shape[-1]
         a = torch.rsub(z, 1)  # (T, B, H): 1 - z
         g = scan_adjoint(a, grad_h.contiguous(), ctx.block)  # ∂L/∂h_t through the recurrence
-        dpre = z.new_empty(*z.shape[:-1], ctx.width)  # (T, B, G·H + H)
-        # candidate: ∂L/∂u = G z g'(u)
-        torch.mul(candidate_slope(c).mul_(g), z, out=dpre[..., -width:])
-        # gate: ∂L/∂z = G (c − h_{t-1})
-        dz = torch.empty_like(c)
-        torch.sub(c[0], h0, out=dz[0])
-        torch.sub(c[1:], h[:-1], out=dz[1:])
-        ctx.cell.fused_gate_backward(saved, z, a, dz.mul_(g), out=dpre[..., :-width])
+        kind = type(ctx.cell)
+        dpre = pointwise_backward(kind, tuple(saved), z, c, g, h, h0, h0.shape[-1], ctx.total)
         return dpre, a[0] * g[0], None, None, None
 
 
@@ -98,13 +116,15 @@ class MinimalCell(ScanCell):
         autograd (the one-step path)."""
         raise NotImplementedError
 
-    def fused_gate(self, k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    @staticmethod
+    def fused_gate(k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """The same z for all steps without autograd, as a new contiguous tensor, and what
         :meth:`fused_gate_backward` needs."""
         raise NotImplementedError
 
+    @staticmethod
     def fused_gate_backward(
-        self, saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+        saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
     ) -> None:
         """Write ∂L/∂k into ``out`` from ∂L/∂z (``dz`` may be overwritten), given z, a = 1 − z."""
         raise NotImplementedError

@@ -33,15 +33,17 @@ class MinLSTMCell(MinimalCell):
         k_f, k_i = k.chunk(2, dim=-1)  # each (..., H)
         return torch.sigmoid(F.softplus(-k_f) - F.softplus(-k_i))  # i' = σ(log i − log f)
 
-    def fused_gate(self, k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    @staticmethod
+    def fused_gate(k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         # −k_f and −k_i as contiguous copies (F.logsigmoid would save the negation, but it
         # measured 10^4 times slower than softplus on small tensors with two threads)
         neg_f, neg_i = (part.neg() for part in k.chunk(2, dim=-1))  # each (T, B, H)
         d = F.softplus(neg_f).sub_(F.softplus(neg_i))
         return d.sigmoid_(), (neg_f, neg_i)
 
+    @staticmethod
     def fused_gate_backward(
-        self, saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+        saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
     ) -> None:
         neg_f, neg_i = saved
         dd = dz.mul_(z).mul_(a)  # ∂L/∂d: σ'(d) = z (1 − z)
