@@ -160,6 +160,16 @@ def test_a_stack_stepped_one_token_at_a_time_equals_the_whole_sequence(name):
             torch.testing.assert_close(s, w, rtol=1e-10, atol=1e-12)
 
 
+def test_a_first_layer_fed_raw_features_reads_them_without_norm_or_residual():
+    """A LayerNorm over one raw feature is identically 0: the block must not put one there."""
+    stack = stack_spec(CELLS["mingru"], (H, H), **BLOCK).build(input_size=1)
+    first, second = stack.blocks
+    assert isinstance(first.norm, torch.nn.Identity) and not first.residual
+    assert isinstance(second.norm, torch.nn.LayerNorm) and second.residual
+    x = torch.rand(5, B, 1)
+    assert not torch.allclose(stack(x)[0], stack(2 * x)[0])
+
+
 @pytest.mark.usefixtures("float64")
 def test_windows_equal_the_whole_scan_and_memory_refusal_names_the_window(monkeypatch):
     cell = make("minlstm")

@@ -7,9 +7,14 @@ stack options (``conf/cell_base/stack.yaml``; off for the classic cells, on in
 * ``pre_norm``: LayerNorm on the cell's input and on the feed-forward's input, and one
   LayerNorm after the last block (pre-LN, as in the minGRU paper's language model and
   lucidrains/minGRU-pytorch);
-* ``residual``: the layer's input is added to the cell's output wherever their widths match
-  (a first layer fed 1 or 2 features, or an embedding of another width, has none), and the
-  feed-forward is residual too;
+* ``residual``: the layer's input is added to the cell's output, and the feed-forward is
+  residual too.
+
+The cell's input norm and residual need the layer's input and output widths to match (the
+residual stream). A first layer fed another width (1 or 2 raw features, an embedding of
+another size) has neither: its cell reads the raw input, its projection being the
+encoder, since a LayerNorm over a couple of raw features would erase them (over one feature
+it is identically 0). Its feed-forward and the rest of the stack are unchanged.
 * ``ffn``: a feed-forward after the cell, ``mlp`` = W₂ GELU(W₁ x) or ``glu`` = W₂ (GELU(W₁ x)
   ⊙ W₃ x) (the gated linear unit of the LRU paper's block, in Shazeer's GEGLU form), with a
   hidden width of ``ffn_mult`` × the layer's. The LRU's read-out is linear, so an LRU stack
@@ -77,8 +82,12 @@ class Block(nn.Module):
 
     def __init__(self, spec: BlockSpec, *, in_size: int, out_size: int) -> None:
         super().__init__()
-        self.residual = spec.residual and in_size == out_size
-        self.norm = nn.LayerNorm(in_size) if spec.pre_norm else nn.Identity()
+        # norm and residual act on the residual stream: a first layer fed another width (1 or
+        # 2 raw features, an embedding of another size) reads its input as it is, since a
+        # LayerNorm over a few raw features would erase them (over 1 feature it is 0)
+        stream = in_size == out_size
+        self.residual = spec.residual and stream
+        self.norm = nn.LayerNorm(in_size) if spec.pre_norm and stream else nn.Identity()
         self.ffn = None if spec.ffn == "none" else FeedForward(out_size, spec.ffn, spec.ffn_mult)
         self.ffn_norm = nn.LayerNorm(out_size) if spec.pre_norm and self.ffn else nn.Identity()
         self.ffn_residual = spec.residual
