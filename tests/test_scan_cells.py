@@ -183,6 +183,15 @@ def test_windows_equal_the_whole_scan_and_memory_refusal_names_the_window(monkey
     torch.testing.assert_close(out, whole)
     torch.testing.assert_close(final[0], whole_state[0])
     torch.testing.assert_close(grad, grad_whole)
+    # the automatic windows of the CPU (here of 6 steps) give the same too
+    cell.set_loop_options(scan="parallel")
+    monkeypatch.setattr(scan_cell, "MIN_WINDOW", 1)
+    monkeypatch.setattr(scan_cell, "WINDOW_BYTES", 6 * B * H * x.element_size())
+    assert cell.auto_window(x) == 6
+    out, final = cell.sequence(x, state)
+    (grad,) = torch.autograd.grad(out.sum() + final[0].sum(), x)
+    torch.testing.assert_close(out, whole)
+    torch.testing.assert_close(grad, grad_whole)
     # a scan that would not fit says which window to use instead of dying
     cell.set_loop_options(scan="parallel")
     monkeypatch.setattr(scan_cell, "CHECK_ABOVE_BYTES", 0)

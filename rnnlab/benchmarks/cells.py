@@ -45,6 +45,7 @@ from rnnlab.cells.minlstm import MinLSTMCell
 from rnnlab.cells.rnn import RNNReLUCell, RNNTanhCell
 from rnnlab.models.blocks import BlockSpec
 from rnnlab.models.stack import RecurrentStack, StackSpec
+from rnnlab.train.allocator import tune_malloc
 
 #: the example user cell, benchmarked too when running from a source checkout
 USER_CELL_DIR = Path(__file__).resolve().parents[2] / "examples" / "user_cell"
@@ -244,6 +245,7 @@ def run(
     table = cells_available()
     check_choices(table, cells, device)
     dev = torch.device(device)
+    tune_malloc()  # as rnnlab train does: freed activations stay in the heap
     if threads > 0:
         torch.set_num_threads(threads)
     torch.manual_seed(0)

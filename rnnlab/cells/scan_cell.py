@@ -37,6 +37,11 @@ from rnnlab.errors import ConfigError
 AUTO_MIN_STEPS = 2
 #: the parallel path checks free memory only above this estimate (the check reads /proc)
 CHECK_ABOVE_BYTES = 256 << 20
+#: on the CPU the parallel path runs windows whose (T, B, N) tensors stay under this size
+#: (:meth:`ScanCell.auto_window`; glibc maps blocks above its 32 MiB mmap threshold afresh)
+WINDOW_BYTES = 8 << 20
+#: and never windows shorter than this (per-window overhead)
+MIN_WINDOW = 64
 
 
 def positive(u: Tensor) -> Tensor:
@@ -138,22 +143,35 @@ class ScanCell(Cell):
         if lengths is not None:
             time = torch.arange(steps, device=x.device).unsqueeze(1)  # (T, 1)
             live = (lengths.to(x.device).unsqueeze(0) > time).unsqueeze(-1)  # (T, B, 1)
-        window = self.scan_chunk or steps
-        if window >= steps:
-            self.check_memory(steps, x)
-            out, h = self._parallel(x, self.pack(state), live)
-            return out, self.unpack(h)
-        return self._windows(x, state, live, window)
+        if self.scan_chunk is not None and self.scan_chunk < steps:
+            return self._windows(x, state, live, self.scan_chunk, recompute=True)
+        self.check_memory(steps, x)
+        window = self.auto_window(x)
+        if window < steps:
+            return self._windows(x, state, live, window, recompute=False)
+        out, h = self._parallel(x, self.pack(state), live)
+        return out, self.unpack(h)
+
+    def auto_window(self, x: Tensor) -> int:
+        """Steps per window of the parallel path on the CPU: as many as keep a (T, B, N)
+        float tensor under :data:`WINDOW_BYTES`, so glibc recycles them from its heap instead
+        of mapping fresh pages (a page fault per 4 KiB, at every pass) for each; a GPU's
+        caching allocator has no such cost, so it runs the whole sequence at once."""
+        if x.device.type != "cpu":
+            return x.shape[0]
+        per_step = x.shape[1] * self.hidden_size * self.state_size * x.element_size()
+        return max(MIN_WINDOW, WINDOW_BYTES // per_step)
 
     def _windows(
-        self, x: Tensor, state: State, live: Tensor | None, window: int
+        self, x: Tensor, state: State, live: Tensor | None, window: int, *, recompute: bool
     ) -> tuple[Tensor, State]:
-        """The parallel path over windows of ``window`` steps, each recomputed in backward."""
+        """The parallel path over windows of ``window`` steps, the state carried from one to
+        the next; with ``recompute``, each is recomputed in the backward pass."""
         h = self.pack(state)
         pieces = []
         masks = [None] * -(-x.shape[0] // window) if live is None else live.split(window)
         for x_w, live_w in zip(x.split(window), masks, strict=True):
-            if torch.is_grad_enabled():
+            if recompute and torch.is_grad_enabled():
                 out, h = checkpoint(self._parallel, x_w, h, live_w, use_reentrant=False)
             else:
                 out, h = self._parallel(x_w, h, live_w)
