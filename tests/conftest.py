@@ -216,13 +216,18 @@ def yaml_defaults(path: str) -> dict:
 
 def stack_spec(cell, hidden_sizes, **options):
     """A StackSpec with the stack keys of conf/cell_base/stack.yaml and ``options`` over them."""
+    from rnnlab.models.blocks import BlockSpec
     from rnnlab.models.stack import StackSpec
 
     base = yaml_defaults("cell_base/stack.yaml")
     keys = ("dropout", "bidirectional", "locked_dropout", "zoneout", "compile", "compile_chunk")
-    values = {k: base[k] for k in keys}
+    values = {k: base[k] for k in (*keys, "scan", "scan_chunk")}
+    block = {k: base[k] for k in ("residual", "pre_norm", "ffn", "ffn_mult")}
+    block.update({k: options.pop(k) for k in list(options) if k in block})
     values.update(options)
-    return StackSpec(cell=cell, hidden_sizes=tuple(hidden_sizes), name="test", **values)
+    return StackSpec(
+        cell=cell, hidden_sizes=tuple(hidden_sizes), name="test", block=BlockSpec(**block), **values
+    )
 
 
 def fused_cell(cls, **options):

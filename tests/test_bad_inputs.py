@@ -133,6 +133,24 @@ CASES = {
         ["tracking.register_model needs tracking.log_model=true", "tracking.*"],
         creates_no_run=True,
     ),
+    "unknown scan path": Case(
+        ["train", "cell=mingru", "cell.scan=fast", *FAST],
+        2,
+        ["cell.scan must be one of auto, parallel, sequential, got 'fast'", "cell.*"],
+        creates_no_run=True,
+    ),
+    "LRU ring upside down": Case(
+        ["train", "cell=lru", "cell.layer.r_min=0.99", "cell.layer.r_max=0.9", *FAST],
+        2,
+        ["r_min < r_max < 1, got r_min=0.99, r_max=0.9", "set cell.layer.r_min below"],
+        creates_no_run=True,
+    ),
+    "bidirectional decoder": Case(
+        ["train", "task=translate", "cell=lru", "cell.bidirectional=true", *FAST],
+        2,
+        ["cell.bidirectional=true does not fit the translate task", "Drop cell.bidirectional"],
+        creates_no_run=True,
+    ),
     "reference without a value": Case(
         ["train", "+reference.metric=val/loss", "+reference.source=x", *FAST],
         2,

@@ -48,6 +48,9 @@ from rnnlab.data.transfer import to_device
 
 State = tuple[Tensor, ...]
 
+#: the values of ``cell.scan``
+SCAN_CHOICES = ("auto", "parallel", "sequential")
+
 
 class Cell(nn.Module):
     """Base class for one recurrent layer; subclasses implement :meth:`forward`."""
@@ -70,18 +73,46 @@ class Cell(nn.Module):
     zoneout: float = 0.0
     compiled: bool = False
     chunk: int = 8
+    #: ``cell.scan``: auto | parallel | sequential; only cells with a parallel path
+    #: (:class:`~rnnlab.cells.scan_cell.ScanCell`) take anything but auto
+    scan: str = "auto"
+    #: ``cell.scan_chunk``: steps per window of the parallel scan (None: the whole sequence)
+    scan_chunk: int | None = None
+    #: whether this cell has a parallel path over a whole sequence (``cell.scan``)
+    parallel_scan: ClassVar[bool] = False
 
     def set_loop_options(
-        self, *, zoneout: float = 0.0, compiled: bool = False, chunk: int = 8
+        self,
+        *,
+        zoneout: float = 0.0,
+        compiled: bool = False,
+        chunk: int = 8,
+        scan: str = "auto",
+        scan_chunk: int | None = None,
     ) -> None:
-        """Zoneout probability and whether the per-step loop is compiled (chunks of ``chunk``)."""
+        """Zoneout probability, whether the per-step loop is compiled (chunks of ``chunk``),
+        and for cells with a parallel path which path runs (``scan``) in what windows."""
         if not 0.0 <= zoneout < 1.0:
             raise ValueError(f"zoneout must be in [0, 1), got {zoneout}")
         if chunk < 1:
             raise ValueError(f"the compile chunk must be a positive number of steps, got {chunk}")
+        if scan not in SCAN_CHOICES:
+            raise ValueError(f"cell.scan must be one of {', '.join(SCAN_CHOICES)}, got {scan!r}")
+        if (scan != "auto" or scan_chunk is not None) and not self.parallel_scan:
+            asked = f"cell.scan={scan}" if scan != "auto" else f"cell.scan_chunk={scan_chunk}"
+            raise ValueError(
+                f"{asked} sets the path of a cell with a parallel scan (mingru, minlstm, lru); "
+                f"{type(self).__name__} has none: leave cell.scan=auto and cell.scan_chunk=null"
+            )
+        if scan_chunk is not None and scan_chunk < 1:
+            raise ValueError(
+                f"cell.scan_chunk must be a positive number of steps, got {scan_chunk}"
+            )
         self.zoneout = float(zoneout)
         self.compiled = bool(compiled)
         self.chunk = int(chunk)
+        self.scan = scan
+        self.scan_chunk = scan_chunk
         self.__dict__.pop("_compiled_steps", None)
 
     @property
@@ -217,6 +248,12 @@ class Cell(nn.Module):
     def scalars(self) -> dict[str, float]:
         """Named scalars to log once per epoch; empty for most cells."""
         return {}
+
+    def structural_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose initial values are part of the cell's definition (the LRU's
+        eigenvalues), which a task's blanket re-initialisation (``task.init_range``) must
+        leave alone; none by default."""
+        return []
 
 
 def _split(inputs: Any, k: int) -> list[Any]:

@@ -84,6 +84,7 @@ def compose(cfg: DictConfig) -> RunSpec:
         trainer.cuda_graphs, device, task=str(cfg.task.name), fixed_shape=task.fixed_shape_steps
     )
     stack = build_stack(cfg.cell)
+    task.check_stack(stack)
     optimizer = build_optimizer(cfg.optim)
     scheduler = build_scheduler(cfg.sched, optimizer)
     names = {"task": str(cfg.task.name), "cell": str(cfg.cell.name), "optim": str(cfg.optim.name)}

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from rnnlab.compose.read import SHOWS_CONFIG, plain, read_options
 from rnnlab.compose.schema import StackOptions
 from rnnlab.errors import ConfigError
+from rnnlab.models.blocks import BlockSpec
 from rnnlab.models.stack import CellContractError, StackSpec
 from rnnlab.tasks.base import Task
 from rnnlab.train.loop import step_scheduler
@@ -87,6 +88,14 @@ def build_stack(node: DictConfig) -> StackSpec:
         zoneout=options.zoneout,
         compile=options.compile,
         compile_chunk=options.compile_chunk,
+        scan=options.scan,
+        scan_chunk=options.scan_chunk,
+        block=BlockSpec(
+            residual=options.residual,
+            pre_norm=options.pre_norm,
+            ffn=options.ffn,
+            ffn_mult=options.ffn_mult,
+        ),
     )
     try:
         spec.build(input_size=1)

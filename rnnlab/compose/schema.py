@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rnnlab.options import FRACTION, NON_NEGATIVE, POSITIVE, Options, option
+from rnnlab.cells.base import SCAN_CHOICES
+from rnnlab.models.blocks import FFN_RULE
+from rnnlab.options import FRACTION, NON_NEGATIVE, POSITIVE, Options, one_of, option
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,15 @@ class StackOptions(Options):
     zoneout: float = option(FRACTION)
     compile: bool = option()
     compile_chunk: int = option(POSITIVE)
+    #: auto | parallel | sequential: the path of cells with a parallel scan
+    scan: str = option(one_of(*SCAN_CHOICES))
+    #: steps per window of the parallel scan (None: the whole sequence)
+    scan_chunk: int | None = option(POSITIVE)
+    #: block options (rnnlab.models.blocks): residual, pre-LayerNorm, feed-forward
+    residual: bool = option()
+    pre_norm: bool = option()
+    ffn: str = option(FFN_RULE)
+    ffn_mult: int = option(POSITIVE)
 
     def check(self) -> None:
         if self.hidden_sizes is not None and not self.hidden_sizes:

@@ -62,8 +62,11 @@ class LanguageModel(nn.Module):
         if init_range is not None:
             if init_range <= 0:
                 raise ValueError(f"init_range must be positive or null, got {init_range}")
+            # the LRU's eigenvalues and the LayerNorms keep the values that define them
+            keep = {id(p) for p in self.rnn.structural_parameters()}
             for param in self.parameters():
-                nn.init.uniform_(param, -init_range, init_range)
+                if id(param) not in keep:
+                    nn.init.uniform_(param, -init_range, init_range)
 
     def tie(self, embedding_size: int) -> None:
         """Share the input embedding with the output layer (its matrix; the adaptive

@@ -7,9 +7,12 @@ It knows nothing about which cell it runs: each layer's ``sequence`` picks its o
 
 Stack options (all from ``conf/cell/*.yaml``, see docs/cells.md): per-layer widths
 (``hidden_sizes``), dropout between layers (``dropout``; with ``locked_dropout`` the mask is
-the same at every time step), ``bidirectional``, ``zoneout`` and ``compile`` (the per-step
-loop of non-fused cells as ``torch.compile`` graphs of ``compile_chunk`` steps). The stack
-passes the last two to every layer (:meth:`Cell.set_loop_options`), so user cells get them too.
+the same at every time step), ``bidirectional``, ``zoneout``, ``compile`` (the per-step
+loop of non-fused cells as ``torch.compile`` graphs of ``compile_chunk`` steps) and ``scan``,
+``scan_chunk`` (the path of cells with a parallel scan). The stack passes the loop options to
+every layer (:meth:`Cell.set_loop_options`), so user cells get them too, and each cell decides
+what they mean for it. The block options (``residual``, ``pre_norm``, ``ffn``;
+:mod:`rnnlab.models.blocks`) wrap each depth of the stack in position-wise parts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import Tensor, nn
 
 from rnnlab.cells.base import Cell, State
 from rnnlab.data.transfer import to_device
+from rnnlab.models.blocks import Block, BlockSpec
 from rnnlab.models.regularisers import LockedDropout
 
 CellFactory = Callable[..., Cell]
@@ -40,6 +44,9 @@ class StackSpec:
     zoneout: float
     compile: bool
     compile_chunk: int
+    scan: str
+    scan_chunk: int | None
+    block: BlockSpec
 
     def build(self, *, input_size: int, bidirectional: bool | None = None) -> RecurrentStack:
         """The stack for ``input_size`` features; ``bidirectional=None`` takes the spec's."""
@@ -53,6 +60,9 @@ class StackSpec:
             zoneout=self.zoneout,
             compile=self.compile,
             compile_chunk=self.compile_chunk,
+            scan=self.scan,
+            scan_chunk=self.scan_chunk,
+            block=self.block,
         )
 
 
@@ -99,7 +109,10 @@ class RecurrentStack(nn.Module):
     """``len(hidden_sizes)`` layers of cells, each feeding the next; dropout between layers.
 
     States are a list with one tuple per layer and direction, layer-major
-    (``[l0, l0_backward, l1, ...]``), like PyTorch's ``h_n``.
+    (``[l0, l0_backward, l1, ...]``), like PyTorch's ``h_n``. With block options on, each
+    depth also has a :class:`~rnnlab.models.blocks.Block` (``blocks``), and ``pre_norm`` adds
+    a LayerNorm on the last output (``final_norm``); without them neither exists, so a
+    classic stack's parameters and checkpoints are unchanged.
     """
 
     def __init__(
@@ -114,26 +127,41 @@ class RecurrentStack(nn.Module):
         zoneout: float,
         compile: bool,
         compile_chunk: int,
+        scan: str,
+        scan_chunk: int | None,
+        block: BlockSpec,
     ) -> None:
         super().__init__()
         if not hidden_sizes:
             raise ValueError("a stack needs at least one layer")
         self.num_directions = 2 if bidirectional else 1
         self.layers = nn.ModuleList()
+        blocks = []
         in_size = input_size
         for hidden in hidden_sizes:
             for _ in range(self.num_directions):
                 self.layers.append(cell(input_size=in_size, hidden_size=hidden))
-            in_size = hidden * self.num_directions
+            out_size = hidden * self.num_directions
+            blocks.append(Block(block, in_size=in_size, out_size=out_size))
+            in_size = out_size
+        self.blocks = nn.ModuleList(blocks) if block.active else None
+        self.final_norm = nn.LayerNorm(in_size) if block.pre_norm else None
         for layer in self.layers:
             check_cell(layer)
-            layer.set_loop_options(zoneout=zoneout, compiled=compile, chunk=compile_chunk)
+            layer.set_loop_options(
+                zoneout=zoneout,
+                compiled=compile,
+                chunk=compile_chunk,
+                scan=scan,
+                scan_chunk=scan_chunk,
+            )
         self.dropout = LockedDropout(dropout) if locked_dropout else nn.Dropout(dropout)
         self.hidden_size = in_size
 
     @property
     def path(self) -> str:
-        """``fused`` when every layer runs a fused kernel, else ``compiled`` or ``stepwise``."""
+        """``fused`` when every layer runs a fused kernel, ``parallel`` when every layer runs
+        a parallel scan, else ``compiled`` or ``stepwise``."""
         paths = {layer.path for layer in self.layers}
         return paths.pop() if len(paths) == 1 else "stepwise"
 
@@ -143,6 +171,15 @@ class RecurrentStack(nn.Module):
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> list[State]:
         return [layer.init_state(batch_size, device) for layer in self.layers]
+
+    def structural_parameters(self) -> list[nn.Parameter]:
+        """Parameters a blanket re-initialisation must leave alone: the cells' own
+        (:meth:`Cell.structural_parameters`) and the LayerNorms' gains and biases."""
+        found = [p for layer in self.layers for p in layer.structural_parameters()]
+        for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
+                found.extend(module.parameters())
+        return found
 
     def forward(
         self, x: Tensor, state: list[State] | None = None, lengths: Tensor | None = None
@@ -157,31 +194,52 @@ class RecurrentStack(nn.Module):
             state = self.init_state(x.shape[1], x.device)
         new_state: list[State] = []
         n = self.num_directions
-        on_device = to_device(lengths, x.device) if n == 2 and lengths is not None else None
+        # one device copy of the lengths, for the reversals and the blocks' padding masks
+        masks = n == 2 or self.blocks is not None or self.final_norm is not None
+        on_device = to_device(lengths, x.device) if masks and lengths is not None else None
         for depth in range(len(self.layers) // n):
             if depth > 0 and self.dropout.p > 0:
                 x = self.dropout(x)
-            forward_layer = self.layers[depth * n]
-            out, layer_state = forward_layer.sequence(x, state[depth * n], lengths)  # (T, B, H)
-            new_state.append(layer_state)
-            if n == 2:
-                backward_layer = self.layers[depth * n + 1]
-                reversed_out, back_state = backward_layer.sequence(
-                    reverse_padded(x, on_device), state[depth * n + 1], lengths
-                )
-                new_state.append(back_state)
-                out = torch.cat(
-                    [out, reverse_padded(reversed_out, on_device)], dim=-1
-                )  # (T, B, 2H)
+            block = self.blocks[depth] if self.blocks is not None else None
+            inner = block.before(x) if block is not None else x
+            out, states = self._depth(depth, inner, state, lengths, on_device)  # (T, B, H·n)
+            new_state.extend(states)
+            if block is not None:
+                out = mask_padding(block.after(x, out), on_device)
             x = out
+        if self.final_norm is not None:
+            x = mask_padding(self.final_norm(x), on_device)
         return x, new_state
+
+    def _depth(
+        self,
+        depth: int,
+        x: Tensor,
+        state: list[State],
+        lengths: Tensor | None,
+        on_device: Tensor | None,
+    ) -> tuple[Tensor, list[State]]:
+        """The cell(s) of one depth over the whole sequence: outputs (T, B, H·directions).
+        ``lengths`` on the host for the cells, ``on_device`` its copy for the reversals."""
+        n = self.num_directions
+        forward_layer = self.layers[depth * n]
+        out, layer_state = forward_layer.sequence(x, state[depth * n], lengths)  # (T, B, H)
+        if n == 1:
+            return out, [layer_state]
+        backward_layer = self.layers[depth * n + 1]
+        reversed_out, back_state = backward_layer.sequence(
+            reverse_padded(x, on_device), state[depth * n + 1], lengths
+        )
+        out = torch.cat([out, reverse_padded(reversed_out, on_device)], dim=-1)  # (T, B, 2H)
+        return out, [layer_state, back_state]
 
     def step(self, x_t: Tensor, state: list[State]) -> tuple[Tensor, list[State]]:
         """One time step of a unidirectional stack: x_t (B, I) -> (B, H_last), new states.
 
         Each layer runs its cell's single-step ``forward``: for T = 1 a fused kernel call's
         fixed per-call overhead outweighs the one step it computes, and the cell's ``forward``
-        gives the same numbers (docs/benchmarks.md, "Cells").
+        gives the same numbers (docs/benchmarks.md, "Cells"). A scan cell's ``forward`` is its
+        sequential path. Blocks act on each step alone, so they run here unchanged.
         """
         if self.num_directions != 1:
             raise ValueError("step() runs a unidirectional stack one step at a time")
@@ -189,8 +247,12 @@ class RecurrentStack(nn.Module):
         for depth, layer in enumerate(self.layers):
             if depth > 0:
                 x_t = self.dropout(x_t)
-            x_t, layer_state = layer(x_t, state[depth])  # (B, H)
+            block = self.blocks[depth] if self.blocks is not None else None
+            out, layer_state = layer(block.before(x_t) if block is not None else x_t, state[depth])
+            x_t = block.after(x_t, out) if block is not None else out  # (B, H)
             new_state.append(layer_state)
+        if self.final_norm is not None:
+            x_t = self.final_norm(x_t)
         return x_t, new_state
 
     def scalars(self) -> dict[str, float]:
@@ -198,3 +260,12 @@ class RecurrentStack(nn.Module):
         for layer in self.layers:
             out.update(layer.scalars())
         return out
+
+
+def mask_padding(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x`` (T, B, F) with the steps past each sequence's length set to 0."""
+    if lengths is None:
+        return x
+    steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
+    live = to_device(lengths, x.device).unsqueeze(0) > steps  # (T, B)
+    return x * live.unsqueeze(-1)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.data.source import DataSource
+from rnnlab.errors import ConfigError
 from rnnlab.models.stack import StackSpec
 from rnnlab.options import Options
 
@@ -123,6 +124,10 @@ class Task(abc.ABC):
     #: those runs did: a recorded config without the key reads it (eval, generate, resume)
     backfill: ClassVar[dict[str, Any]] = {}
 
+    #: why the task's model must read its sequences causally (a decoder stepped one token
+    #: at a time, a next-token predictor), or None when a bidirectional stack is fine
+    causal: ClassVar[str | None] = None
+
     #: whether ``train_loss`` is a sum over the batch (not a mean over its weight): under
     #: several ranks the gradient is then that of the global sum (rnnlab.train.distributed)
     summed_loss: ClassVar[bool] = False
@@ -183,6 +188,16 @@ class Task(abc.ABC):
         times the batch size (the equivalence tests/test_distributed.py checks)."""
         self.rank, self.world_size = rank, world_size
         return self
+
+    def check_stack(self, stack: StackSpec) -> None:
+        """Refuse a stack this task's model cannot run (before any run exists)."""
+        if self.causal and stack.bidirectional:
+            raise ConfigError(
+                f"cell.bidirectional=true does not fit the {self.name} task: {self.causal}, so its "
+                "recurrent stack must read left to right",
+                "Drop cell.bidirectional=true (bidirectional stacks suit sequence-to-one tasks "
+                "such as bitcount and adding)",
+            )
 
     @abc.abstractmethod
     def build_model(self, *, stack: StackSpec) -> nn.Module:

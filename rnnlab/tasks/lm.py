@@ -163,6 +163,10 @@ class LanguageModelTask(Task):
     character level)."""
 
     name: ClassVar[str] = "lm"
+    causal: ClassVar[str | None] = (
+        "a language model predicts each token from the ones before it (a backward direction "
+        "would read the answer)"
+    )
     Options = LMOptions
     objective: ClassVar[str] = "val/ppl"
     fixed_shape_steps: ClassVar[bool] = True  # (bptt, batch) windows, the last one shorter

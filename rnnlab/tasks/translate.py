@@ -170,6 +170,10 @@ class Translate(Task):
     """Translate ``src_lang`` into ``tgt_lang`` on Multi30k or a folder of parallel text."""
 
     name: ClassVar[str] = "translate"
+    causal: ClassVar[str | None] = (
+        "its decoder is stepped one target token at a time (its encoder is always "
+        "bidirectional, with half the hidden size per direction)"
+    )
     Options = TranslateOptions
     objective: ClassVar[str] = "val/loss"
     headline: ClassVar[str] = "bleu"

@@ -183,11 +183,14 @@ def place_task(
 def announce_path(
     model: torch.nn.Module, *, recorder: Recorder, device: torch.device, optimizer: str
 ) -> None:
-    """Tag and print which recurrent path (fused, stepwise, compiled) the model runs; tag
-    which optimizer implementation (rnnlab.train.optim) steps it."""
+    """Tag and print which recurrent path (fused, stepwise, compiled, parallel) the model
+    runs and how many parameters it trains (cells are compared at equal counts); tag which
+    optimizer implementation (rnnlab.train.optim) steps it."""
     path = rnn_path(model)
-    recorder.set_tags({"rnn_path": path, "device": str(device), "optimizer_impl": optimizer})
-    print(f"rnn path: {path}", flush=True)
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tags = {"rnn_path": path, "device": str(device), "optimizer_impl": optimizer}
+    recorder.set_tags({**tags, "parameters": str(count)})
+    print(f"rnn path: {path}; {count:,} parameters", flush=True)
 
 
 def machine_for(
