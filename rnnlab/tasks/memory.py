@@ -150,6 +150,8 @@ class Copy(MemoryTask):
             dropout=0.0,
             tie_weights=False,
             init_range=None,
+            cutoffs=None,  # nine symbols: the full softmax
+            div_value=4.0,
         )
 
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
