@@ -107,6 +107,43 @@ def test_variable_lengths_are_padded_and_packed(tmp_path, data):
     np.testing.assert_allclose(logits.numpy(), again.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["packed", "stepwise"])
+def test_bidirectional_features_read_each_whole_sequence(fused):
+    """The backward direction's summary is its output after reading the whole sequence (at
+    the first step), the forward's at each sequence's own last step: a padded batch gives
+    each sequence the features it has alone, equal to the last layer's final states; and the
+    backward half changes with the first element (which it reads last), which a summary
+    taken at the last step never sees."""
+    import torch
+    from conftest import fused_cell, stack_spec
+
+    from rnnlab.cells.gru import GRUCell
+    from rnnlab.models.seq2one import SequenceClassifier
+
+    def classifier(layers):
+        spec = stack_spec(fused_cell(GRUCell, fused=fused), layers, bidirectional=True)
+        return SequenceClassifier(stack=spec, input_size=2, classes=3, dropout=0.0).eval()
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 3, 5])
+    x = torch.randn(7, 3, 2)  # (T, B, I)
+    for b, n in enumerate(lengths.tolist()):
+        x[n:, b] = 99.0  # padding: must never reach a feature
+    changed = x.clone()
+    changed[0] += 1.0  # the first element of every sequence
+    two, one = classifier((6, 5)), classifier((5,))
+    with torch.no_grad():
+        batch = two.features(x, lengths)  # (B, 2·5)
+        _, states = two.rnn(x, lengths=lengths)
+        ends = torch.cat([states[-2][0], states[-1][0]], dim=-1)  # last layer, both directions
+        torch.testing.assert_close(batch, ends, atol=1e-6, rtol=1e-5)
+        for b, n in enumerate(lengths.tolist()):
+            alone = two.features(x[:n, b : b + 1], torch.tensor([n]))  # (1, 2·5)
+            torch.testing.assert_close(batch[b : b + 1], alone, atol=1e-6, rtol=1e-5)
+        shift = one.features(changed, lengths) - one.features(x, lengths)  # one layer
+    assert (shift[:, 5:].abs().amax(1) > 1e-4).all(), shift  # the backward half moved
+
+
 def torch_pad(values, extra):
     import torch
 

@@ -198,6 +198,27 @@ def test_every_cell_in_every_head(table):
     check_heads(table, [(cell, HEADS) for cell in CELLS])
 
 
+def test_bidirectional_direct_head_reads_the_whole_lookback(table):
+    """With cell.bidirectional=true the direct head reads the backward direction's output
+    after the whole lookback (at its first row): changing the first row changes that half."""
+    from rnnlab.compose.build import build_stack
+
+    task = forecast_task(table, model="direct")
+    spec = build_stack(compose(["cell=gru", "cell.hidden_size=8", "cell.bidirectional=true"]).cell)
+    torch.manual_seed(0)
+    model = task.build_model(stack=spec).eval()
+    seen = []
+    model.head.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    past, known, _ = task.split_batch(gather(task.window_view(), task.starts["val"][:4]))
+    changed = past.clone()
+    changed[:, 0] += 1.0  # the first lookback row, which the backward direction reads last
+    with torch.no_grad():
+        model(past, known), model(changed, known)
+    before, after = seen  # (B, 2·8): forward half, then backward half
+    assert before.shape == (4, 16)
+    assert ((after - before)[:, 8:].abs().amax(1) > 1e-4).all()
+
+
 @pytest.fixture(scope="module")
 def forecast_run(tmp_path_factory, empty_store):
     from conftest import new_store, run_env

@@ -83,7 +83,8 @@ class Forecaster(nn.Module):
 
 
 class DirectForecaster(Forecaster):
-    """The last hidden state of the stack -> all H·T forecasts in one linear map."""
+    """The stack's summary of the lookback (each direction after reading all of it) -> all
+    H·T forecasts in one linear map."""
 
     def __init__(self, *, stack: StackSpec, **sizes: int | bool) -> None:
         super().__init__(**sizes)
@@ -97,7 +98,7 @@ class DirectForecaster(Forecaster):
 
     def predict(self, past: Tensor, future_known: Tensor, target: Tensor | None) -> Tensor:
         out, _ = self.rnn(past.transpose(0, 1))  # (L, B, I) -> (L, B, Hd)
-        y = self.head(out[-1])  # (B, H·T)
+        y = self.head(self.rnn.summary(out))  # (B, Hd) -> (B, H·T): each direction whole
         if self.known_head is not None:
             y = y + self.known_head(future_known.flatten(1))  # (B, H·K) -> (B, H·T)
         return y.view(-1, self.horizon, self.targets)  # (B, H, T)

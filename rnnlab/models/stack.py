@@ -171,6 +171,26 @@ class RecurrentStack(nn.Module):
             x = out
         return x, new_state
 
+    def summary(self, out: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Each direction's output once it has read the whole sequence: (T, B, H·dirs) ->
+        (B, H·dirs).
+
+        The forward direction has read everything at each sequence's own last step
+        (``lengths - 1``, or T - 1); the backward direction reads from the end, so its output
+        at step 0 is the one that has read everything. Taking the last step for both would
+        give the backward half a summary of one step.
+        """
+        batch = torch.arange(out.shape[1], device=out.device)  # (B,)
+        if lengths is None:
+            forward = out[-1]  # (B, H·dirs)
+        else:
+            last = (lengths.to(out.device) - 1).clamp_min(0)  # (B,)
+            forward = out[last, batch]  # (B, H·dirs)
+        if self.num_directions == 1:
+            return forward
+        width = out.shape[-1] // 2  # the backward half of the features
+        return torch.cat([forward[:, :width], out[0, :, width:]], dim=-1)  # (B, 2H)
+
     def step(self, x_t: Tensor, state: list[State]) -> tuple[Tensor, list[State]]:
         """One time step of a unidirectional stack: x_t (B, I) -> (B, H_last), new states.
 
