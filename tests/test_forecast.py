@@ -219,6 +219,43 @@ def test_bidirectional_direct_head_reads_the_whole_lookback(table):
     assert ((after - before)[:, 8:].abs().amax(1) > 1e-4).all()
 
 
+@pytest.mark.parametrize("independent", [True, False], ids=["independent", "joint"])
+def test_segment_decoding_broadcast_equals_the_repeated_batch(independent):
+    """The SegRNN head decodes by broadcasting the queries against the final states; it
+    computes what SegRNN's reference code computes on the repeated (row, segment) batch:
+    the same forecasts and the same gradients, for a 2-layer GRU and an LSTM with zoneout
+    (in eval: its expectation)."""
+    from conftest import fused_cell, stack_spec
+
+    from rnnlab.cells.gru import GRUCell
+    from rnnlab.cells.lstm import LSTMCell
+    from rnnlab.models.forecast import SegmentForecaster
+
+    for cell, zoneout in ((GRUCell, 0.0), (LSTMCell, 0.3)):
+        spec = stack_spec(fused_cell(cell), (8, 8), zoneout=zoneout)
+        torch.manual_seed(0)
+        model = SegmentForecaster(
+            stack=spec, segment=6, channel_independent=independent, dropout=0.0,
+            lookback=24, horizon=12, targets=3, inputs=4, known=0, revin=False,
+        ).train(zoneout == 0)  # fmt: skip
+        assert model.rnn.broadcasts
+        rows = 5 * (3 if independent else 1)
+        _, state = model.rnn(torch.randn(4, rows, 8))  # final states of B' rows
+        state = [tuple(s.detach().requires_grad_() for s in layer) for layer in state]
+        leaves = [*model.parameters(), *(s for layer in state for s in layer)]
+        found = []
+        for decode in (model.decode, model.decode_repeated):
+            h = decode(state, 5)  # (B, C or 1, M, 8)
+            weights = torch.linspace(-1, 1, h.numel()).view_as(h)
+            grads = torch.autograd.grad((h * weights).sum(), leaves, allow_unused=True)
+            found.append((h.detach(), [g for g in grads if g is not None]))
+        (fast, fast_grads), (slow, slow_grads) = found
+        assert fast.shape == (5, 3 if independent else 1, 2, 8)
+        torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+        for a, b in zip(fast_grads, slow_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def forecast_run(tmp_path_factory, empty_store):
     from conftest import new_store, run_env

@@ -208,6 +208,30 @@ class RecurrentStack(nn.Module):
             new_state.append(layer_state)
         return x_t, new_state
 
+    @property
+    def broadcasts(self) -> bool:
+        """Whether :meth:`broadcast_step` can run: one direction, every cell broadcasts."""
+        return self.num_directions == 1 and all(layer.broadcasts for layer in self.layers)
+
+    def broadcast_step(self, x_t: Tensor, state: list[State]) -> Tensor:
+        """One time step whose inputs and states broadcast against each other: x_t (..., I)
+        and state tensors (..., H) -> the top layer's output (broadcast shape, H_last).
+
+        The function of a length-1 sequence through :meth:`forward` on the inputs and
+        states expanded to the broadcast shape (between-layer dropout and zoneout as there),
+        without the copies: each layer's projection of a small input or state is computed
+        once, and only the gate arithmetic runs at the full shape.
+        """
+        if not self.broadcasts:
+            raise ValueError("broadcast_step needs a unidirectional stack of broadcasting cells")
+        for depth, layer in enumerate(self.layers):
+            if depth > 0 and self.dropout.p > 0:
+                x_t = self.dropout(x_t.unsqueeze(0)).squeeze(0)  # as a (1, ..., H) sequence
+            x_t, new_state = layer(x_t, state[depth])  # (..., H)
+            if layer.zoneout > 0:
+                x_t = layer.output(layer.zone(new_state, state[depth]))
+        return x_t
+
     def scalars(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for layer in self.layers:
