@@ -152,6 +152,31 @@ def test_bptt_gradient_equals_sum_of_per_step_gradients(name):
 
 
 @pytest.mark.usefixtures("float64")
+def test_broadcasting_cells_step_inputs_against_states_as_if_expanded():
+    """A cell that says ``broadcasts`` gives, for inputs (M, I) against states (B, 1, H),
+    what its step gives on both expanded to (B·M, ...), gradients included."""
+    said = {
+        name for name, make in ALL_CELLS.items() if make(input_size=IN, hidden_size=H).broadcasts
+    }
+    assert said == set(ALL_CELLS) - {"gfrnn", "mgu-user-cell"}  # a user's cell need not
+    for name in sorted(said):
+        cell = ALL_CELLS[name](input_size=IN, hidden_size=H)
+        x = torch.randn(4, IN, requires_grad=True)  # (M, I)
+        state = tuple(s.unsqueeze(1).requires_grad_() for s in random_state(cell))  # (B, 1, H)
+        h, new = cell(x, state)  # (B, M, H)
+        assert h.shape == (B, 4, H) and all(n.shape == (B, 4, H) for n in new), name
+        flat = tuple(s.expand(B, 4, H).reshape(B * 4, H) for s in state)
+        h_flat, _ = cell(x.expand(B, 4, IN).reshape(B * 4, IN), flat)  # (B·M, H)
+        torch.testing.assert_close(h.reshape(B * 4, H), h_flat)
+        leaves = [x, *state, *cell.parameters()]
+        weights = torch.linspace(-1, 1, h.numel()).view_as(h)
+        got = torch.autograd.grad((h * weights).sum(), leaves)
+        expected = torch.autograd.grad((h_flat * weights.reshape(B * 4, H)).sum(), leaves)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.usefixtures("float64")
 def test_gfrnn_state_holds_every_inner_layer_and_feeds_back_across_layers():
     cell = GatedFeedbackRNN(input_size=IN, hidden_size=H, layers=3)
     state = random_state(cell)

@@ -4,13 +4,43 @@ archive's own split, beating the majority class, and ``rnnlab predict`` on it.""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli_inprocess, runs_of, task_from_config, train
+import torch
+from conftest import cli_inprocess, compose, runs_of, train
 from numeric_data import classification_arrays
 
 LABELS = np.array(["-1", "1", "walk"])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread, which never waits on another on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@functools.cache
+def composed():
+    """The composed train config with task=classify, once per module (Hydra's compose is
+    most of a small test's time); each task merges its own keys into it."""
+    return compose(["task=classify"])
+
+
+def task_from_config(name: str, **options):
+    """Task ``name`` (classify) with its YAML defaults and ``options`` over them, built and
+    validated as ``rnnlab train`` builds it."""
+    from omegaconf import OmegaConf
+
+    from rnnlab.compose.build import build_task
+
+    assert name == "classify"
+    return build_task(OmegaConf.merge(composed(), {"task": options}).task, progress=False)
 
 
 def write_ts(path, x, labels, *, lengths=None):
@@ -59,7 +89,7 @@ def test_three_layouts_read_the_same_sequences(tmp_path, data):
             series="seq",
             time="t",
             label="cls",
-            features="[v]",
+            features=["v"],
         ),
     ]
     for task in tasks:
@@ -82,9 +112,9 @@ def test_three_layouts_read_the_same_sequences(tmp_path, data):
 
 
 def test_variable_lengths_are_padded_and_packed(tmp_path, data):
-    from conftest import compose
+    from conftest import fused_cell, stack_spec
 
-    from rnnlab.compose.build import build_stack
+    from rnnlab.cells.lstm import LSTMCell
     from rnnlab.tasks.classify import Split
 
     x, labels = data
@@ -97,7 +127,7 @@ def test_variable_lengths_are_padded_and_packed(tmp_path, data):
     assert (
         test.values.shape[1] == int(test.lengths.max()) and test.lengths.min() < test.lengths.max()
     )
-    model = task.build_model(stack=build_stack(compose(["cell=lstm", "cell.hidden_size=8"]).cell))
+    model = task.build_model(stack=stack_spec(fused_cell(LSTMCell), (8,)))
     model.eval()
     logits, _ = task.predict(model, test)
     padded = Split(
@@ -107,8 +137,43 @@ def test_variable_lengths_are_padded_and_packed(tmp_path, data):
     np.testing.assert_allclose(logits.numpy(), again.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["packed", "stepwise"])
+def test_bidirectional_features_read_each_whole_sequence(fused):
+    """The backward direction's summary is its output after reading the whole sequence (at
+    the first step), the forward's at each sequence's own last step: a padded batch gives
+    each sequence the features it has alone, equal to the last layer's final states; and the
+    backward half changes with the first element (which it reads last), which a summary
+    taken at the last step never sees."""
+    from conftest import fused_cell, stack_spec
+
+    from rnnlab.cells.gru import GRUCell
+    from rnnlab.models.seq2one import SequenceClassifier
+
+    def classifier(layers):
+        spec = stack_spec(fused_cell(GRUCell, fused=fused), layers, bidirectional=True)
+        return SequenceClassifier(stack=spec, input_size=2, classes=3, dropout=0.0).eval()
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 3, 5])
+    x = torch.randn(7, 3, 2)  # (T, B, I)
+    for b, n in enumerate(lengths.tolist()):
+        x[n:, b] = 99.0  # padding: must never reach a feature
+    changed = x.clone()
+    changed[0] += 1.0  # the first element of every sequence
+    two, one = classifier((6, 5)), classifier((5,))
+    with torch.no_grad():
+        batch = two.features(x, lengths)  # (B, 2·5)
+        _, states = two.rnn(x, lengths=lengths)
+        ends = torch.cat([states[-2][0], states[-1][0]], dim=-1)  # last layer, both directions
+        torch.testing.assert_close(batch, ends, atol=1e-6, rtol=1e-5)
+        for b, n in enumerate(lengths.tolist()):
+            alone = two.features(x[:n, b : b + 1], torch.tensor([n]))  # (1, 2·5)
+            torch.testing.assert_close(batch[b : b + 1], alone, atol=1e-6, rtol=1e-5)
+        shift = one.features(changed, lengths) - one.features(x, lengths)  # one layer
+    assert (shift[:, 5:].abs().amax(1) > 1e-4).all(), shift  # the backward half moved
+
+
 def torch_pad(values, extra):
-    import torch
 
     return torch.cat([values, torch.full((values.shape[0], extra, values.shape[2]), 99.0)], dim=1)
 

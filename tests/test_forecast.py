@@ -4,13 +4,17 @@ in every head; a real run end to end (metrics, artifacts, dataset inputs) and
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import signal
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli_inprocess, compose, runs_of, task_from_config, train
+from conftest import RNNLAB, cli_inprocess, compose, runs_of, stack_spec, train, yaml_defaults
 from numeric_data import forecast_frame, write_csv
 
 from rnnlab.data.windows import gather
@@ -19,12 +23,48 @@ CELLS = ("elman", "rnn_tanh", "rnn_relu", "lstm", "gru", "gfrnn")
 HEADS = ("direct", "seq2seq", "segment")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread, which never waits on another on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@functools.cache
+def composed():
+    """The composed train config with task=forecast, once per module (Hydra's compose is
+    most of a small test's time); each task merges its own keys into it."""
+    return compose(["task=forecast"])
+
+
 def forecast_task(path, **options):
-    base = {"data": str(path), "time": "time", "target": "[y,z]", "lookback": 24, "horizon": 12}
-    base.update(options)
-    task = task_from_config("forecast", **base)
+    """A prepared forecast task on ``path``: the YAML defaults with ``options`` over them,
+    built and validated as ``rnnlab train`` builds it."""
+    from omegaconf import OmegaConf
+
+    from rnnlab.compose.build import build_task
+
+    keys = {"data": str(path), "time": "time", "target": ["y", "z"], "lookback": 24}
+    keys.update({"horizon": 12, **options})
+    task = build_task(OmegaConf.merge(composed(), {"task": keys}).task, progress=False)
     task.prepare()
     return task
+
+
+def cell_factory(name: str):
+    """Cell ``name`` as conf/cell/NAME.yaml builds its layers (its ``layer`` keys, with the
+    fused-layer keys where it includes them), without a Hydra compose per cell."""
+    from functools import partial
+
+    from hydra.utils import get_class
+
+    node = yaml_defaults(f"cell/{name}.yaml")
+    layer = dict(node["layer"])
+    if "/cell_base/fused_layer@layer" in node["defaults"]:
+        layer = {**yaml_defaults("cell_base/fused_layer.yaml"), **layer}
+    return partial(get_class(layer.pop("_target_")), **layer)
 
 
 @pytest.fixture
@@ -34,7 +74,7 @@ def table(tmp_path):
 
 def test_windows_never_cross_a_split_or_a_series(tmp_path):
     table = write_csv(forecast_frame(400, series=2), tmp_path)
-    task = forecast_task(table, series="store", split="[0.6,0.2,0.2]")
+    task = forecast_task(table, series="store", split=[0.6, 0.2, 0.2])
     lookback, horizon = 24, 12
     for b in task.bounds:
         assert b.train_end - b.start == 240 and b.val_end - b.train_end == 80
@@ -68,7 +108,7 @@ def test_scaler_sees_training_rows_only(tmp_path):
     frame = forecast_frame(400)
     raw = frame.copy()
     frame.loc[280:, ["y", "z"]] += 1000.0  # validation and test rows far away
-    task = forecast_task(write_csv(frame, tmp_path), split="[0.7,0.1,0.2]")
+    task = forecast_task(write_csv(frame, tmp_path), split=[0.7, 0.1, 0.2])
     train = raw.loc[:279, ["y", "z"]].to_numpy()
     np.testing.assert_allclose(task.scaler.shift[0, :2], train.mean(0), rtol=1e-5)
     np.testing.assert_allclose(task.scaler.scale[0, :2], train.std(0), rtol=1e-4)
@@ -167,12 +207,10 @@ def check_heads(table, pairs) -> None:
     the stack runs any cell, and no head asks which."""
     from dataclasses import replace
 
-    from rnnlab.compose.build import build_stack
-
-    task = forecast_task(table, segment=12, calendar="true", covariates="[temp]", batch_size=8)
+    task = forecast_task(table, segment=12, calendar=True, covariates=["temp"], batch_size=8)
     batch = next(task.train_batches(epoch=1))
     for n, (cell, heads) in enumerate(pairs):
-        stack = build_stack(compose([f"cell={cell}", "cell.hidden_size=8"]).cell)
+        stack = stack_spec(cell_factory(cell), (8,))
         for i, head in enumerate(heads):
             task.options = replace(task.options, model=head, revin=(n + i) % 2 == 1)
             torch.manual_seed(0)
@@ -198,14 +236,66 @@ def test_every_cell_in_every_head(table):
     check_heads(table, [(cell, HEADS) for cell in CELLS])
 
 
-@pytest.fixture(scope="module")
-def forecast_run(tmp_path_factory, empty_store):
-    from conftest import new_store, run_env
+def test_bidirectional_direct_head_reads_the_whole_lookback(table):
+    """With cell.bidirectional=true the direct head reads the backward direction's output
+    after the whole lookback (at its first row): changing the first row changes that half."""
+    task = forecast_task(table, model="direct")
+    spec = stack_spec(cell_factory("gru"), (8,), bidirectional=True)
+    torch.manual_seed(0)
+    model = task.build_model(stack=spec).eval()
+    seen = []
+    model.head.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    past, known, _ = task.split_batch(gather(task.window_view(), task.starts["val"][:4]))
+    changed = past.clone()
+    changed[:, 0] += 1.0  # the first lookback row, which the backward direction reads last
+    with torch.no_grad():
+        model(past, known), model(changed, known)
+    before, after = seen  # (B, 2·8): forward half, then backward half
+    assert before.shape == (4, 16)
+    assert ((after - before)[:, 8:].abs().amax(1) > 1e-4).all()
 
-    workdir = tmp_path_factory.mktemp("forecast")
-    path = write_csv(forecast_frame(500, series=2), workdir)
-    uri = new_store(workdir, empty_store)
-    overrides = [
+
+@pytest.mark.parametrize("independent", [True, False], ids=["independent", "joint"])
+def test_segment_decoding_broadcast_equals_the_repeated_batch(independent):
+    """The SegRNN head decodes by broadcasting the queries against the final states; it
+    computes what SegRNN's reference code computes on the repeated (row, segment) batch:
+    the same forecasts and the same gradients, for a 2-layer GRU and an LSTM with zoneout
+    (in eval: its expectation)."""
+    from conftest import fused_cell, stack_spec
+
+    from rnnlab.cells.gru import GRUCell
+    from rnnlab.cells.lstm import LSTMCell
+    from rnnlab.models.forecast import SegmentForecaster
+
+    for cell, zoneout in ((GRUCell, 0.0), (LSTMCell, 0.3)):
+        spec = stack_spec(fused_cell(cell), (8, 8), zoneout=zoneout)
+        torch.manual_seed(0)
+        model = SegmentForecaster(
+            stack=spec, segment=6, channel_independent=independent, dropout=0.0,
+            lookback=24, horizon=12, targets=3, inputs=4, known=0, revin=False,
+        ).train(zoneout == 0)  # fmt: skip
+        assert model.rnn.broadcasts
+        rows = 5 * (3 if independent else 1)
+        _, state = model.rnn(torch.randn(4, rows, 8))  # final states of B' rows
+        state = [tuple(s.detach().requires_grad_() for s in layer) for layer in state]
+        leaves = [*model.parameters(), *(s for layer in state for s in layer)]
+        found = []
+        for decode in (model.decode, model.decode_repeated):
+            h = decode(state, 5)  # (B, C or 1, M, 8)
+            weights = torch.linspace(-1, 1, h.numel()).view_as(h)
+            grads = torch.autograd.grad((h * weights).sum(), leaves, allow_unused=True)
+            found.append((h.detach(), [g for g in grads if g is not None]))
+        (fast, fast_grads), (slow, slow_grads) = found
+        assert fast.shape == (5, 3 if independent else 1, 2, 8)
+        torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+        for a, b in zip(fast_grads, slow_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def run_overrides(path) -> list[str]:
+    """The shared run: two series, covariate, calendar, SegRNN with dropout (so a resume
+    must restore the random state), a checkpoint every 5 steps (mid-epoch ones)."""
+    return [
         "task=forecast",
         f"task.data={path}",
         "task.time=time",
@@ -217,15 +307,26 @@ def forecast_run(tmp_path_factory, empty_store):
         "task.horizon=24",
         "task.season=24",
         "task.model=segment",
+        "task.dropout=0.1",
+        "task.plots=1",
         "cell.hidden_size=16",
         "trainer.max_epochs=2",
+        "trainer.checkpoint_every=5",
         "tracking.log_model=false",
         "device=cpu",
         "trainer.threads=1",  # tests share the cores: one thread never waits on another
-        f"tracking.uri={uri}",
     ]
+
+
+@pytest.fixture(scope="module")
+def forecast_run(tmp_path_factory, empty_store):
+    from conftest import new_store, run_env
+
+    workdir = tmp_path_factory.mktemp("forecast")
+    path = write_csv(forecast_frame(500, series=2), workdir)
+    uri = new_store(workdir, empty_store)
     with run_env(workdir):
-        train(overrides)
+        train([*run_overrides(path), f"tracking.uri={uri}"])
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -313,6 +414,108 @@ def test_runs_pivot_tables_forecast_runs_by_cell_and_horizon(forecast_run, tmp_p
     (cell,) = json.loads(result.stdout)
     assert cell["cell.name"] == "gru" and cell["task.horizon"] in ("24", 24)
     assert cell["mean"] == pytest.approx(forecast_run["run"].data.metrics["test/mse"])
+
+
+def test_training_resumed_from_a_mid_epoch_checkpoint_is_bit_exact(table, tmp_path):
+    """rnnlab's own training (``train_model``, no MLflow) kept every checkpoint; a fresh
+    task and model resumed from the one one batch into epoch 2 train the rest and end with
+    the same weights, step losses and test metrics: the scaler and layout, the batch order,
+    the optimizer and the dropout's random state all come back."""
+    from rnnlab.compose import compose as build
+    from rnnlab.train.checkpoint import load_checkpoint
+    from rnnlab.train.recorder import MemoryRecorder
+    from rnnlab.train.run import train_model
+
+    class Keeping(MemoryRecorder):
+        def write_checkpoint(self, name, write):
+            count = len(list(self.checkpoint_dir.glob("last-*.pt")))
+            write(self.checkpoint_dir / (f"last-{count + 1}.pt" if name == "last" else name))
+
+    overrides = [*run_overrides(table)[:3], "task.target=[y,z]", "task.lookback=24"]
+    overrides += ["task.horizon=12", "task.segment=12", "task.model=segment", "task.dropout=0.2"]
+    overrides += ["cell.hidden_size=8", "task.batch_size=32", "trainer.max_epochs=2"]
+    overrides += ["trainer.checkpoint_every=3", "trainer.log_every=1", "trainer.threads=1"]
+    overrides += ["device=cpu"]
+    config = compose(overrides)
+
+    def run(folder, resume=None):
+        spec, recorder = build(config), Keeping(folder)
+        folder.mkdir()
+        outcome = train_model(
+            task=spec.task, stack=spec.stack, optimizer=spec.optimizer, scheduler=None,
+            settings=spec.trainer, recorder=recorder, device=spec.device, seed=spec.seed,
+            config_yaml=spec.config_yaml, resume=resume,
+        )  # fmt: skip
+        steps = [(s, m["train/step_loss"]) for s, m in recorder.metrics if "train/step_loss" in m]
+        return outcome, steps, folder
+
+    straight, straight_steps, folder = run(tmp_path / "straight")
+    kept = sorted(folder.glob("last-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    progress = [load_checkpoint(p)["progress"] for p in kept]
+    middle = next(i for i, p in enumerate(progress) if p["epoch"] == 2 and p["batches_done"] > 0)
+    resumed, resumed_steps, _ = run(tmp_path / "resumed", load_checkpoint(kept[middle]))
+    done = progress[middle]["step"]
+    assert len(resumed_steps) > 0 and resumed_steps == straight_steps[done:]
+    for key, value in resumed.model.state_dict().items():
+        assert torch.equal(value, straight.model.state_dict()[key]), key
+    assert resumed.metrics["test/mse"] == straight.metrics["test/mse"]
+
+
+@pytest.mark.slow  # a real process (about 10 s idle); the test above is its fast twin
+def test_a_forecast_run_killed_mid_epoch_resumes_bit_exact(forecast_run, workdir, client):
+    """A real process killed by its fault point right after its third checkpoint (step 10:
+    epoch 2, one batch in), then ``resume=``: the run ends with the history and metrics of
+    the shared run, which trained the same config without a break (dropout included)."""
+    args = ["train", *run_overrides(forecast_run["path"])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["RNNLAB_FAULT"] = "checkpoint.renamed@3"
+    killed = subprocess.run([*RNNLAB, *args], cwd=workdir, env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (run,) = runs_of(client, "forecast")
+    run_id = run.info.run_id
+    assert run.info.status == "RUNNING"  # nobody could mark it: that is what resume is for
+    losses = client.get_metric_history(run_id, "train/loss")
+    assert [m.step for m in losses] == [1]  # killed within epoch 2
+    resumed = cli_inprocess("train", f"resume={run_id}", "device=cpu", cwd=workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run" in resumed.stdout
+    done, ref = client.get_run(run_id), forecast_run["run"]
+    assert done.info.status == "FINISHED"
+    for key in ("train/loss", "val/loss", "val/mse", "test/mse", "test/mae_units", "test/mase"):
+        assert done.data.metrics[key] == ref.data.metrics[key], key
+    ref_client = forecast_run["client"]
+    for key in ("train/loss", "val/loss", "train/step_loss"):
+        history = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        expected = [(m.step, m.value) for m in ref_client.get_metric_history(ref.info.run_id, key)]
+        assert sorted(history) == sorted(expected), key
+
+
+def test_rank_shards_split_each_global_batch(table):
+    """Under trainer.devices=2 each rank trains its share of the global batch: at every
+    step the two ranks' windows are disjoint and together the one process's batch."""
+    one = forecast_task(table, batch_size=16)
+    ranks = [forecast_task(table, batch_size=8).shard(rank=r, world_size=2) for r in range(2)]
+    steps = list(zip(*(t.train_batches(epoch=1) for t in (one, *ranks)), strict=True))
+    assert len(steps) == -(-len(one.starts["train"]) // 16)
+    for whole, first, second in steps:
+        assert not set(first.tolist()) & set(second.tolist())
+        assert sorted(first.tolist() + second.tolist()) == sorted(whole.tolist())
+
+
+@pytest.mark.slow  # two spawned ranks (about 15 s)
+def test_forecast_trains_data_parallel_on_two_cpu_processes(forecast_run, workdir, client):
+    """``trainer.devices=2`` (gloo) end to end: one run, recorded by rank 0, with the
+    group's tags, every epoch's loss and the test metrics."""
+    result = cli_inprocess(
+        "train", *run_overrides(forecast_run["path"]), "trainer.devices=2", cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runs_of(client, "forecast")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["world_size"] == "2" and run.data.tags["backend"] == "gloo"
+    assert run.data.tags["effective_batch_size"] == "128"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
+    assert np.isfinite(run.data.metrics["test/mse"])
 
 
 @pytest.mark.slow

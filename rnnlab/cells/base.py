@@ -32,6 +32,12 @@ Zoneout (Krueger et al. 2016) lives here too, since it only needs the state tupl
 each state unit keeps its previous value with probability ``zoneout``; in eval the state is the
 expectation ``p·old + (1−p)·new``, as in the paper (deterministic, no sampling).
 
+A cell whose ``forward`` accepts leading dimensions that broadcast (``x_t`` of shape (..., I)
+and state tensors of shape (..., H), e.g. inputs (M, I) against states (B, 1, H), giving
+(B, M, H)) says so with ``broadcasts = True``; a decoder may then run one step for many
+inputs from few states without copying the states out (the SegRNN head's parallel decoding).
+The built-in cells but the gated-feedback RNN do; a user's cell need not.
+
 Cells also report ``hidden_size``, whether a task should put a linear read-out on top
 (``linear_readout``), and ``scalars()``: a few named numbers worth logging per epoch (the
 Elman cell's two weights, for instance).
@@ -59,6 +65,8 @@ class Cell(nn.Module):
     linear_readout: ClassVar[bool] = True
     #: number of tensors in the state tuple
     state_size: ClassVar[int] = 1
+    #: whether ``forward`` broadcasts leading dimensions of ``x_t`` and the state (see above)
+    broadcasts: ClassVar[bool] = False
 
     def __init__(self, *, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -149,7 +157,9 @@ class Cell(nn.Module):
     def end_sequence(self, shared: Any, initial: State, outputs: Tensor) -> None:
         """Called with the (T, B, H) outputs after the loop; nothing to do by default."""
 
-    def _zone(self, new: State, old: State) -> State:
+    def zone(self, new: State, old: State) -> State:
+        """Zoneout of one step: ``new`` with each unit kept at ``old`` (training: with
+        probability ``zoneout``; eval: in expectation). The two may broadcast."""
         p = self.zoneout
         if self.training:
             return tuple(
@@ -171,7 +181,7 @@ class Cell(nn.Module):
         for t, p_t in enumerate(per_step):
             h_t, new_state = self.step(p_t, state, shared)
             if self.zoneout > 0:
-                new_state = self._zone(new_state, state)
+                new_state = self.zone(new_state, state)
                 h_t = self.output(new_state)
             if live is None:
                 state = new_state

@@ -19,6 +19,7 @@ class ElmanCell(Cell):
     """Linear recurrence; its output is its state, so tasks add no read-out on top."""
 
     linear_readout: ClassVar[bool] = False
+    broadcasts: ClassVar[bool] = True  # two matmuls and a sum
 
     def __init__(
         self,

@@ -57,7 +57,10 @@ class BatchedRecurrentGrad(torch.autograd.Function):
 
 
 class FusedCell(Cell):
-    """A cell whose whole-sequence pass can use a fused kernel when ``fused=True``."""
+    """A cell whose whole-sequence pass can use a fused kernel when ``fused=True``.
+
+    Its single step works on the last dimension only (linear maps, gates chunked along it),
+    so ``forward`` broadcasts leading dimensions of the input against the state's."""
 
     fused_module: ClassVar[type[nn.RNNBase]]
     fused_kwargs: ClassVar[dict] = {}
@@ -65,6 +68,7 @@ class FusedCell(Cell):
     gates: ClassVar[int] = 1
     #: whether the pre-activation is gi + gh throughout (RNN, LSTM; not the GRU's r ⊙ gh_n)
     additive: ClassVar[bool] = True
+    broadcasts: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -141,7 +145,8 @@ class FusedCell(Cell):
         return self.update(gi_t, gh_t, state)
 
     def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
-        """The cell's gate arithmetic from the input and recurrent pre-activations (B, G·H)."""
+        """The cell's gate arithmetic from the input and recurrent pre-activations (..., G·H),
+        along the last dimension (the two may broadcast against each other and the state)."""
         raise NotImplementedError
 
     def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:

@@ -24,8 +24,8 @@ class GRUCell(FusedCell):
 
     def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state
-        i_r, i_z, i_n = gi_t.chunk(3, dim=1)  # each (B, H)
-        h_r, h_z, h_n = gh_t.chunk(3, dim=1)
+        i_r, i_z, i_n = gi_t.chunk(3, dim=-1)  # each (B, H)
+        h_r, h_z, h_n = gh_t.chunk(3, dim=-1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)

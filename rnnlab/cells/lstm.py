@@ -30,7 +30,7 @@ class LSTMCell(FusedCell):
     def update(self, gi_t: Tensor, gh_t: Tensor, state: State) -> tuple[Tensor, State]:
         _, c = state
         gates = gi_t + gh_t  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)  # each (B, H)
+        i, f, g, o = gates.chunk(4, dim=-1)  # each (B, H)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(self.ln_c(c) if self.layer_norm else c)
         return h, (h, c)

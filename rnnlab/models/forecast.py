@@ -16,9 +16,11 @@ so every cell works in every head; nothing here asks which cell it runs.
   (its own forecast, or the actual one with probability ``teacher_forcing`` in training).
 * :class:`SegmentForecaster`: SegRNN (Lin et al. 2023): the lookback cut into segments of
   ``segment`` steps, each embedded by a linear layer and ReLU; one recurrent pass over the
-  segments; then every output segment decoded in parallel from the final state, with a
-  position embedding (and a channel embedding when channels are independent) as the one
-  input step. The last input value is subtracted first and added back after.
+  segments (channels independent: each channel a row of the batch, one fused call); then
+  every output segment decoded in parallel from the final state, with a position embedding
+  (and a channel embedding when channels are independent) as the one input step, broadcast
+  against the states rather than copied out per segment. The last input value is subtracted
+  first and added back after.
 
 :class:`RevIN` (Kim et al. 2022) normalises each window's target channels by their own
 mean and deviation over the lookback and undoes it on the forecast (``revin=True``).
@@ -83,7 +85,8 @@ class Forecaster(nn.Module):
 
 
 class DirectForecaster(Forecaster):
-    """The last hidden state of the stack -> all H·T forecasts in one linear map."""
+    """The stack's summary of the lookback (each direction after reading all of it) -> all
+    H·T forecasts in one linear map."""
 
     def __init__(self, *, stack: StackSpec, **sizes: int | bool) -> None:
         super().__init__(**sizes)
@@ -97,7 +100,7 @@ class DirectForecaster(Forecaster):
 
     def predict(self, past: Tensor, future_known: Tensor, target: Tensor | None) -> Tensor:
         out, _ = self.rnn(past.transpose(0, 1))  # (L, B, I) -> (L, B, Hd)
-        y = self.head(out[-1])  # (B, H·T)
+        y = self.head(self.rnn.summary(out))  # (B, Hd) -> (B, H·T): each direction whole
         if self.known_head is not None:
             y = y + self.known_head(future_known.flatten(1))  # (B, H·K) -> (B, H·T)
         return y.view(-1, self.horizon, self.targets)  # (B, H, T)
@@ -192,17 +195,39 @@ class SegmentForecaster(Forecaster):
                 [series[..., : self.targets] - last, series[..., self.targets :]], -1
             )
             x = series.reshape(b, self.n_in, self.segment * self.inputs)  # (B, N, W·I)
-        _, state = self.rnn(self.embed(x).transpose(0, 1))  # (N, B', d) -> final states
-        queries = self.decoder_inputs()  # (Q, d): Q = C·M or M
-        rows = state[0][0].shape[0]  # B' = B·T or B
-        per_row = self.n_out  # each of the B' rows decodes its M output segments
-        state = [tuple(s.repeat_interleave(per_row, 0) for s in layer) for layer in state]
-        q = queries.view(-1, per_row, queries.shape[-1])  # (C or 1, M, d)
-        q = q.expand(b, -1, -1, -1).reshape(rows * per_row, -1)  # (B'·M, d)
-        h, _ = self.rnn(q.unsqueeze(0), state)  # (1, B'·M, Hd)
-        y = self.head(self.dropout(h[0]))  # (B'·M, W·c)
+        # segments time-major before the embedding, so its (N, B', d) output is contiguous
+        _, state = self.rnn(self.embed(x.transpose(0, 1)))  # (N, B', d) -> final states
+        h = self.decode(state, b)  # (B, C or 1, M, Hd)
+        y = self.head(self.dropout(h))  # (B, C or 1, M, W·c)
         if self.independent:
-            y = y.view(b, self.targets, self.horizon).transpose(1, 2)  # (B, H, T)
+            y = y.reshape(b, self.targets, self.horizon).transpose(1, 2)  # (B, H, T)
         else:
-            y = y.view(b, self.n_out, self.segment, self.targets).reshape(b, self.horizon, -1)
+            y = y.reshape(b, self.horizon, self.targets)  # (B, M, W, T) -> (B, H, T)
         return y + last
+
+    def decode(self, state: list[tuple[Tensor, ...]], b: int) -> Tensor:
+        """Every output segment in parallel: one recurrent step from each row's final state
+        with each segment's query as input -> (B, C or 1, M, Hd).
+
+        The M queries are the same for every row and each row's state the same for its M
+        queries, so with broadcasting cells the step runs on queries (C or 1, M, d) against
+        states (B, C or 1, 1, H): each input and recurrent projection once, not once per
+        (row, segment) pair as the repeated batch of SegRNN's reference code computes them.
+        """
+        if not self.rnn.broadcasts:
+            return self.decode_repeated(state, b)
+        queries = self.decoder_inputs()  # (Q, d): Q = C·M or M
+        groups = queries.shape[0] // self.n_out  # C with channels independent, else 1
+        q = queries.view(groups, self.n_out, -1)  # (C or 1, M, d)
+        rows = [tuple(s.view(b, groups, 1, -1) for s in layer) for layer in state]
+        return self.rnn.broadcast_step(q, rows)  # (B, C or 1, M, Hd)
+
+    def decode_repeated(self, state: list[tuple[Tensor, ...]], b: int) -> Tensor:
+        """:meth:`decode` for any cell: the (row, segment) pairs as one batch of B'·M rows, a
+        length-1 sequence through the stack (SegRNN's reference code)."""
+        queries = self.decoder_inputs()  # (Q, d)
+        groups, per_row = queries.shape[0] // self.n_out, self.n_out
+        state = [tuple(s.repeat_interleave(per_row, 0) for s in layer) for layer in state]
+        q = queries.expand(b, -1, -1).reshape(-1, queries.shape[-1])  # (B·Q, d) = (B'·M, d)
+        h, _ = self.rnn(q.unsqueeze(0), state)  # (1, B'·M, Hd)
+        return h[0].view(b, groups, per_row, -1)  # (B, C or 1, M, Hd)

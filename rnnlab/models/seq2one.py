@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from rnnlab.models.stack import StackSpec
@@ -26,7 +25,7 @@ class SequenceRegressor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(x)  # (T, B, H)
-        last = out[-1]  # (B, H)
+        last = self.rnn.summary(out)  # (B, H): each direction after the whole sequence
         if self.readout is not None:
             last = self.readout(last)  # (B, 1)
         return last.squeeze(-1)  # (B,)
@@ -36,8 +35,9 @@ class SequenceRegressor(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
-    """Maps padded (T, B, I) inputs and their lengths (B,) to (B, K) class logits, from the
-    output at each sequence's own last step (the stack packs the padding away)."""
+    """Maps padded (T, B, I) inputs and their lengths (B,) to (B, K) class logits, from each
+    direction's output after reading the whole sequence (the stack packs the padding away):
+    the forward direction's at the sequence's own last step, the backward's at its first."""
 
     def __init__(self, *, stack: StackSpec, input_size: int, classes: int, dropout: float) -> None:
         super().__init__()
@@ -45,8 +45,10 @@ class SequenceClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.rnn.hidden_size, classes)
 
+    def features(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(T, B, I) padded inputs -> (B, H·dirs): what the head reads."""
+        out, _ = self.rnn(x, lengths=lengths)  # (T, B, H·dirs)
+        return self.rnn.summary(out, lengths)  # (B, H·dirs)
+
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        out, _ = self.rnn(x, lengths=lengths)  # (T, B, H)
-        last = (lengths.to(out.device) - 1).clamp_min(0)  # (B,)
-        final = out[last, torch.arange(out.shape[1], device=out.device)]  # (B, H)
-        return self.head(self.dropout(final))  # (B, K)
+        return self.head(self.dropout(self.features(x, lengths)))  # (B, K)

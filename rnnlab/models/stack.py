@@ -233,6 +233,26 @@ class RecurrentStack(nn.Module):
         out = torch.cat([out, reverse_padded(reversed_out, on_device)], dim=-1)  # (T, B, 2H)
         return out, [layer_state, back_state]
 
+    def summary(self, out: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Each direction's output once it has read the whole sequence: (T, B, H·dirs) ->
+        (B, H·dirs).
+
+        The forward direction has read everything at each sequence's own last step
+        (``lengths - 1``, or T - 1); the backward direction reads from the end, so its output
+        at step 0 is the one that has read everything. Taking the last step for both would
+        give the backward half a summary of one step.
+        """
+        batch = torch.arange(out.shape[1], device=out.device)  # (B,)
+        if lengths is None:
+            forward = out[-1]  # (B, H·dirs)
+        else:
+            last = (to_device(lengths, out.device) - 1).clamp_min(0)  # (B,)
+            forward = out[last, batch]  # (B, H·dirs)
+        if self.num_directions == 1:
+            return forward
+        width = out.shape[-1] // 2  # the backward half of the features
+        return torch.cat([forward[:, :width], out[0, :, width:]], dim=-1)  # (B, 2H)
+
     def step(self, x_t: Tensor, state: list[State]) -> tuple[Tensor, list[State]]:
         """One time step of a unidirectional stack: x_t (B, I) -> (B, H_last), new states.
 
@@ -254,6 +274,32 @@ class RecurrentStack(nn.Module):
         if self.final_norm is not None:
             x_t = self.final_norm(x_t)
         return x_t, new_state
+
+    @property
+    def broadcasts(self) -> bool:
+        """Whether :meth:`broadcast_step` can run: one direction, no blocks around the cells
+        (their norms and residuals are not part of it), every cell broadcasts."""
+        plain = self.blocks is None and self.final_norm is None
+        return plain and self.num_directions == 1 and all(c.broadcasts for c in self.layers)
+
+    def broadcast_step(self, x_t: Tensor, state: list[State]) -> Tensor:
+        """One time step whose inputs and states broadcast against each other: x_t (..., I)
+        and state tensors (..., H) -> the top layer's output (broadcast shape, H_last).
+
+        The function of a length-1 sequence through :meth:`forward` on the inputs and
+        states expanded to the broadcast shape (between-layer dropout and zoneout as there),
+        without the copies: each layer's projection of a small input or state is computed
+        once, and only the gate arithmetic runs at the full shape.
+        """
+        if not self.broadcasts:
+            raise ValueError("broadcast_step needs a unidirectional stack of broadcasting cells")
+        for depth, layer in enumerate(self.layers):
+            if depth > 0 and self.dropout.p > 0:
+                x_t = self.dropout(x_t.unsqueeze(0)).squeeze(0)  # as a (1, ..., H) sequence
+            x_t, new_state = layer(x_t, state[depth])  # (..., H)
+            if layer.zoneout > 0:
+                x_t = layer.output(layer.zone(new_state, state[depth]))
+        return x_t
 
     def scalars(self) -> dict[str, float]:
         out: dict[str, float] = {}
