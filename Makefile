@@ -6,6 +6,10 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core (each gets its share of the threads, tests/conftest.py);
+# each module runs whole on one worker, so its module-scoped fixtures are built once
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadscope
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-spark test test-all lint format bench clean
@@ -27,10 +31,10 @@ install-spark: $(BIN)/python ## Add pyspark to .venv for the Spark UDF test (nee
 	@command -v java >/dev/null || echo "no java: apt-get install default-jre-headless"
 
 test: ## Run the fast test suite (no GPU, no network)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 test-all: ## Run every test, slow ones included (GPU/browser tests skip where unavailable)
-	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) -m "" $(PYTEST_ARGS)
 
 lint: ## Check style (ruff) and the layer contract (import-linter)
 	$(BIN)/ruff check rnnlab tests scripts

@@ -19,8 +19,46 @@ ROOT = Path(__file__).resolve().parent.parent
 RNNLAB = [sys.executable, "-m", "rnnlab.cli"]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its share of the
+    cores as ``OMP_NUM_THREADS`` before torch is imported, here and in every ``rnnlab``
+    subprocess: workers that each took every core would preempt each other's threads. A
+    value the user set wins (rnnlab's own thread rule, rnnlab.train.threads)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+#: the modules that take longest (``pytest --durations=0``, summed per module), first: under
+#: ``--dist loadscope`` each module runs whole on one worker (its module fixtures are made
+#: once), and the workers finish together when the long ones are not handed out last
+LONGEST_FIRST = (
+    "test_tracking_process",
+    "test_lease",
+    "test_bad_inputs",
+    "test_distributed",
+    "test_server",
+    "test_cli",
+    "test_resume",
+    "test_store_schema",
+    "test_ui_browser",
+    "test_bitcount",
+    "test_sweeps",
+    "test_serving",
+    "test_translate",
+)
+
+
+def by_length(item) -> int:
+    name = item.module.__name__ if item.module is not None else ""
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
-    """``gpu`` tests skip themselves, saying why, where torch sees no CUDA device."""
+    """The longest modules first (a stable sort: the order within each module stays); ``gpu``
+    tests skip themselves, saying why, where torch sees no CUDA device."""
+    items.sort(key=by_length)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

@@ -230,6 +230,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # make test starts the same server in tests/test_ui_browser.py (with --uri)
 def test_ui_serves_http_on_loopback_and_stops(bitcount_run):
     """A real server process, started where the session's bitcount store is (no --uri)."""
     workdir = bitcount_run["workdir"]

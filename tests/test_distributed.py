@@ -127,7 +127,10 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 
 @pytest.mark.parametrize(
-    ("task", "overrides"), [("ptb", PTB), ("translate", TRANSLATE)], ids=["ptb_tiny", "multi30k"]
+    ("task", "overrides"),
+    # translate in make test-all: the same DDP step and reduction, through the seq2seq model
+    [("ptb", PTB), pytest.param("translate", TRANSLATE, marks=pytest.mark.slow)],
+    ids=["ptb_tiny", "multi30k"],
 )
 def test_ddp_world_2_matches_one_process_with_twice_the_batch(
     task, overrides, shared_data, tmp_path

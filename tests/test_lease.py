@@ -54,6 +54,7 @@ def bitcount(epochs: int) -> list[str]:
 #: the two-writer test's run (its winner is held at the lease until the loser has tried)
 EPOCHS = 30
 BITCOUNT = bitcount(EPOCHS)
+SLOW = pytest.mark.slow
 #: the fault-injection chain: each resumed process dies at its first checkpoint
 CHAIN_EPOCHS = 60
 
@@ -205,13 +206,23 @@ def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-def test_kill_at_each_step_of_a_checkpoint_write_then_resume_is_bit_exact(workdir, client):
-    """SIGKILL after the rename (a fresh run), then, resumed each time, before the metrics
-    flush, with the temp file just created, and before the rename: the run that finally
-    resumes to the end holds exactly the metrics of an uninterrupted run."""
+@pytest.mark.parametrize(
+    "points",
+    [
+        ("checkpoint.temp",),
+        pytest.param(("checkpoint.flush", "checkpoint.temp", "checkpoint.rename"), marks=SLOW),
+    ],
+    ids=["one resumed kill", "every step"],
+)
+def test_kill_at_each_step_of_a_checkpoint_write_then_resume_is_bit_exact(workdir, client, points):
+    """SIGKILL after the rename (a fresh run), then, resumed each time, at ``points``: before
+    the metrics flush, with the temp file just created, before the rename. The run that
+    finally resumes to the end holds exactly the metrics of an uninterrupted run. ``make
+    test`` kills one resumed run (with the temp file half made: the step a kill most often
+    leaves); ``make test-all`` kills at every step (each kill is a process, ~5 s)."""
     chain = bitcount(CHAIN_EPOCHS)
     run_id = killed_run(workdir, client, "checkpoint.renamed@1", chain)
-    for point in ("checkpoint.flush", "checkpoint.temp", "checkpoint.rename"):
+    for point in points:
         proc = start(
             ["train", f"resume={run_id}", "device=cpu"], workdir, env={"RNNLAB_FAULT": point}
         )

@@ -60,6 +60,7 @@ def metric_steps(client, run_id: str, key: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
+@pytest.mark.slow  # make test covers the path: the PTB kill below, test_lease's kill chain
 def test_sigkill_then_resume_is_bit_exact(workdir, client):
     proc = start(["train", *BITCOUNT], workdir)
     wait_for_checkpoint(workdir, proc, after_epoch=100)
