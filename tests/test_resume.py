@@ -101,12 +101,18 @@ def test_sigkill_then_resume_is_bit_exact(workdir, client):
     [pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow), (signal.SIGINT, 130)],
 )
 def test_signal_checkpoints_marks_killed_and_prints_resume(signum, code, workdir, client):
+    from rnnlab.tracking.lease import LEASE_TAG, Holder
+
     proc = start(["train", *BITCOUNT], workdir)
     wait_for_checkpoint(workdir, proc, after_epoch=50)
+    (running,) = runs_of(client, "bitcount")
+    holder = Holder.parse(running.data.tags[LEASE_TAG])
+    assert holder.pid == proc.pid  # the process a user would stop, not its tracking process
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     (run,) = runs_of(client, "bitcount")
+    assert LEASE_TAG not in run.data.tags  # released as the run ended
     assert run.info.status == "KILLED"
     assert f"rnnlab train resume={run.info.run_id}" in err
     assert "Traceback" not in err

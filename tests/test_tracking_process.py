@@ -23,7 +23,7 @@ import pandas as pd
 import psutil
 import pytest
 import torch
-from conftest import run_cli, runs_of
+from conftest import cli_inprocess, runs_of
 from test_lease import bitcount, start
 
 from rnnlab.tracking.lease import LEASE_TAG, Holder
@@ -131,6 +131,7 @@ def test_a_run_through_the_tracking_process_is_complete_and_mlflow_stays_out(
     assert "mlflow imported: True" in inline.stderr
 
 
+@pytest.mark.slow  # make test: tests/test_resume.py's Ctrl-C checks the lease's pid and KILLED
 def test_the_lease_names_the_training_process_and_sigterm_ends_the_run_killed(workdir, client):
     proc = start(["train", *LONG], workdir)
     run = running_run(client, proc)
@@ -166,7 +167,8 @@ def test_a_killed_training_process_takes_its_tracker_along_and_the_run_resumes(w
     (run,) = runs_of(client, "bitcount")
     assert run.info.status == "RUNNING"  # as after any crash: resumable
     # at once: the tracker may still be storing what it was sent; the resume waits for it
-    resumed = run_cli("train", f"resume={run.info.run_id}", "device=cpu", cwd=workdir)
+    # (in this process: a resume writes MLflow in process, here as in its own process)
+    resumed = cli_inprocess("train", f"resume={run.info.run_id}", "device=cpu", cwd=workdir)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming run" in resumed.stdout
     assert trackers_in(workdir) == []  # its pipe closed: it left, with the run's OS lock
