@@ -100,6 +100,35 @@ def test_global_package_is_used_only_by_presets():
         assert f"/task_defaults/{path.stem}@_global_" in path.read_text()
 
 
+def test_hydra_mode_is_left_to_the_command_line_so_its_first_composition_can_be_skipped():
+    """``job.known_mode`` answers Hydra's ``get_mode`` with None without composing: right only
+    while every packaged config leaves ``hydra.mode`` unset, which real Hydra checks here."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra = Hydra.create_main_hydra2("t", create_config_search_path(str(config_dir())))
+    try:
+        check_mode_answers(hydra, Hydra)
+    finally:  # create_main_hydra2 set the global instance: leave it as compose() needs it
+        GlobalHydra.instance().clear()
+
+
+def check_mode_answers(hydra, Hydra) -> None:
+    from rnnlab.session import job
+
+    for option in [""] + [o for g, o in group_options() if g == "experiment"]:
+        overrides = [f"experiment={option}"] if option else []
+        assert hydra.get_mode(config_name="train", overrides=overrides) is None, option
+    real = Hydra.get_mode
+    with job.known_mode(["rnnlab-train", "task=lm"]):
+        assert Hydra.get_mode is not real
+    with job.known_mode(["rnnlab-train", "-m", "hydra.mode=RUN"]):  # Hydra decides
+        assert Hydra.get_mode is real
+        assert hydra.get_mode(config_name="train", overrides=["hydra.mode=RUN"]).name == "RUN"
+    assert Hydra.get_mode is real
+
+
 def test_task_default_cell_and_command_line_precedence():
     assert compose(["task=bitcount"]).cell.name == "elman"
     assert compose(["task=bitcount", "cell=gru"]).cell.name == "gru"

@@ -68,7 +68,8 @@ def train(overrides: tuple[str, ...]) -> None:
     rerun = rerun_arguments(list(overrides))
     sys.argv = ["rnnlab-train", *rerun, *overrides]
     try:
-        job.main()
+        with job.known_mode(sys.argv):
+            job.main()
     finally:  # the process may go on (tests, notebooks): leave argv and Hydra as they were
         gc.enable()
         sys.argv = argv
