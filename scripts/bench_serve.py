@@ -6,6 +6,8 @@ One translation run's model, the same Multi30k test2016 source sentences, greedy
 * **in process**: what ``rnnlab translate RUN_ID --beam 1`` runs once the model is loaded,
   ``task.translate`` on all the sentences at once (sorted batches of ``eval_batch_size``),
   on the run's logged model (the weights the server loads);
+* **in process, 64 a call**: the same, called on 64 sentences at a time (what the server is
+  asked), so ``serve_batch64_vs_inprocess_64_a_call`` is the server's own cost;
 * **served, batch 64**: ``rnnlab serve RUN_ID --device cpu`` (MLflow's scoring server, one
   worker), the sentences POSTed 64 per request, one request after the other;
 * **served, batch 1**: one sentence per request; each request's latency is kept, for the
@@ -102,7 +104,11 @@ def in_process(run_id: str, uri: str, sentences: list[str]) -> tuple[float, list
     task.translate(module, sentences[:16], beam_size=1)  # warm-up
     start = time.perf_counter()
     out = task.translate(module, sentences, beam_size=1)
-    return len(sentences) / (time.perf_counter() - start), out
+    whole = len(sentences) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(0, len(sentences), 64):  # what the server is asked: 64 at a time
+        task.translate(module, sentences[i : i + 64], beam_size=1)
+    return whole, len(sentences) / (time.perf_counter() - start), out
 
 
 def post(port: int, rows: list[str]) -> list[str]:
@@ -190,13 +196,14 @@ def measure(run_id: str, uri: str, folder: Path, args) -> None:
     try:
         for _ in range(3):  # warm-up: the first requests pay for lazy imports
             post(port, sentences[:64])
-        local, batch64, batch1, latencies = [], [], [], []
+        local, local64, batch64, batch1, latencies = [], [], [], [], []
         for i in range(args.rounds):
             sides = ["local", "served"] if i % 2 == 0 else ["served", "local"]
             for side in sides:
                 if side == "local":
-                    speed, expected = in_process(run_id, uri, sentences)
+                    speed, per64, expected = in_process(run_id, uri, sentences)
                     local.append(speed)
+                    local64.append(per64)
                     continue
                 speed, _, got = served(port, sentences, 64)
                 batch64.append(speed)
@@ -207,13 +214,14 @@ def measure(run_id: str, uri: str, folder: Path, args) -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    report(local, batch64, batch1, latencies, args)
+    report(local, local64, batch64, batch1, latencies, args)
 
 
-def report(local, batch64, batch1, latencies, args) -> None:
-    local_s, b64, b1 = (statistics.median(v) for v in (local, batch64, batch1))
+def report(local, local64, batch64, batch1, latencies, args) -> None:
+    local_s, l64, b64, b1 = (statistics.median(v) for v in (local, local64, batch64, batch1))
     print(f"sentences: {args.sentences} (one by one: {args.single}), rounds: {args.rounds}")
     print(f"in process (task.translate, greedy): {local_s:8.1f} sentences/s  {local}")
+    print(f"in process, 64 a call:               {l64:8.1f} sentences/s  {local64}")
     print(f"served, batch 64:                    {b64:8.1f} sentences/s  {batch64}")
     print(f"served, batch 1:                     {b1:8.1f} sentences/s  {batch1}")
     p50, p95 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.95) * 1000
@@ -222,6 +230,8 @@ def report(local, batch64, batch1, latencies, args) -> None:
     print(f"LATENCY serve_one_sentence_p95_ms={p95:.1f}")
     print(f"RATIO serve_batch64_vs_inprocess={b64 / local_s:.2f}")
     print(f"RATIO serve_batch1_vs_inprocess={b1 / local_s:.2f}")
+    # the server's own cost: the same 64-sentence calls, with and without HTTP and MLflow
+    print(f"RATIO serve_batch64_vs_inprocess_64_a_call={b64 / l64:.2f}")
 
 
 if __name__ == "__main__":

@@ -784,8 +784,9 @@ def test_bad_input(name, earlier):
         pytest.skip("this machine has a GPU")
     made = (globals()[f"setup_{case.setup}"](workdir) if case.setup else None) or {}
     env = {**case.env, **made}
-    runs_before = all_run_ids(client)
-    running_before = {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
+    before = all_runs(client)
+    runs_before = {r.info.run_id for r in before}
+    running_before = {r.info.run_id for r in before if r.info.status == "RUNNING"}
     args = [arg.format(**env) for arg in case.args]  # {RUN_ID}: a run the setup made
     result = cli_inprocess(*args, cwd=workdir, env=env)
     assert result.returncode == case.code, result.stderr
@@ -796,10 +797,11 @@ def test_bad_input(name, earlier):
     if result.returncode != 1 and not case.click_usage:  # ours: one paragraph on one line
         lines = [line for line in err.splitlines() if line.startswith("rnnlab: error:")]
         assert len(lines) == 1, err
+    after = all_runs(client)
     if case.creates_no_run:
-        assert all_run_ids(client) == runs_before
+        assert {r.info.run_id for r in after} == runs_before
     # the case leaves no run RUNNING (a setup may hold one on purpose: another live writer)
-    running = {r.info.run_id for r in all_runs(client) if r.info.status == "RUNNING"}
+    running = {r.info.run_id for r in after if r.info.status == "RUNNING"}
     assert running <= running_before
     # the earlier run is untouched
     again = client.get_run(run.info.run_id)

@@ -116,6 +116,22 @@ def test_the_model_loads_on_cuda_and_translates_as_on_the_cpu(multi30k_tiny_run,
     assert gpu["score"].tolist() == pytest.approx(cpu["score"].tolist(), abs=1e-3)
 
 
+def test_model_config_threads_sets_the_torch_threads_it_decodes_on(multi30k_tiny_run):
+    """``rnnlab serve --threads N`` reaches each worker as ``model_config={"threads": N}``."""
+    import mlflow.pyfunc
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with mlflow_uri(multi30k_tiny_run["uri"]):
+            model_uri = multi30k_tiny_run["run"].data.tags["model_uri"]
+            one = mlflow.pyfunc.load_model(model_uri, model_config={"threads": 1})
+        assert torch.get_num_threads() == 1
+        assert one.predict(pd.DataFrame({"text": SENTENCES[:2]}))["translation"].all()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_bad_param_value_is_refused_in_one_sentence(translator):
     from mlflow.exceptions import MlflowException
 

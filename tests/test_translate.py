@@ -199,6 +199,35 @@ def test_toy_reversal_is_learned_to_about_100_bleu():
     model.eval()
     beam = beam_decode(model, src, src_lengths, beam_size=3, alpha=0.6, **kwargs)
     assert sacrebleu.corpus_bleu(words(beam), [refs], tokenize="none").score > 99
+    greedy_leaves_the_batch_at_eos(model, src, src_lengths, kwargs)
+
+
+def greedy_leaves_the_batch_at_eos(model, src, src_lengths, kwargs) -> None:
+    """Targets of 2..5 tokens end at different steps, so rows leave the batch one by one: each
+    keeps the tokens, score, length and attention it gets decoded alone."""
+    from rnnlab.models.beam import greedy_search, greedy_steps
+
+    src, src_lengths = src[:, :12], src_lengths[:12]
+    ids, total, lengths, attention = greedy_steps(
+        model, src, src_lengths, keep_attention=True, **kwargs
+    )
+    assert len(set(lengths.tolist())) > 1  # they did end at different steps
+    batched = greedy_search(model, src, src_lengths, alpha=0.6, **kwargs)
+    for b, n in enumerate(src_lengths.tolist()):
+        one = (src[:n, b : b + 1], src_lengths[b : b + 1])
+        alone_ids, alone_total, alone_lengths, alone_attention = greedy_steps(
+            model, *one, keep_attention=True, **kwargs
+        )
+        steps = int(alone_lengths)
+        assert ids[b, :steps].tolist() == alone_ids[0, :steps].tolist()
+        assert (ids[b, steps:] == model.pad_index).all()  # nothing after its EOS
+        assert int(lengths[b]) == steps
+        torch.testing.assert_close(total[b], alone_total[0])
+        for t in range(steps):
+            torch.testing.assert_close(attention[t][b, :n], alone_attention[t][0])
+        (hyp,) = greedy_search(model, *one, alpha=0.6, **kwargs)
+        assert batched[b].ids == hyp.ids
+        assert batched[b].score == pytest.approx(hyp.score, rel=1e-5)  # batch-size rounding
 
 
 # -- data errors ---------------------------------------------------------------------------

@@ -27,6 +27,14 @@ from rnnlab.commands.runs import URI_HELP
     help="auto (CUDA where there is one) | cpu | cuda",
 )
 @click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Torch threads per worker (more workers, not threads, use more cores: see "
+    "docs/serving.md).",
+)
+@click.option(
     "--timeout",
     default=60,
     show_default=True,
@@ -35,7 +43,14 @@ from rnnlab.commands.runs import URI_HELP
 )
 @click.option("--uri", default=None, help=URI_HELP)
 def serve(
-    run_id: str, port: int, host: str, workers: int, device: str, timeout: int, uri: str | None
+    run_id: str,
+    port: int,
+    host: str,
+    workers: int,
+    device: str,
+    threads: int,
+    timeout: int,
+    uri: str | None,
 ) -> None:
     """Serve RUN_ID's model over HTTP: POST /invocations with one string per row, get its
     translations, scores or counts back (docs/serving.md). Prints a curl line that works.
@@ -58,6 +73,7 @@ def serve(
             port=port,
             workers=workers,
             device=device,
+            threads=threads,
             timeout=timeout,
         )
     )

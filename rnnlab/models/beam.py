@@ -3,7 +3,8 @@
 Beam search keeps ``beam_size`` hypotheses per sentence for the whole batch at once (the
 batch and beam dimensions are flattened to B·K rows, reordered with ``index_select``).
 A finished hypothesis stays in its beam and may only emit padding at no cost; a sentence leaves
-the batch once no live hypothesis can beat its best finished one. The final
+the batch once no live hypothesis can beat its best finished one (in greedy decoding, at its
+EOS). The final
 choice divides each score by the GNMT length penalty ``((5 + length) / 6) ** alpha``
 (Wu et al. 2016); with ``beam_size = 1`` the search is exactly greedy decoding.
 """
@@ -48,30 +49,46 @@ def greedy_steps(
     bos_index: int,
     eos_index: int,
     max_len: int,
+    keep_attention: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
     """The argmax token at every step: ids (B, T), their summed log-probabilities (B,) and
-    counts (B,) up to the first EOS (included), and the attention of each step."""
+    counts (B,) up to the first EOS (included), and, with ``keep_attention``, the attention
+    of each step (B, S).
+
+    A sentence leaves the active batch at its EOS, as in beam search: the steps after it
+    would only pad it, and in a batch of mixed lengths (a served request is not sorted by
+    length) they are most of the work. The check that some row finished replaces the
+    check that all did, so the step reads the device as often as before.
+    """
     encoded = model.encode(src, src_lengths)
-    batch = src.shape[1]
+    batch, device = src.shape[1], src.device
     feed, state = model.initial_feed(encoded), encoded.state
-    tokens = src.new_full((batch,), bos_index)  # (B,)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    total = torch.zeros(batch, dtype=torch.float32, device=src.device)  # (B,)
-    lengths = torch.zeros(batch, dtype=torch.long, device=src.device)  # (B,)
-    outputs, attention = [], []
-    for _ in range(max_len):
+    tokens = src.new_full((batch,), bos_index)  # (n,) the active rows' last tokens
+    alive = torch.arange(batch, device=device)  # (n,) the sentence each active row is
+    ids = src.new_full((batch, max_len), model.pad_index)  # (B, max_len)
+    total = torch.zeros(batch, device=device)  # (B,)
+    lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
+    attention, steps = [], max_len
+    for t in range(max_len):
         logits, feed, state, weights = model.step(tokens, feed, state, encoded)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
-        tokens = logp.argmax(dim=-1)  # (B,)
-        total += logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
-        lengths += (~finished).long()
-        tokens = tokens.masked_fill(finished, model.pad_index)
-        outputs.append(tokens)
-        attention.append(weights)
-        finished |= tokens == eos_index
-        if bool(finished.all()):
-            break
-    return torch.stack(outputs, dim=1), total, lengths, attention  # ids: (B, T)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (n, V)
+        tokens = logp.argmax(dim=-1)  # (n,)
+        total.index_add_(0, alive, logp.gather(1, tokens.unsqueeze(1)).squeeze(1))
+        lengths.index_add_(0, alive, torch.ones_like(tokens))
+        ids[alive, t] = tokens
+        if keep_attention:
+            attention.append(
+                weights.new_zeros(batch, weights.shape[1]).index_copy_(0, alive, weights)
+            )
+        done = tokens == eos_index  # (n,)
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)  # (n',) rows still decoding
+            if keep.numel() == 0:
+                steps = t + 1
+                break
+            alive, tokens, encoded = alive[keep], tokens[keep], encoded.select(keep)
+            feed, state = feed.index_select(0, keep), select_state(state, keep)
+    return ids[:, :steps], total, lengths, attention  # ids: (B, T)
 
 
 @torch.no_grad()
@@ -87,7 +104,13 @@ def greedy_decode(
 ) -> tuple[list[list[int]], list[Tensor] | None]:
     """Token ids per sentence (EOS excluded) and, optionally, attention (T_i, S_i) each."""
     ids, _, _, attention = greedy_steps(
-        model, src, src_lengths, bos_index=bos_index, eos_index=eos_index, max_len=max_len
+        model,
+        src,
+        src_lengths,
+        bos_index=bos_index,
+        eos_index=eos_index,
+        max_len=max_len,
+        keep_attention=return_attention,
     )
     hyps = [strip(row, eos_index=eos_index, pad_index=model.pad_index) for row in ids.tolist()]
     if not return_attention:

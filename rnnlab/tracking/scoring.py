@@ -31,6 +31,7 @@ from rnnlab.tracking.uri import resolve_tracking_uri
 
 #: the model folder the scoring app loads (set for the uvicorn process)
 MODEL_VAR = "RNNLAB_SERVE_MODEL"
+THREADS_VAR = "RNNLAB_SERVE_THREADS"  # torch threads per worker (rnnlab serve --threads)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: MLflow's JSON request formats (docs/serving.md)
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -181,6 +182,7 @@ def serve(
     port: int,
     workers: int,
     device: str,
+    threads: int = 1,
     timeout: int = 60,
 ) -> int:
     """Serve RUN_ID's model until stopped; the server's exit status."""
@@ -197,7 +199,8 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="rnnlab-serve-") as tmp:
         local = download_model(model_uri, uri, Path(tmp))
         env = {**os.environ, MODEL_VAR: str(local)}
-        env[SERVING_MODEL_CONFIG] = json.dumps({"device": device})
+        env[SERVING_MODEL_CONFIG] = json.dumps({"device": device, "threads": threads})
+        env[THREADS_VAR] = str(threads)  # models logged before "threads" was a config key
         env[MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name] = str(timeout)
         if host not in LOOPBACK:
             click.echo(f"warning: binding {host} serves the model to the network", err=True)

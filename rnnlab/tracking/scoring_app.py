@@ -12,12 +12,15 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from mlflow.pyfunc import scoring_server
 
 from rnnlab.tasks.base import ServingSchema
-from rnnlab.tracking.scoring import MODEL_VAR, guard
+from rnnlab.tracking.scoring import MODEL_VAR, THREADS_VAR, guard
 from rnnlab.tracking.serving import SERVING_FILE
 
+# before the model loads: its config may not know "threads" (logged by an older rnnlab)
+torch.set_num_threads(int(os.environ.get(THREADS_VAR, torch.get_num_threads())))
 folder = Path(os.environ[MODEL_VAR])
 schema = ServingSchema(**json.loads((folder / SERVING_FILE).read_text(encoding="utf-8")))
 app = scoring_server.init(scoring_server.load_model_with_mlflow_config(str(folder)))

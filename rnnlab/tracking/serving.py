@@ -109,7 +109,7 @@ def save_model(
         loader_module=LOADER,
         conda_env=torch_pyfunc["env"]["conda"],
         python_env=torch_pyfunc["env"]["virtualenv"],
-        model_config={"device": None},
+        model_config={"device": None, "threads": None},  # the keys a load may set
     )
     (root / CONFIG_FILE).parent.mkdir(parents=True, exist_ok=True)
     (root / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
@@ -156,7 +156,13 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> TextM
     import torch
 
     root = Path(path)
-    device = pick_device((model_config or {}).get("device"))
+    config = model_config or {}
+    device = pick_device(config.get("device"))
+    if config.get("threads"):
+        # A scoring server decodes in a request thread, where torch's OpenMP pool is a second
+        # one beside the main thread's; for sentence-sized ops one thread decoded as fast as
+        # two there (docs/serving.md, "Threads"), so cores go to workers, not threads.
+        torch.set_num_threads(int(config["threads"]))
     schema = ServingSchema(**json.loads((root / SERVING_FILE).read_text(encoding="utf-8")))
     state = torch.load(root / TASK_STATE_FILE, map_location="cpu", weights_only=False)
     task = rebuild_task((root / CONFIG_FILE).read_text(encoding="utf-8"), state, device)
