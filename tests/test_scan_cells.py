@@ -141,6 +141,41 @@ def test_extreme_pre_activations_give_finite_outputs_and_gradients(name, scan):
     assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
 
 
+#: minLSTM's gate biases (forget, input): both gates underflow in float64 (σ(−800) = 0, so
+#: the parallel path's ratio i / (f + i) would be 0/0 and it takes the log-space form, where
+#: z = σ(k_i − k_f) is far from 0 and 1), one underflows, both saturate at 1, and in between
+GATE_REGIMES = {
+    "both-underflow": (-800.0, -801.5),
+    "one-underflows": (-800.0, 3.0),
+    "both-saturate": (40.0, 38.0),
+    "moderate": (0.5, -0.5),
+}
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("bias", list(GATE_REGIMES.values()), ids=list(GATE_REGIMES))
+def test_minlstm_parallel_gate_equals_the_log_space_form_with_exact_gradients(bias):
+    """The parallel path computes z = i / (f + i) from sigmoids with a hand-written backward,
+    the one-step path σ(log i − log f) in autograd: equal values, and gradcheck passes on
+    the parallel path in every regime of the gates (a wrong ∂z/∂k fails it)."""
+    cell = make("minlstm", input_size=2, hidden=3)
+    with torch.no_grad():
+        cell.linear.bias[:3] = bias[0]
+        cell.linear.bias[3:6] = bias[1]
+    x = torch.randn(6, B, 2, requires_grad=True)
+    h0 = torch.randn(B, 3, requires_grad=True)
+
+    def outputs(x, h0):
+        out, (h,) = cell.sequence(x, (h0,))
+        return out, h
+
+    with torch.no_grad():
+        want = run(cell, x, (h0,), scan="sequential")
+        got = run(cell, x, (h0,), scan="parallel")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(outputs, (x, h0))
+
+
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("name", list(CELLS))
 def test_a_stack_stepped_one_token_at_a_time_equals_the_whole_sequence(name):

@@ -43,12 +43,20 @@ def candidate(u: Tensor) -> Tensor:
     return c.add_(u.clamp_(min=0))
 
 
-def candidate_slope(c: Tensor) -> Tensor:
-    """g'(u) from c = g(u): c (1 − c) where u ≤ 0 (there c = σ(u) ≤ ½), else 1. Arithmetic,
-    not ``where``/``masked_fill``, which measure 3–4× slower on the CPU."""
-    m = c.clamp(max=0.5)
-    slope = torch.rsub(m, 1).mul_(m)  # σ'(min(u, 0)); ¼ for u > 0
-    return slope.add_(torch.gt(c, 0.5).to(c.dtype), alpha=0.75)
+def sigmoid_backward(grad: Tensor, y: Tensor, *, out: Tensor) -> Tensor:
+    """grad ⊙ y (1 − y) into ``out`` (which may be ``grad``): σ's backward from y = σ(x) as
+    one pass over memory, where ``mul``s take two."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, y, grad_input=out)
+
+
+def candidate_backward(c: Tensor, grad: Tensor, *, out: Tensor) -> None:
+    """∂L/∂u = grad ⊙ g'(u) into ``out``, from c = g(u) and ``grad`` (overwritten): g'(u) is
+    c (1 − c) where u ≤ 0 (there c = σ(u) ≤ ½), else 1, so ∂L/∂u = grad m (1 − m) + ¾ grad
+    [c > ½] with m = min(c, ½) (m (1 − m) = ¼ above). Fused backward kernels, not
+    ``where``/``masked_fill`` (3–4× slower on the CPU): four passes over memory."""
+    m = sigmoid_backward(grad, c.clamp(max=0.5), out=torch.empty_like(c))
+    above = torch.ops.aten.threshold_backward.grad_input(grad, c, 0.5, grad_input=grad)
+    torch.add(m, above, alpha=0.75, out=out)
 
 
 def pointwise_forward(
@@ -67,15 +75,14 @@ def pointwise_backward(
     h0: Tensor, width: int, total: int,
 ) -> Tensor:  # fmt: skip
     """∂L/∂pre (T, B, total) from G = ∂L/∂h through the recurrence (``g``)."""
-    a = torch.rsub(z, 1)
     dpre = z.new_empty(*z.shape[:-1], total)  # (T, B, G·H + H)
     # candidate: ∂L/∂u = G z g'(u)
-    torch.mul(candidate_slope(c).mul_(g), z, out=dpre[..., -width:])
+    candidate_backward(c, torch.mul(g, z), out=dpre[..., -width:])
     # gate: ∂L/∂z = G (c − h_{t-1})
     dz = torch.empty_like(c)
     torch.sub(c[0], h0, out=dz[0])
     torch.sub(c[1:], h[:-1], out=dz[1:])
-    cell.fused_gate_backward(saved, z, a, dz.mul_(g), out=dpre[..., :-width])
+    cell.fused_gate_backward(saved, z, dz.mul_(g), out=dpre[..., :-width])
     return dpre
 
 
@@ -124,9 +131,9 @@ class MinimalCell(ScanCell):
 
     @staticmethod
     def fused_gate_backward(
-        saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+        saved: tuple[Tensor, ...], z: Tensor, dz: Tensor, *, out: Tensor
     ) -> None:
-        """Write ∂L/∂k into ``out`` from ∂L/∂z (``dz`` may be overwritten), given z, a = 1 − z."""
+        """Write ∂L/∂k into ``out`` from ∂L/∂z (``dz`` may be overwritten), given z."""
         raise NotImplementedError
 
     def project(self, x: Tensor) -> Tensor:
