@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import stack_spec
 
-from rnnlab.cells import scan_cell
+from rnnlab.cells import minimal, scan_cell
 from rnnlab.cells.lru import LRUCell
 from rnnlab.cells.mingru import MinGRUCell
 from rnnlab.cells.minlstm import MinLSTMCell
@@ -22,8 +22,18 @@ CELLS = {
     "minlstm": MinLSTMCell,
     "lru": partial(LRUCell, r_min=0.4, r_max=0.99, max_phase=6.283),
 }
-#: the scan's kernels (rnnlab.cells.scan): the per-step loop, and blocks of 4 steps
-KERNELS = {"loop": lambda steps, lanes, device: None, "blocked": lambda steps, lanes, device: 4}
+#: the scan's kernels (rnnlab.cells.scan): the per-step loop, and blocks of 4 steps; and
+#: "pieces", the loop with the minimal cells' node cut into pieces of 2-3 steps (at 6-8
+#: lanes; at the tests' sizes the node is otherwise one piece)
+KERNELS = {"loop": None, "blocked": 4, "pieces": None}
+PIECE = {"pieces": 20}
+
+
+def use_kernel(monkeypatch, kernel: str) -> None:
+    monkeypatch.setattr(scan_cell, "block_size", lambda steps, lanes, device: KERNELS[kernel])
+    monkeypatch.setattr(minimal, "CPU_PIECE", PIECE.get(kernel, minimal.CPU_PIECE))
+
+
 IN, H, B = 3, 4, 2
 
 
@@ -62,8 +72,8 @@ def test_parallel_equals_sequential_with_a_carried_state(name, steps, monkeypatc
     x, state = torch.randn(steps, B, IN), random_state(cell)
     with torch.no_grad():
         want, want_state = run(cell, x, state, scan="sequential")
-        for kernel, rule in KERNELS.items():
-            monkeypatch.setattr(scan_cell, "block_size", rule)
+        for kernel in KERNELS:
+            use_kernel(monkeypatch, kernel)
             got, got_state = run(cell, x, state, scan="parallel")
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=kernel)
             for g, w in zip(got_state, want_state, strict=True):
@@ -77,12 +87,12 @@ def test_parallel_equals_sequential_with_a_carried_state(name, steps, monkeypatc
 
 
 @pytest.mark.usefixtures("float64")
-@pytest.mark.parametrize("path", ["loop", "blocked", "sequential"])
+@pytest.mark.parametrize("path", [*KERNELS, "sequential"])
 @pytest.mark.parametrize("name", list(CELLS))
 def test_gradcheck_on_both_paths_and_equal_weight_gradients(name, path, monkeypatch):
     cell = make(name, "sequential" if path == "sequential" else "parallel", input_size=2, hidden=3)
     if path != "sequential":
-        monkeypatch.setattr(scan_cell, "block_size", KERNELS[path])
+        use_kernel(monkeypatch, path)
     x = torch.randn(6, 2, 2, requires_grad=True)
     state = tuple(s.requires_grad_() for s in random_state(cell))
     lengths = torch.tensor([6, 4])

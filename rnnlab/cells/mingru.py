@@ -29,8 +29,8 @@ class MinGRUCell(MinimalCell):
         return torch.sigmoid(k)
 
     @staticmethod
-    def fused_gate(k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        return k.contiguous().sigmoid_() if not k.is_contiguous() else torch.sigmoid(k), ()
+    def fused_gate(k: Tensor, *, z: Tensor, saved: list[Tensor]) -> None:
+        torch.sigmoid(k, out=z)
 
     @staticmethod
     def fused_gate_backward(

@@ -42,20 +42,21 @@ class MinLSTMCell(MinimalCell):
     [forget | input | h̃]."""
 
     gates: ClassVar[int] = 2
+    saved_blocks: ClassVar[tuple[int, ...]] = (2,)  # [f | i]
 
     def gate(self, k: Tensor) -> Tensor:
         return log_space_gate(*k.chunk(2, dim=-1))  # each (..., H)
 
     @staticmethod
-    def fused_gate(k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        s = torch.sigmoid(k)  # (T, B, 2H) [f | i], contiguous: one pass for both gates
-        f, i = s.chunk(2, dim=-1)
-        total = f + i
+    def fused_gate(k: Tensor, *, z: Tensor, saved: list[Tensor]) -> None:
+        f, i = torch.sigmoid(k, out=saved[0]).chunk(2, dim=-1)  # one pass for both gates
+        torch.add(f, i, out=z)
         # the ratio is exact while f + i is normal; below (both gates underflowed) the
         # log-space form (module docstring): one reduction, and a sync on a GPU
-        if total.min() < torch.finfo(total.dtype).tiny:
-            return log_space_gate(*k.chunk(2, dim=-1)), (s,)
-        return torch.div(i, total, out=total), (s,)
+        if z.min() < torch.finfo(z.dtype).tiny:
+            z.copy_(log_space_gate(*k.chunk(2, dim=-1)))
+        else:
+            torch.div(i, z, out=z)
 
     @staticmethod
     def fused_gate_backward(
