@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import stack_spec
 
-from rnnlab.cells import scan_cell
+from rnnlab.cells import minimal, scan_cell
 from rnnlab.cells.lru import LRUCell
 from rnnlab.cells.mingru import MinGRUCell
 from rnnlab.cells.minlstm import MinLSTMCell
@@ -22,8 +22,18 @@ CELLS = {
     "minlstm": MinLSTMCell,
     "lru": partial(LRUCell, r_min=0.4, r_max=0.99, max_phase=6.283),
 }
-#: the scan's kernels (rnnlab.cells.scan): the per-step loop, and blocks of 4 steps
-KERNELS = {"loop": lambda steps, lanes, device: None, "blocked": lambda steps, lanes, device: 4}
+#: the scan's kernels (rnnlab.cells.scan): the per-step loop, and blocks of 4 steps; and
+#: "pieces", the loop with the minimal cells' node cut into pieces of 2-3 steps (at 6-8
+#: lanes; at the tests' sizes the node is otherwise one piece)
+KERNELS = {"loop": None, "blocked": 4, "pieces": None}
+PIECE = {"pieces": 20}
+
+
+def use_kernel(monkeypatch, kernel: str) -> None:
+    monkeypatch.setattr(scan_cell, "block_size", lambda steps, lanes, device: KERNELS[kernel])
+    monkeypatch.setattr(minimal, "CPU_PIECE", PIECE.get(kernel, minimal.CPU_PIECE))
+
+
 IN, H, B = 3, 4, 2
 
 
@@ -62,8 +72,8 @@ def test_parallel_equals_sequential_with_a_carried_state(name, steps, monkeypatc
     x, state = torch.randn(steps, B, IN), random_state(cell)
     with torch.no_grad():
         want, want_state = run(cell, x, state, scan="sequential")
-        for kernel, rule in KERNELS.items():
-            monkeypatch.setattr(scan_cell, "block_size", rule)
+        for kernel in KERNELS:
+            use_kernel(monkeypatch, kernel)
             got, got_state = run(cell, x, state, scan="parallel")
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=kernel)
             for g, w in zip(got_state, want_state, strict=True):
@@ -77,12 +87,12 @@ def test_parallel_equals_sequential_with_a_carried_state(name, steps, monkeypatc
 
 
 @pytest.mark.usefixtures("float64")
-@pytest.mark.parametrize("path", ["loop", "blocked", "sequential"])
+@pytest.mark.parametrize("path", [*KERNELS, "sequential"])
 @pytest.mark.parametrize("name", list(CELLS))
 def test_gradcheck_on_both_paths_and_equal_weight_gradients(name, path, monkeypatch):
     cell = make(name, "sequential" if path == "sequential" else "parallel", input_size=2, hidden=3)
     if path != "sequential":
-        monkeypatch.setattr(scan_cell, "block_size", KERNELS[path])
+        use_kernel(monkeypatch, path)
     x = torch.randn(6, 2, 2, requires_grad=True)
     state = tuple(s.requires_grad_() for s in random_state(cell))
     lengths = torch.tensor([6, 4])
@@ -139,6 +149,41 @@ def test_extreme_pre_activations_give_finite_outputs_and_gradients(name, scan):
     assert torch.isfinite(out).all() and all(torch.isfinite(s).all() for s in final)
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
+
+
+#: minLSTM's gate biases (forget, input): both gates underflow in float64 (σ(−800) = 0, so
+#: the parallel path's ratio i / (f + i) would be 0/0 and it takes the log-space form, where
+#: z = σ(k_i − k_f) is far from 0 and 1), one underflows, both saturate at 1, and in between
+GATE_REGIMES = {
+    "both-underflow": (-800.0, -801.5),
+    "one-underflows": (-800.0, 3.0),
+    "both-saturate": (40.0, 38.0),
+    "moderate": (0.5, -0.5),
+}
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("bias", list(GATE_REGIMES.values()), ids=list(GATE_REGIMES))
+def test_minlstm_parallel_gate_equals_the_log_space_form_with_exact_gradients(bias):
+    """The parallel path computes z = i / (f + i) from sigmoids with a hand-written backward,
+    the one-step path σ(log i − log f) in autograd: equal values, and gradcheck passes on
+    the parallel path in every regime of the gates (a wrong ∂z/∂k fails it)."""
+    cell = make("minlstm", input_size=2, hidden=3)
+    with torch.no_grad():
+        cell.linear.bias[:3] = bias[0]
+        cell.linear.bias[3:6] = bias[1]
+    x = torch.randn(6, B, 2, requires_grad=True)
+    h0 = torch.randn(B, 3, requires_grad=True)
+
+    def outputs(x, h0):
+        out, (h,) = cell.sequence(x, (h0,))
+        return out, h
+
+    with torch.no_grad():
+        want = run(cell, x, (h0,), scan="sequential")
+        got = run(cell, x, (h0,), scan="parallel")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(outputs, (x, h0))
 
 
 @pytest.mark.usefixtures("float64")

@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from rnnlab.cells.minimal import MinimalCell
+from rnnlab.cells.minimal import MinimalCell, sigmoid_backward
 
 
 class MinGRUCell(MinimalCell):
@@ -29,11 +29,11 @@ class MinGRUCell(MinimalCell):
         return torch.sigmoid(k)
 
     @staticmethod
-    def fused_gate(k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        return k.contiguous().sigmoid_() if not k.is_contiguous() else torch.sigmoid(k), ()
+    def fused_gate(k: Tensor, *, z: Tensor, saved: list[Tensor]) -> None:
+        torch.sigmoid(k, out=z)
 
     @staticmethod
     def fused_gate_backward(
-        saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+        saved: tuple[Tensor, ...], z: Tensor, dz: Tensor, *, out: Tensor
     ) -> None:
-        torch.mul(dz.mul_(z), a, out=out)  # σ' = z (1 − z)
+        sigmoid_backward(dz, z, out=out)  # σ' = z (1 − z), one pass

@@ -22,83 +22,141 @@ from torch import Tensor, nn
 from rnnlab.cells.scan import scan_adjoint, scan_blocked
 from rnnlab.cells.scan_cell import ScanCell, positive
 
+#: on the CPU the node's elementwise work runs over pieces of about this many numbers per
+#: (T, B, H) tensor (256 KiB of float32), so that a piece's chain of ops reads and writes the
+#: cache; over whole tensors (8 MiB each in a window) every op goes to memory and back, and
+#: that half of the node is memory-bound (docs/benchmarks.md, "Scan cells")
+CPU_PIECE = 1 << 18
 
-def lerp_scan(z: Tensor, c: Tensor, h0: Tensor, block: int | None) -> Tensor:
-    """h_t = h_{t-1} + z_t (c_t − h_{t-1}): one ``lerp`` per step, or the blocked kernel."""
-    if block is not None:
-        return scan_blocked(torch.rsub(z, 1), z * c, h0, block)
-    out = torch.empty_like(c)
-    h = h0
+
+def pieces(steps: int, lanes: int, device: torch.device) -> list[slice]:
+    """Time slices for the elementwise work: pieces of :data:`CPU_PIECE` numbers on the
+    CPU, every step at once elsewhere (a GPU wants one large kernel per op)."""
+    size = max(1, CPU_PIECE // lanes) if device.type == "cpu" else steps
+    return [slice(t, min(t + size, steps)) for t in range(0, steps, size)]
+
+
+def lerp_steps(z: Tensor, c: Tensor, h: Tensor, out: Tensor) -> Tensor:
+    """h_t = h_{t-1} + z_t (c_t − h_{t-1}) from ``h`` over the steps of ``out``, one
+    ``lerp`` per step in place; the last state."""
     for t in range(c.shape[0]):
         h = torch.lerp(h, c[t], z[t], out=out[t])
-    return out
+    return h
 
 
-def candidate(u: Tensor) -> Tensor:
-    """g(u) (:func:`positive`) as a new contiguous tensor, in place on copies: a strided
-    slice of the projection runs elementwise ops several times slower than a contiguous one
-    on the CPU, and each autograd-free in-place op saves an allocation."""
-    u = u.contiguous() if u.is_contiguous() else u.clone(memory_format=torch.contiguous_format)
-    c = torch.clamp(u, max=0).sigmoid_()
-    return c.add_(u.clamp_(min=0))
+def adjoint_steps(z: Tensor, grad: Tensor, g: Tensor, piece: slice) -> None:
+    """G_t = grad_t + (1 − z_{t+1}) G_{t+1} into ``g`` for the steps of ``piece``,
+    backwards; G after the piece is already there (the pieces run last to first)."""
+    first, stop = piece.start, piece.stop
+    if stop == g.shape[0]:  # G_{T-1} = grad_{T-1}
+        stop -= 1
+        g[stop].copy_(grad[stop])
+    a = torch.rsub(z[first + 1 : stop + 1], 1)  # a_{t+1} for t in [first, stop)
+    for t in range(stop - 1, first - 1, -1):
+        torch.addcmul(grad[t], a[t - first], g[t + 1], out=g[t])
 
 
-def candidate_slope(c: Tensor) -> Tensor:
-    """g'(u) from c = g(u): c (1 − c) where u ≤ 0 (there c = σ(u) ≤ ½), else 1. Arithmetic,
-    not ``where``/``masked_fill``, which measure 3–4× slower on the CPU."""
-    m = c.clamp(max=0.5)
-    slope = torch.rsub(m, 1).mul_(m)  # σ'(min(u, 0)); ¼ for u > 0
-    return slope.add_(torch.gt(c, 0.5).to(c.dtype), alpha=0.75)
+def candidate(u: Tensor, *, out: Tensor) -> None:
+    """g(u) (:func:`positive`) into ``out``, in place on ``u`` (overwritten): each
+    autograd-free in-place op saves an allocation."""
+    torch.clamp(u, max=0, out=out).sigmoid_()
+    out.add_(u.clamp_(min=0))
+
+
+def sigmoid_backward(grad: Tensor, y: Tensor, *, out: Tensor) -> Tensor:
+    """grad ⊙ y (1 − y) into ``out`` (which may be ``grad``): σ's backward from y = σ(x) as
+    one pass over memory, where ``mul``s take two."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, y, grad_input=out)
+
+
+def candidate_backward(c: Tensor, grad: Tensor, *, out: Tensor) -> None:
+    """∂L/∂u = grad ⊙ g'(u) into ``out``, from c = g(u) and ``grad`` (overwritten): g'(u) is
+    c (1 − c) where u ≤ 0 (there c = σ(u) ≤ ½), else 1, so ∂L/∂u = grad m (1 − m) + ¾ grad
+    [c > ½] with m = min(c, ½) (m (1 − m) = ¼ above). Fused backward kernels, not
+    ``where``/``masked_fill`` (3–4× slower on the CPU): four passes over memory."""
+    m = sigmoid_backward(grad, c.clamp(max=0.5), out=torch.empty_like(c))
+    above = torch.ops.aten.threshold_backward.grad_input(grad, c, 0.5, grad_input=grad)
+    torch.add(m, above, alpha=0.75, out=out)
+
+
+def previous_states(h: Tensor, h0: Tensor, piece: slice) -> Tensor:
+    """h_{t-1} for the steps of ``piece`` (a view of ``h`` but for the first piece)."""
+    if piece.start > 0:
+        return h[piece.start - 1 : piece.stop - 1]
+    return torch.cat([h0.unsqueeze(0), h[: piece.stop - 1]])
 
 
 def pointwise_forward(
-    cell: type[MinimalCell], pre: Tensor, live: Tensor | None, width: int
-) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
-    """z and c = g(u) of every step from ``pre`` (T, B, G·H + H), and what the gate's
-    backward needs: the elementwise half of :class:`GatedScan`'s forward."""
-    z, saved = cell.fused_gate(pre[..., :-width])  # z: (T, B, H), contiguous
+    kind: type[MinimalCell], pre: Tensor, bias: Tensor, live: Tensor | None, out: list[Tensor]
+) -> None:
+    """z, c = g(u) and what the gate's backward needs, from ``pre`` (n, B, G·H + H) without
+    the projection's ``bias``, into ``out`` = (z, c, *saved): one piece of
+    :class:`GatedScan`'s elementwise forward."""
+    z, c, *saved = out
+    width = z.shape[-1]
+    # the bias added here, as contiguous copies: a strided slice of the projection runs
+    # elementwise ops slower than a contiguous one on the CPU
+    k, u = torch.add(pre[..., :-width], bias[:-width]), torch.add(pre[..., -width:], bias[-width:])
+    kind.fused_gate(k, z=z, saved=saved)
     if live is not None:
-        z = z.mul_(live)  # z = 0 on padding: the state carries through unchanged
-    return z, candidate(pre[..., -width:]), saved  # c: (T, B, H)
+        z.mul_(live)  # z = 0 on padding: the state carries through unchanged
+    candidate(u, out=c)
 
 
 def pointwise_backward(
-    cell: type[MinimalCell], saved: tuple[Tensor, ...], z: Tensor, c: Tensor, g: Tensor, h: Tensor,
-    h0: Tensor, width: int, total: int,
-) -> Tensor:  # fmt: skip
-    """∂L/∂pre (T, B, total) from G = ∂L/∂h through the recurrence (``g``)."""
-    a = torch.rsub(z, 1)
-    dpre = z.new_empty(*z.shape[:-1], total)  # (T, B, G·H + H)
+    kind: type[MinimalCell], saved: tuple[Tensor, ...], z: Tensor, c: Tensor, g: Tensor,
+    h_prev: Tensor, dpre: Tensor,
+) -> None:  # fmt: skip
+    """∂L/∂pre into ``dpre`` (n, B, G·H + H) from G = ∂L/∂h through the recurrence (``g``),
+    for one piece of steps."""
+    width = z.shape[-1]
     # candidate: ∂L/∂u = G z g'(u)
-    torch.mul(candidate_slope(c).mul_(g), z, out=dpre[..., -width:])
+    candidate_backward(c, torch.mul(g, z), out=dpre[..., -width:])
     # gate: ∂L/∂z = G (c − h_{t-1})
-    dz = torch.empty_like(c)
-    torch.sub(c[0], h0, out=dz[0])
-    torch.sub(c[1:], h[:-1], out=dz[1:])
-    cell.fused_gate_backward(saved, z, a, dz.mul_(g), out=dpre[..., :-width])
-    return dpre
+    dz = torch.sub(c, h_prev).mul_(g)
+    kind.fused_gate_backward(saved, z, dz, out=dpre[..., :-width])
 
 
 class GatedScan(torch.autograd.Function):
-    """The minimal cells' gates, candidate and scan over all T steps as one node."""
+    """The minimal cells' gates, candidate and scan over all T steps as one node, from the
+    projection without its bias and the bias (added here: :meth:`MinimalCell.project_parallel`).
+    On the CPU it runs piece by piece (:func:`pieces`): a piece's elementwise work, then (with
+    the loop kernel) the piece's scan steps, while its numbers are still in the cache."""
 
     @staticmethod
-    def forward(ctx, pre, h0, live, block, cell):  # noqa: ANN001, ANN205 (autograd's signature)
-        width = h0.shape[-1]
-        z, c, saved = pointwise_forward(type(cell), pre, live, width)
-        h = lerp_scan(z, c, h0, block)  # (T, B, H)
-        ctx.save_for_backward(z, c, h, h0, *saved)
-        ctx.block, ctx.cell, ctx.total = block, cell, pre.shape[-1]
+    def forward(ctx, pre, bias, h0, live, block, cell):  # noqa: ANN001, ANN205 (autograd's)
+        kind, (steps, batch, width) = type(cell), (*pre.shape[:2], h0.shape[-1])
+        bufs = [pre.new_empty(steps, batch, n * width) for n in (1, 1, *kind.saved_blocks)]
+        z, c = bufs[:2]
+        h, last = torch.empty_like(c), h0
+        for p in pieces(steps, h0.numel(), pre.device):
+            live_p = None if live is None else live[p]
+            pointwise_forward(kind, pre[p], bias, live_p, [b[p] for b in bufs])
+            if block is None:
+                last = lerp_steps(z[p], c[p], last, h[p])
+        if block is not None:
+            h = scan_blocked(torch.rsub(z, 1), z * c, h0, block)
+        ctx.save_for_backward(h, h0, *bufs)
+        ctx.block, ctx.kind, ctx.total = block, kind, pre.shape[-1]
         return h
 
     @staticmethod
     def backward(ctx, grad_h):  # noqa: ANN001, ANN205
-        z, c, h, h0, *saved = ctx.saved_tensors
-        a = torch.rsub(z, 1)  # (T, B, H): 1 - z
-        g = scan_adjoint(a, grad_h.contiguous(), ctx.block)  # ∂L/∂h_t through the recurrence
-        kind = type(ctx.cell)
-        dpre = pointwise_backward(kind, tuple(saved), z, c, g, h, h0, h0.shape[-1], ctx.total)
-        return dpre, a[0] * g[0], None, None, None
+        h, h0, z, c, *saved = ctx.saved_tensors
+        grad_h, block = grad_h.contiguous(), ctx.block
+        dpre = z.new_empty(*z.shape[:-1], ctx.total)  # (T, B, G·H + H)
+        dbias = z.new_zeros(ctx.total)  # summed a piece at a time, while it is cached
+        if block is None:  # filled piece by piece, last to first
+            g = torch.empty_like(grad_h)
+        else:  # ∂L/∂h_t through the recurrence
+            g = scan_adjoint(torch.rsub(z, 1), grad_h, block)
+        for p in reversed(pieces(z.shape[0], h0.numel(), z.device)):
+            if block is None:
+                adjoint_steps(z, grad_h, g, p)
+            args = (tuple(s[p] for s in saved), z[p], c[p], g[p], previous_states(h, h0, p))
+            pointwise_backward(ctx.kind, *args, dpre[p])
+            dbias.add_(dpre[p].sum((0, 1)))
+        return dpre, dbias, torch.rsub(z[0], 1).mul_(g[0]), None, None, None
 
 
 class MinimalCell(ScanCell):
@@ -106,6 +164,8 @@ class MinimalCell(ScanCell):
 
     #: gate blocks of H in the projection (minGRU: z; minLSTM: f and i)
     gates: ClassVar[int]
+    #: the widths, in blocks of H, of the tensors the gate's forward saves for its backward
+    saved_blocks: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, *, input_size: int, hidden_size: int) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size)
@@ -117,16 +177,16 @@ class MinimalCell(ScanCell):
         raise NotImplementedError
 
     @staticmethod
-    def fused_gate(k: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The same z for all steps without autograd, as a new contiguous tensor, and what
-        :meth:`fused_gate_backward` needs."""
+    def fused_gate(k: Tensor, *, z: Tensor, saved: list[Tensor]) -> None:
+        """The same z for a piece of steps without autograd, into ``z``, and what
+        :meth:`fused_gate_backward` needs into ``saved`` (:attr:`saved_blocks` wide)."""
         raise NotImplementedError
 
     @staticmethod
     def fused_gate_backward(
-        saved: tuple[Tensor, ...], z: Tensor, a: Tensor, dz: Tensor, *, out: Tensor
+        saved: tuple[Tensor, ...], z: Tensor, dz: Tensor, *, out: Tensor
     ) -> None:
-        """Write ∂L/∂k into ``out`` from ∂L/∂z (``dz`` may be overwritten), given z, a = 1 − z."""
+        """Write ∂L/∂k into ``out`` from ∂L/∂z (``dz`` may be overwritten), given z."""
         raise NotImplementedError
 
     def project(self, x: Tensor) -> Tensor:
@@ -136,8 +196,14 @@ class MinimalCell(ScanCell):
         z = self.gate(pre[..., : -self.hidden_size])
         return 1 - z, z * positive(pre[..., -self.hidden_size :])
 
+    def project_parallel(self, x: Tensor) -> Tensor:
+        # without the bias, which GatedScan adds a piece at a time in the cache: addmm would
+        # copy it into the whole (T, B, G·H + H) output first, and its backward would sum
+        # ∂L/∂b over the whole ∂L/∂pre: two more passes over memory
+        return torch.nn.functional.linear(x, self.linear.weight)
+
     def scan_all(self, pre: Tensor, h0: Tensor, live: Tensor | None, block: int | None) -> Tensor:
-        return GatedScan.apply(pre, h0, live, block, self)
+        return GatedScan.apply(pre, self.linear.bias, h0, live, block, self)
 
     def scan_floats(self) -> int:
         return (self.gates + 6) * self.hidden_size  # pre, z, c, h; a, G, dpre in the backward

@@ -181,11 +181,16 @@ class ScanCell(Cell):
     def _parallel(self, x: Tensor, h0: Tensor, live: Tensor | None) -> tuple[Tensor, Tensor]:
         """x (T, B, I), h0 (B, N) -> outputs (T, B, H) and the last state (B, N)."""
         block = block_size(x.shape[0], h0.numel(), x.device)
-        h = self.scan_all(self.project(x), h0, live, block)  # (T, B, N)
+        h = self.scan_all(self.project_parallel(x), h0, live, block)  # (T, B, N)
         out = self.emit(h, x)  # (T, B, H)
         if live is not None:
             out = out * live
         return out, h[-1]
+
+    def project_parallel(self, x: Tensor) -> Tensor:
+        """:meth:`project` on the parallel path; a cell whose :meth:`scan_all` applies part of
+        the projection itself (the minimal cells' bias) returns the rest."""
+        return self.project(x)
 
     def scan_all(self, pre: Tensor, h0: Tensor, live: Tensor | None, block: int | None) -> Tensor:
         """The state at every step (T, B, N) from every step's pre-activations: the
