@@ -28,11 +28,9 @@ from rnnlab.commands.runs import URI_HELP
 )
 @click.option(
     "--threads",
-    default=1,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Torch threads per worker (more workers, not threads, use more cores: see "
-    "docs/serving.md).",
+    help="Torch threads per worker [default: the cores shared among the workers, at least 1].",
 )
 @click.option(
     "--timeout",
@@ -48,7 +46,7 @@ def serve(
     host: str,
     workers: int,
     device: str,
-    threads: int,
+    threads: int | None,
     timeout: int,
     uri: str | None,
 ) -> None:

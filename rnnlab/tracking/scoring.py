@@ -182,10 +182,12 @@ def serve(
     port: int,
     workers: int,
     device: str,
-    threads: int = 1,
+    threads: int | None = None,
     timeout: int = 60,
 ) -> int:
     """Serve RUN_ID's model until stopped; the server's exit status."""
+    # each worker is a process with its own torch pool: the cores are shared, not multiplied
+    threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
     from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc.scoring_server import SERVING_MODEL_CONFIG
 

@@ -159,9 +159,8 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> TextM
     config = model_config or {}
     device = pick_device(config.get("device"))
     if config.get("threads"):
-        # A scoring server decodes in a request thread, where torch's OpenMP pool is a second
-        # one beside the main thread's; for sentence-sized ops one thread decoded as fast as
-        # two there (docs/serving.md, "Threads"), so cores go to workers, not threads.
+        # Each serving worker is a process with its own torch pool: rnnlab serve shares the
+        # cores among them instead of letting each take them all (docs/serving.md, "Threads").
         torch.set_num_threads(int(config["threads"]))
     schema = ServingSchema(**json.loads((root / SERVING_FILE).read_text(encoding="utf-8")))
     state = torch.load(root / TASK_STATE_FILE, map_location="cpu", weights_only=False)
