@@ -151,6 +151,25 @@ def test_extreme_pre_activations_give_finite_outputs_and_gradients(name, scan):
     assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
 
 
+@pytest.mark.parametrize("scan", ["parallel", "sequential"])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_under_bf16_autocast_the_state_stays_fp32_and_tracks_the_fp32_run(name, scan):
+    """trainer.precision=bf16 (and auto on AMX CPUs and Ampere GPUs): the projection comes
+    out in bf16, the recurrence runs in the state's fp32. Both paths failed on the dtype
+    mismatch before (their kernels need one dtype)."""
+    torch.manual_seed(0)
+    cell = make(name, scan, input_size=8, hidden=16)
+    x, state = torch.randn(40, B, 8), random_state(cell)
+    reference, _ = cell.sequence(x, state)
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, final = cell.sequence(x, state)
+    assert all(s.dtype == torch.float32 for s in final)
+    out.float().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (out.float() - reference).abs().max() < 0.05  # bf16 projections, fp32 recurrence
+
+
 #: minLSTM's gate biases (forget, input): both gates underflow in float64 (σ(−800) = 0, so
 #: the parallel path's ratio i / (f + i) would be 0/0 and it takes the log-space form, where
 #: z = σ(k_i − k_f) is far from 0 and 1), one underflows, both saturate at 1, and in between

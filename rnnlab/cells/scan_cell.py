@@ -64,6 +64,14 @@ def free_memory(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def in_state_precision(pre: Tensor, h: Tensor) -> Tensor:
+    """Pre-activations in the state's precision. Under bf16 autocast the projection comes out
+    in bf16 while the state stays fp32 (as the fused RNNs keep theirs): a recurrence carried
+    over thousands of steps in bf16 would drift, and the scan's kernels need one dtype."""
+    real = h.real if h.is_complex() else h
+    return pre if pre.dtype == real.dtype else pre.to(real.dtype)
+
+
 class ScanCell(Cell):
     """A cell with a parallel path (module docstring); subclasses implement the hooks."""
 
@@ -108,8 +116,9 @@ class ScanCell(Cell):
         return self._advance(pre_t, x_t, state)
 
     def _advance(self, pre_t: Tensor, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        a, b = self.coefficients(pre_t)
-        h = torch.addcmul(b, a, self.pack(state))  # (B, N)
+        h0 = self.pack(state)
+        a, b = self.coefficients(in_state_precision(pre_t, h0))
+        h = torch.addcmul(b, a, h0)  # (B, N)
         return self.emit(h, x_t), self.unpack(h)
 
     # -- the parallel path ----------------------------------------------------------------
@@ -181,7 +190,8 @@ class ScanCell(Cell):
     def _parallel(self, x: Tensor, h0: Tensor, live: Tensor | None) -> tuple[Tensor, Tensor]:
         """x (T, B, I), h0 (B, N) -> outputs (T, B, H) and the last state (B, N)."""
         block = block_size(x.shape[0], h0.numel(), x.device)
-        h = self.scan_all(self.project_parallel(x), h0, live, block)  # (T, B, N)
+        pre = in_state_precision(self.project_parallel(x), h0)
+        h = self.scan_all(pre, h0, live, block)  # (T, B, N)
         out = self.emit(h, x)  # (T, B, H)
         if live is not None:
             out = out * live

@@ -66,7 +66,7 @@ def greedy_steps(
     tokens = src.new_full((batch,), bos_index)  # (n,) the active rows' last tokens
     alive = torch.arange(batch, device=device)  # (n,) the sentence each active row is
     ids = src.new_full((batch, max_len), model.pad_index)  # (B, max_len)
-    total = torch.zeros(batch, device=device)  # (B,)
+    total = torch.zeros(batch, dtype=torch.float32, device=device)  # (B,) logp is float32
     lengths = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
     attention, steps = [], max_len
     for t in range(max_len):
