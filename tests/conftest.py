@@ -19,15 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 RNNLAB = [sys.executable, "-m", "rnnlab.cli"]
 
 
-def pytest_configure(config):
+def share_the_cores() -> None:
     """Under pytest-xdist (``make test`` runs ``-n auto``) each worker gets its share of the
-    cores as ``OMP_NUM_THREADS`` before torch is imported, here and in every ``rnnlab``
-    subprocess: workers that each took every core would preempt each other's threads. A
-    value the user set wins (rnnlab's own thread rule, rnnlab.train.threads)."""
+    cores as ``OMP_NUM_THREADS``, here and in every ``rnnlab`` subprocess: workers that each
+    took every core would preempt each other's threads, and OpenMP's spinning waiters then
+    burn the cores they wait for (the toy reversal took 31 s of CPU, not 5). It must run
+    before torch is imported, which reads the variable once: so at the top of this module,
+    which imports torch below (``needs_cpu_bf16_lstm``). A value the user set wins (rnnlab's
+    own thread rule, rnnlab.train.threads); xdist names the worker before loading us."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
         share = max(1, (os.cpu_count() or 1) // workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+share_the_cores()
 
 
 #: the modules that take longest (``pytest --durations=0``, summed per module), first: under

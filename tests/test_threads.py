@@ -3,6 +3,8 @@ OMP_NUM_THREADS win. The joblib sweep's jobs are checked in test_sweeps.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -80,3 +82,13 @@ def test_a_config_recorded_before_trainer_threads_existed_still_composes():
     cfg = OmegaConf.create(recorded)
     del cfg.trainer["threads"]
     assert build(cfg).trainer.threads == "auto"
+
+
+def test_a_test_worker_computes_on_its_share_of_the_cores():
+    """Under ``make test`` (pytest-xdist) torch in each worker uses the share that
+    tests/conftest.py gave it, not every core: it read OMP_NUM_THREADS at import, so the share
+    must be set before anything imports torch."""
+    share = os.environ.get("OMP_NUM_THREADS")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or share is None:
+        pytest.skip("not a pytest-xdist worker given a share of the cores (make test is)")
+    assert torch.get_num_threads() == int(share)
