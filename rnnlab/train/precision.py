@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from rnnlab.errors import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 #: ``auto``'s size rule: bf16 only for a training step of at least this many multiply-adds
@@ -41,13 +43,37 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MIN_BF16_MACS = 3 * 10**8
 
 
+#: what oneDNN raises where this CPU has no bfloat16 kernel for an op: the fused LSTM on a
+#: CPU without AVX512-BF16 or AMX (``auto`` picks fp32 there; explicit bf16 meets this)
+ONEDNN_REFUSED = "could not create a primitive descriptor"
+
+
 def autocast(precision: str, device: torch.device) -> Any:
     """The context the training forward pass runs in for a resolved ``precision``."""
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return bf16_autocast(device)
     if precision != "fp32":  # "auto" must be resolved first (resolve_precision)
         raise ValueError(f"unresolved training precision {precision!r}")
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def bf16_autocast(device: torch.device) -> Any:
+    """bf16 autocast; oneDNN's refusal of a bfloat16 kernel becomes the user's error it is
+    (a setting this CPU cannot run), not a traceback from deep in torch."""
+    try:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    except RuntimeError as exc:
+        if device.type != "cpu" or ONEDNN_REFUSED not in str(exc):
+            raise
+        raise ConfigError(
+            "trainer.precision=bf16: this CPU cannot run a layer of the model in bfloat16 "
+            f"(oneDNN: {str(exc).split('. ')[0]}); its fused LSTM needs AVX512-BF16 or AMX",
+            "Train in fp32 here: trainer.precision=fp32, or auto, which picks fp32 on this "
+            "CPU (a cell whose kernels run in bf16 everywhere, such as cell=rnn_tanh, also "
+            "trains in bf16 here)",
+        ) from exc
 
 
 @functools.cache
