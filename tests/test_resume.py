@@ -17,13 +17,14 @@ from rnnlab.train.checkpoint import load_checkpoint, save_checkpoint
 
 #: enough epochs after the checkpoint the tests wait for (past epoch 100, or 50) that the
 #: process is still training when the signal arrives: the poll sees that checkpoint within a
-#: few epochs, and 500 more epochs are seconds of training
+#: few epochs, and 500 more epochs are seconds of training; no model: not what these tests are about, and its tracking process then never loads torch
 EPOCHS = 600
 BITCOUNT = [
     "experiment=bitcount_rmsprop",
     f"trainer.max_epochs={EPOCHS}",
     "trainer.checkpoint_every_epochs=25",
     "device=cpu",
+    "tracking.log_model=false",
 ]
 
 
@@ -156,6 +157,7 @@ PTB = [
     "trainer.max_epochs=4",
     "trainer.checkpoint_every=25",
     "device=cpu",
+    "tracking.log_model=false",
 ]
 
 

@@ -59,7 +59,10 @@ def run_job(
         heartbeat_s=spec.tracking.heartbeat_s,
     )
     process = sidecar.take()  # MLflow imported meanwhile in a process of its own, if any
-    logger = process.open_run(**opening) if process is not None else RunLogger(**opening)
+    if process is not None:  # torch for the model loads there only if a model is logged
+        logger = process.open_run(**opening, preload_model=spec.tracking.log_model)
+    else:
+        logger = RunLogger(**opening)
     setup = time.perf_counter() - mlflow_start
     logger.log_params(spec.params)
     outcome = execute(spec, logger, config_yaml=spec.config_yaml, concurrent_jobs=concurrent_jobs)

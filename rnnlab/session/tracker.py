@@ -38,8 +38,11 @@ def add_points(logger: RunLogger, points: list[tuple[dict[str, float], int, int]
 
 
 def preload() -> None:
-    """What logging the model needs, made ready while the training process composes and
-    trains: on a thread, so requests are answered meanwhile."""
+    """What logging the model needs, made ready while the training process trains: on a
+    thread, so requests are answered meanwhile. Started by ``open`` for a run that will log
+    a model: a run with ``tracking.log_model=false``, like one killed before its end, needs
+    none of it (torch, ~1 s of CPU and ~190 MB here), and after MLflow's own import, not
+    beside it, the run's creation is not kept waiting by it."""
     try:
         import mlflow.pyfunc  # noqa: F401  (the text-in flavour, rnnlab.tracking.serving)
         import mlflow.pytorch  # noqa: F401  (torch, to unpickle the model and save it)
@@ -53,8 +56,13 @@ def preload() -> None:
         # the map of them it builds once is built now
         warn_dependency_requirement_mismatches(requirements())
     finally:  # (an import that fails here fails again, and is reported, in log_model)
-        gc.freeze()  # what was loaded lives as long as this process: never scanned again
-        gc.enable()
+        end_import_pause()
+
+
+def end_import_pause() -> None:
+    """Collect again, once the imports are done (``main`` paused the collector for them)."""
+    gc.freeze()  # what was loaded lives as long as this process: never scanned again
+    gc.enable()
 
 
 def warm_up() -> None:
@@ -72,7 +80,12 @@ class Tracker:
 
     def handle(self, op: str, args: tuple, kwargs: dict[str, Any]) -> Any:
         if op == "open":
+            load_model_logging = kwargs.pop("preload_model", False)
             self.logger = RunLogger(**kwargs)
+            if load_model_logging:
+                threading.Thread(target=preload, name="rnnlab-preload", daemon=True).start()
+            else:  # preload would end the import-time pause of the collector
+                end_import_pause()
             run = self.logger
             return {
                 "uri": run.uri,
@@ -149,11 +162,10 @@ def serve(requests: Connection, answers: Connection) -> None:
 
 
 def main() -> None:
-    gc.disable()  # while MLflow and torch load (as in rnnlab.commands.train); preload ends it
+    gc.disable()  # while MLflow and torch load (as in rnnlab.commands.train); open ends it
     for stop in (signal.SIGINT, signal.SIGTERM):  # the training process decides: see above
         signal.signal(stop, signal.SIG_IGN)
     warm_up()
-    threading.Thread(target=preload, name="rnnlab-preload", daemon=True).start()
     # the answering thread gets the interpreter back within 0.5 ms of a request, not 5 ms
     sys.setswitchinterval(0.0005)
     requests = Connection(int(sys.argv[1]), writable=False)
