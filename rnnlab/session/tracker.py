@@ -41,8 +41,8 @@ def preload() -> None:
     """What logging the model needs, made ready while the training process trains: on a
     thread, so requests are answered meanwhile. Started by ``open`` for a run that will log
     a model: a run with ``tracking.log_model=false``, like one killed before its end, needs
-    none of it (torch, ~1 s of CPU and ~190 MB here), and after MLflow's own import, not
-    beside it, the run's creation is not kept waiting by it."""
+    none of it (torch, ~1 s of CPU and ~190 MB here); and started once MLflow is imported,
+    it no longer competes with that import for the interpreter while the run is created."""
     try:
         import mlflow.pyfunc  # noqa: F401  (the text-in flavour, rnnlab.tracking.serving)
         import mlflow.pytorch  # noqa: F401  (torch, to unpickle the model and save it)
