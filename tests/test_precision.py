@@ -142,6 +142,39 @@ def test_the_bf16_lstm_trains_where_the_cpu_can_and_is_refused_clearly(
 
 
 @pytest.mark.parametrize(
+    ("device", "message", "becomes"),
+    [
+        (
+            "cpu",
+            f"{precision.ONEDNN_REFUSED} for the LSTM forward propagation primitive. Run",
+            "config",
+        ),
+        ("cpu", "mat1 and mat2 shapes cannot be multiplied", "itself"),
+        (
+            "cuda",
+            f"{precision.ONEDNN_REFUSED} for the LSTM forward propagation primitive",
+            "itself",
+        ),
+    ],
+    ids=["oneDNN refuses on the CPU", "another CPU error", "a GPU error"],
+)
+@pytest.mark.filterwarnings("ignore:CUDA is not available:UserWarning")  # no GPU here
+def test_only_onednn_refusing_bf16_on_the_cpu_becomes_a_user_error(device, message, becomes):
+    """What auto's bf16 runs on AMX CPUs and Ampere GPUs go through (the same context as an
+    explicit bf16): every other error, and every error on a GPU, passes through unchanged."""
+    from rnnlab.errors import ConfigError
+
+    expected = ConfigError if becomes == "config" else RuntimeError
+    with pytest.raises(expected) as raised, autocast("bf16", torch.device(device)):
+        raise RuntimeError(message)
+    if becomes == "config":
+        assert "trainer.precision=fp32" in str(raised.value)
+        assert "could not create a primitive descriptor for the LSTM" in str(raised.value)
+    else:
+        assert type(raised.value) is RuntimeError and str(raised.value) == message
+
+
+@pytest.mark.parametrize(
     ("amx", "avx512_bf16", "chosen", "says"),
     [
         (True, True, "bf16", "AMX"),
