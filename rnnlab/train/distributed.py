@@ -86,30 +86,34 @@ class Ranks:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def agree(self, weight: float, signum: int | None, *, summed: bool) -> tuple[float, int | None]:
-        """(loss scale, stop signal) for one step, in one all-reduce over the ranks.
+    def agree(
+        self, weight: float, signum: int | None, *, summed: bool, out_of_time: bool = False
+    ) -> tuple[float, int | None, bool]:
+        """(loss scale, stop signal, time budget spent) for one step, in one all-reduce.
 
         DDP averages gradients over ranks. A task whose loss is a mean over its ``weight``
         (tokens) gets scale ``W·w / Σw``, so the averaged gradient is that of the global
         mean; a summed loss gets scale ``W``, so it is that of the global sum. A stop signal
-        seen by any rank is returned to all of them.
+        seen by any rank is returned to all of them, and so is a spent time budget
+        (``trainer.max_time_s``: each rank reads its own clock, and all must end the epoch
+        at the same step or the others would wait in a collective).
         """
         if not self.distributed:
-            return 1.0, signum
+            return 1.0, signum, out_of_time
         import signal
 
         import torch.distributed as dist
 
         interrupt = signum == signal.SIGINT
         flags = [float(weight), float(interrupt), float(signum is not None and not interrupt)]
-        total = torch.tensor(flags, dtype=torch.float64)
+        total = torch.tensor([*flags, float(out_of_time)], dtype=torch.float64)
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         if signum is None and total[1] > 0:
             signum = signal.SIGINT
         elif signum is None and total[2] > 0:
             signum = signal.SIGTERM
         scale = float(self.world_size) if summed else self.world_size * weight / float(total[0])
-        return scale, signum
+        return scale, signum, bool(total[3] > 0)
 
     def sum(self, *values: float | torch.Tensor) -> list[float]:
         """Each value summed over the ranks (float64), in one all-reduce (one rank: the

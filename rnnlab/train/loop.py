@@ -1,6 +1,9 @@
 """The training loop: named steps, no task-specific code, no tracking backend.
 
-:func:`fit` runs epochs until ``trainer.max_epochs``. Each epoch is four steps, each a method
+:func:`fit` runs epochs until ``trainer.max_epochs``, or until the training-time budget
+``trainer.max_time_s`` is spent: then the epoch in progress ends at that step and is the last
+(evaluated, checkpointed), so runs compared at equal time all end evaluated. Each epoch is four
+steps, each a method
 of :class:`Fit`: ``train_epoch`` (every batch: the task's loss, backward, clip, optimizer
 step, sampled step metrics, checkpoints every ``checkpoint_every`` steps), ``epoch_metrics``
 (training metrics, and the validation splits when an evaluation is due), ``keep_best`` (the
@@ -60,6 +63,7 @@ class Progress:
     total: torch.Tensor | None = None  # sum of batch loss x weight in this epoch
     weight: int = 0
     seconds: float = 0.0  # training wall time spent in this epoch
+    trained_s: float = 0.0  # training wall time of the epochs before it (trainer.max_time_s)
     carry: Any = None  # the task's carry (e.g. a TBPTT hidden state) mid-epoch
     best_value: float = math.inf
     best_epoch: int = 0
@@ -87,6 +91,8 @@ class FitResult:
     best_state: dict[str, Any]
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the epoch in progress ended early because ``trainer.max_time_s`` was spent
+    out_of_time: bool = False
 
 
 class Stopped(Exception):
@@ -143,6 +149,8 @@ class Fit:
         self.precision, _ = resolve_precision(self.settings.precision, self.task.device, work)
         self.trainee = self.trainee or self.model
         self.stopping: int | None = None  # the stop signal all ranks agreed on, if any
+        self.out_of_time = False  # the ranks agreed that trainer.max_time_s is spent
+        self.epoch_start = time.perf_counter()
         # plain progress lines: run() sets them up; a caller that drives train_epoch itself
         # (scripts/bench_translate.py) gets none
         self.lines = EpochLines(
@@ -171,7 +179,7 @@ class Fit:
             enabled=lines_enabled(self.settings.progress),
         )
         with StopRequest() as stop, self.epoch_bar(p) as bar:
-            while p.epoch <= self.settings.max_epochs:
+            while p.epoch <= self.settings.max_epochs and not self.out_of_time:
                 mean_loss, weight = self.train_epoch(p, stop)
                 metrics = self.epoch_metrics(p, mean_loss, weight)
                 self.keep_best(p, metrics)
@@ -179,11 +187,12 @@ class Fit:
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
                 self.end_epoch(p, stop, objective=metrics.get(self.task.objective))
+        epochs = p.epoch - 1  # the last epoch trained, whole or ended by the time budget
         if p.best_epoch == 0:  # no validation metric: the last weights are the best we know
             p.best_state = copy.deepcopy(self.model.state_dict())
-            p.best_epoch = self.settings.max_epochs
+            p.best_epoch = epochs
         return FitResult(
-            epochs=self.settings.max_epochs,
+            epochs=epochs,
             steps=p.step,
             final=p.metrics,
             best_epoch=p.best_epoch,
@@ -191,6 +200,7 @@ class Fit:
             best_state=p.best_state,
             history=p.history,
             seconds=time.perf_counter() - began,
+            out_of_time=self.out_of_time,
         )
 
     def epoch_bar(self, p: Progress):
@@ -220,7 +230,7 @@ class Fit:
             p.total = torch.zeros((), device=self.task.device)
             p.weight, p.seconds = 0, 0.0
         self.watch = DivergenceWatch(p.total, step=p.step)
-        epoch_start = time.perf_counter() - p.seconds
+        self.epoch_start = epoch_start = time.perf_counter() - p.seconds
         carry = p.carry
         for index, batch in enumerate(self.task.train_batches(epoch=p.epoch)):
             if index < p.batches_done:
@@ -235,10 +245,15 @@ class Fit:
                 self.save(p)
                 if self.stopping is not None:
                     raise Stopped(self.stopping, p)
+            if self.out_of_time:
+                if self.settings.progress is not False:  # false: quiet
+                    print(self.budget_line(p), flush=True)
+                break
         (total,), first_bad = self.watch.read(p.total)  # waits for the epoch's last step
         total, weight = self.ranks.sum(total, p.weight)
         mean_loss = total / max(weight, 1)
         p.seconds = time.perf_counter() - epoch_start
+        p.trained_s += p.seconds
         if not math.isfinite(mean_loss):
             raise DivergenceError(epoch=p.epoch, step=min(first_bad, p.step), loss=mean_loss)
         return mean_loss, weight
@@ -261,8 +276,8 @@ class Fit:
             loss, carry, batch_weight = self.task.train_loss(self.trainee, batch, carry)
         # the agreed signal, not the live one: a signal landing between here and the check
         # after the step must not stop one rank alone (the others would wait in a collective)
-        scale, self.stopping = self.ranks.agree(
-            batch_weight, stop.signum, summed=self.task.summed_loss
+        scale, self.stopping, self.out_of_time = self.ranks.agree(
+            batch_weight, stop.signum, summed=self.task.summed_loss, out_of_time=self.spent(p)
         )
         self.optimizer.zero_grad(set_to_none=True)
         (loss * scale if scale != 1.0 else loss).backward()
@@ -283,6 +298,19 @@ class Fit:
             self.log_sampled(p, loss, batch_weight, grad_norm)
         return detach_carry(carry) if self.graphs else carry  # a replay overwrites outputs
 
+    def spent(self, p: Progress) -> bool:
+        """Whether this rank's training time reached ``trainer.max_time_s`` (the host's
+        clock: no device read)."""
+        budget = self.settings.max_time_s
+        return budget is not None and p.trained_s + time.perf_counter() - self.epoch_start >= budget
+
+    def budget_line(self, p: Progress) -> str:
+        """What ending an epoch early on the time budget says (stdout, with or without bars)."""
+        return (
+            f"trainer.max_time_s={self.settings.max_time_s:g} spent: epoch {p.epoch} ends "
+            f"after {p.batches_done} batches and is the last (evaluated, checkpointed)"
+        )
+
     def log_sampled(self, p: Progress, loss: Any, batch_weight: int, grad_norm: Any) -> None:
         """A sampled step's metrics, the divergence check and, when due, a progress line:
         everything they need read from the device in one copy."""
@@ -302,7 +330,8 @@ class Fit:
         and step their schedulers alike."""
         epoch = p.epoch
         metrics = self.task.train_metrics(mean_loss, weight=weight, seconds=p.seconds)
-        due = epoch % self.settings.eval_every == 0 or epoch == self.settings.max_epochs
+        last = epoch == self.settings.max_epochs or self.out_of_time
+        due = epoch % self.settings.eval_every == 0 or last
         if due and self.ranks.main:
             self.model.eval()
             for split in self.task.eval_splits:
@@ -329,8 +358,8 @@ class Fit:
             step_scheduler(self.scheduler, objective)
         epoch = p.epoch
         p.epoch, p.batches_done, p.carry, p.total = epoch + 1, 0, None, None
-        last = epoch == self.settings.max_epochs
-        _, self.stopping = self.ranks.agree(0, stop.signum, summed=True)
+        last = epoch == self.settings.max_epochs or self.out_of_time
+        _, self.stopping, _ = self.ranks.agree(0, stop.signum, summed=True)
         if last or epoch % self.settings.checkpoint_every_epochs == 0 or self.stopping is not None:
             self.save(p)
         if self.stopping is not None and not last:

@@ -281,6 +281,9 @@ def evaluate_best(
 ) -> TrainOutcome:
     """Load the best weights, evaluate the final splits, record them and checkpoint ``best``."""
     summary = [f"final train loss: {result.final.get('train/loss', float('nan')):.6g}"]
+    if result.out_of_time:  # ended by trainer.max_time_s, not after max_epochs
+        recorder.set_tags({"stopped_by": "max_time_s", "epochs_trained": str(result.epochs)})
+        summary.append(f"stopped by trainer.max_time_s in epoch {result.epochs}")
     summary += task.summary(model)
     fault_point("final_evaluation")
     model.load_state_dict(result.best_state)

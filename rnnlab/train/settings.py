@@ -18,6 +18,9 @@ class TrainerSettings(Options):
     section: ClassVar[str] = "trainer"
 
     max_epochs: int = option(POSITIVE)
+    #: a training-time budget in seconds (None: none): the epoch in progress ends at the
+    #: step that spends it, is evaluated, and the run finishes (compares models at equal time)
+    max_time_s: float | None = option(POSITIVE)
     #: clip the global gradient norm to this value; None disables clipping
     clip_grad_norm: float | None = option(POSITIVE)
     #: log the sampled per-step metrics (train/step_loss, grad_norm) every N optimizer steps
