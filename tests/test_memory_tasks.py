@@ -43,6 +43,33 @@ def test_copy_data_and_the_memoryless_cross_entropy():
     assert math.isclose(copy_baseline(500), 10 * math.log(8) / 520)
 
 
+@pytest.mark.parametrize("name", ["adding", "copy"])
+def test_each_epoch_after_the_first_trains_on_new_problems_drawn_from_seed_and_epoch(name):
+    from conftest import task_from_config
+
+    def epochs(**options):
+        task = task_from_config(name, length=12, n_train=16, batch_size=16, seed=3, **options)
+        return task, [next(task.train_batches(epoch=e)) for e in (1, 2, 3, 2)]
+
+    def problems(x):  # the problems of a batch or split, in no particular order
+        return sorted(tuple(column.flatten().tolist()) for column in x.unbind(1))
+
+    task, (one, two, three, two_again) = epochs()
+    assert problems(one[0]) == problems(task.splits["train"][0])  # epoch 1: the logged split
+    assert len({tuple(problems(b[0])) for b in (one, two, three)}) == 3  # new problems
+    assert torch.equal(two_again[0], two[0]) and torch.equal(two_again[1], two[1])
+    val = task.splits["val"][0]
+    assert all(not torch.equal(val[:, :16], b[0]) for b in (one, two, three))
+    # the same seed gives the same stream in another process or rank; fresh_train=false
+    # trains on the split every epoch
+    _, again = epochs()
+    assert all(
+        torch.equal(a[0], b[0]) for a, b in zip(again, (one, two, three, two_again), strict=True)
+    )
+    fixed, batches = epochs(fresh_train=False)
+    assert all(problems(b[0]) == problems(fixed.splits["train"][0]) for b in batches)
+
+
 def test_sigkill_then_resume_is_bit_exact_with_a_scan_cell_and_eval_rebuilds_it(workdir, client):
     """The fault point kills the run (SIGKILL) right after its second checkpoint; the resumed
     run ends with the metrics of an uninterrupted one, and ``rnnlab eval`` rebuilds the LRU

@@ -10,6 +10,12 @@ Both are the standard tests of whether a recurrent model carries information acr
 * copy: ``{split}/loss`` is the cross-entropy per step over all length + 20 steps, and
   ``{split}/acc`` the share of the 10 recalled symbols right; the baseline is
   10·ln 8 / (length + 20).
+
+Training sees new problems every epoch (``task.fresh_train``, the default): epoch 1 trains on
+the logged train split, each later epoch on ``n_train`` problems drawn from (seed, epoch). This
+is how the papers train (an unbounded stream of problems), and it matters: on a fixed set of
+2000 adding problems at T = 1000 a minLSTM drove its training loss down while its validation
+loss rose above the baseline (memorising the set instead of learning to add).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class MemoryOptions(Options):
     n_test: int = option(POSITIVE)
     batch_size: int = option(POSITIVE)
     eval_batch_size: int = option(POSITIVE)
+    #: draw ``n_train`` new training problems every epoch after the first (module docstring)
+    fresh_train: bool = option()
 
 
 class MemoryTask(Task):
@@ -89,8 +97,19 @@ class MemoryTask(Task):
         self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
         return self
 
+    def train_split(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """Epoch ``epoch``'s training problems: the train split in epoch 1 (or always, without
+        ``task.fresh_train``), else ``n_train`` new ones drawn from (seed, epoch) alone, so a
+        resumed run and every rank draw the same."""
+        if epoch == 1 or not self.options.fresh_train:
+            return self.splits["train"]
+        # a stream of its own: never the one that drew the splits (the seed) or the order
+        generator = torch.Generator().manual_seed(2 * (self.options.seed * 1_000_003 + epoch) + 1)
+        x, y = type(self).make(self.options.n_train, self.options.length, generator)
+        return x.to(self.device), y.to(self.device)
+
     def train_batches(self, *, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        x, y = self.splits["train"]
+        x, y = self.train_split(epoch)
         n, world = x.shape[1], self.world_size
         size = self.options.batch_size * world  # the global batch
         order = torch.randperm(n, generator=epoch_generator(self.options.seed, epoch)).tolist()
