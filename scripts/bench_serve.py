@@ -7,14 +7,15 @@ One translation run's model, the same Multi30k test2016 source sentences, greedy
   ``task.translate`` on all the sentences at once (sorted batches of ``eval_batch_size``),
   on the run's logged model (the weights the server loads);
 * **in process, 64 a call**: the same, called on 64 sentences at a time (what the server is
-  asked), so ``serve_batch64_vs_inprocess_64_a_call`` is the server's own cost;
+  asked), each call right after the server answered the same 64 (paired, so drift cancels):
+  ``serve_batch64_vs_inprocess_64_a_call`` is the server's own cost;
 * **served, batch 64**: ``rnnlab serve RUN_ID --device cpu`` (MLflow's scoring server, one
   worker), the sentences POSTed 64 per request, one request after the other;
 * **served, batch 1**: one sentence per request; each request's latency is kept, for the
   one-sentence p50 and p95.
 
 The server gets a few warm-up requests first. Sentences/s are medians over ``--rounds``
-(the order alternates). Ends with ``RATIO serve_batch64_vs_inprocess=x.xx`` and
+(each round: the whole file in process, the paired 64-a-call pass, batch 1). Ends with ``RATIO serve_batch64_vs_inprocess=x.xx`` and
 ``RATIO serve_batch1_vs_inprocess=x.xx`` (served sentences/s over in-process; goal for
 batch 64: >= 0.8) and the latency lines (goal for ``multi30k_cpu`` greedy: p50 < 50 ms).
 
@@ -88,9 +89,9 @@ def test_sentences(count: int) -> list[str]:
     return (lines * (count // len(lines) + 1))[:count]
 
 
-def in_process(run_id: str, uri: str, sentences: list[str]) -> tuple[float, list[str]]:
-    """Sentences/s of ``task.translate`` (greedy, the CPU), what ``rnnlab translate`` runs,
-    on the run's logged model (the weights the server loads), the model already loaded."""
+def load_translator(run_id: str, uri: str):
+    """``task.translate`` (greedy, the CPU), what ``rnnlab translate`` runs, on the run's
+    logged model (the weights the server loads): a function of a list of sentences."""
     import mlflow
 
     from rnnlab.tracking.serving import _load_pyfunc
@@ -101,14 +102,15 @@ def in_process(run_id: str, uri: str, sentences: list[str]) -> tuple[float, list
         local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
         loaded = _load_pyfunc(local, {"device": "cpu"})
     task, module = loaded.task, loaded.module
-    task.translate(module, sentences[:16], beam_size=1)  # warm-up
+    task.translate(module, ["ein Hund ."], beam_size=1)  # warm-up
+    return lambda rows: task.translate(module, rows, beam_size=1)
+
+
+def in_process(translate, sentences: list[str]) -> tuple[float, list[str]]:
+    """Sentences/s of the whole file in one call (sorted batches of eval_batch_size)."""
     start = time.perf_counter()
-    out = task.translate(module, sentences, beam_size=1)
-    whole = len(sentences) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for i in range(0, len(sentences), 64):  # what the server is asked: 64 at a time
-        task.translate(module, sentences[i : i + 64], beam_size=1)
-    return whole, len(sentences) / (time.perf_counter() - start), out
+    out = translate(sentences)
+    return len(sentences) / (time.perf_counter() - start), out
 
 
 def post(port: int, rows: list[str]) -> list[str]:
@@ -132,6 +134,20 @@ def served(port: int, sentences: list[str], batch: int) -> tuple[float, list[flo
         out += post(port, sentences[i : i + batch])
         latencies.append(time.perf_counter() - sent)
     return len(sentences) / (time.perf_counter() - start), latencies, out
+
+
+def paired(port: int, translate, sentences: list[str]) -> tuple[float, float, list[str]]:
+    """Sentences/s at 64 a call through the server and in process, each 64 sent to the
+    server and then translated in process, so both sides see the same machine state."""
+    spent, out = [0.0, 0.0], []
+    for i in range(0, len(sentences), 64):
+        rows = sentences[i : i + 64]
+        start = time.perf_counter()
+        out += post(port, rows)
+        middle = time.perf_counter()
+        translate(rows)
+        spent[0], spent[1] = spent[0] + middle - start, spent[1] + time.perf_counter() - middle
+    return len(sentences) / spent[0], len(sentences) / spent[1], out
 
 
 def free_port() -> int:
@@ -193,23 +209,20 @@ def main() -> None:
 def measure(run_id: str, uri: str, folder: Path, args) -> None:
     sentences = test_sentences(args.sentences)
     server, port = start_server(run_id, uri, folder)
+    translate = load_translator(run_id, uri)
     try:
         for _ in range(3):  # warm-up: the first requests pay for lazy imports
             post(port, sentences[:64])
         local, local64, batch64, batch1, latencies = [], [], [], [], []
-        for i in range(args.rounds):
-            sides = ["local", "served"] if i % 2 == 0 else ["served", "local"]
-            for side in sides:
-                if side == "local":
-                    speed, per64, expected = in_process(run_id, uri, sentences)
-                    local.append(speed)
-                    local64.append(per64)
-                    continue
-                speed, _, got = served(port, sentences, 64)
-                batch64.append(speed)
-                one, times, _ = served(port, sentences[: args.single], 1)
-                batch1.append(one)
-                latencies += times
+        for _ in range(args.rounds):
+            speed, expected = in_process(translate, sentences)
+            local.append(speed)
+            speed, per64, got = paired(port, translate, sentences)
+            batch64.append(speed)
+            local64.append(per64)
+            one, times, _ = served(port, sentences[: args.single], 1)
+            batch1.append(one)
+            latencies += times
         assert got == expected, "served translations differ from in-process ones"
     finally:
         server.terminate()
