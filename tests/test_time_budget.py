@@ -69,3 +69,19 @@ def test_the_budget_counts_the_epochs_trained_before_a_resume(workdir):
     assert [epoch for epoch, _ in second.history["train/loss"]] == [1, 2, 3]
     assert "val/loss" in second.final
     assert progress.trained_s > spent
+
+
+def test_the_progress_line_counts_down_the_budget_not_the_epochs(capsys):
+    import re
+    import time
+
+    from rnnlab.train.lines import EpochLines
+
+    def line(budget_s):
+        lines = EpochLines(total=100, first=1, interval_s=0, enabled=True, budget_s=budget_s)
+        lines.began = time.perf_counter() - 3000  # an epoch of 50 min done, 99 to go
+        lines.epoch(1, {"train/loss": 1.0})
+        return capsys.readouterr().out.strip()
+
+    assert re.search(r"eta 82:3\d:\d\d$", line(None))  # 99 epochs of 50 min
+    assert re.search(r"eta (49:5\d|50:00)$", line(6000))  # the budget's 50 min left

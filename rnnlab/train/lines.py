@@ -32,8 +32,18 @@ def clock(seconds: float) -> str:
 class EpochLines:
     """Prints the per-epoch (and within-epoch) progress lines of one ``fit``."""
 
-    def __init__(self, *, total: int, first: int, interval_s: float, enabled: bool) -> None:
+    def __init__(
+        self,
+        *,
+        total: int,
+        first: int,
+        interval_s: float,
+        enabled: bool,
+        budget_s: float | None = None,
+    ) -> None:
         self.total = total
+        #: training time this process may still spend (trainer.max_time_s): the ETA's cap
+        self.budget_s = budget_s
         self.first = first  # the first epoch this process trains (later after a resume)
         self.interval_s = interval_s
         self.enabled = enabled
@@ -45,7 +55,10 @@ class EpochLines:
         remaining = self.total - (self.first - 1) - epochs_done
         text = f"elapsed {clock(elapsed)}"
         if epochs_done > 0:
-            text += f"  eta {clock(elapsed / epochs_done * max(remaining, 0.0))}"
+            eta = elapsed / epochs_done * max(remaining, 0.0)
+            if self.budget_s is not None:  # the budget ends the run first (evaluation aside)
+                eta = min(eta, max(self.budget_s - elapsed, 0.0))
+            text += f"  eta {clock(eta)}"
         return text
 
     def emit(self, text: str) -> None:

@@ -171,12 +171,13 @@ class Fit:
         """Train from ``p`` until the last epoch; ``p`` is updated in place."""
         if p.best_state is None:
             p.best_state = copy.deepcopy(self.model.state_dict())
-        began = time.perf_counter()
+        began, budget = time.perf_counter(), self.settings.max_time_s
         self.lines = EpochLines(
             total=self.settings.max_epochs,
             first=p.epoch,
             interval_s=self.settings.log_interval_s,
             enabled=lines_enabled(self.settings.progress),
+            budget_s=None if budget is None else budget - p.trained_s - p.seconds,
         )
         with StopRequest() as stop, self.epoch_bar(p) as bar:
             while p.epoch <= self.settings.max_epochs and not self.out_of_time:
