@@ -118,16 +118,14 @@ class RnnlabSide:
     def epoch(self, target: float | None, budget: float) -> dict:
         """One epoch; while ``target`` is set and not reached, the validation perplexity
         every 1/10 epoch. Stops early once past ``budget`` seconds without reaching it."""
-        import torch
 
         from rnnlab.data.bptt import num_windows
         from rnnlab.train.loop import step_scheduler
         from rnnlab.train.signals import StopRequest
 
         p, loop, task = self.progress, self.loop, self.task
-        loop.model.train()
-        carry = task.init_carry(loop.model)
-        p.total, p.weight = torch.zeros(()), 0
+        p.batches_done = 0
+        carry = loop.start_epoch(p)
         every = max(1, num_windows(task.split_streams("train"), task.bptt) // EVALS_PER_EPOCH)
         reached, reached_tokens, seconds, tokens = None, None, 0.0, 0
         with StopRequest() as stop:
@@ -157,13 +155,12 @@ class RnnlabSide:
 
     def steps(self, count: int) -> dict:
         """``count`` training steps from the start of an epoch; their tokens/s."""
-        import torch
 
         from rnnlab.train.signals import StopRequest
 
         p, loop = self.progress, self.loop
-        carry = self.task.init_carry(loop.model)
-        p.total, p.weight = torch.zeros(()), 0
+        p.batches_done = 0
+        carry = loop.start_epoch(p)
         start, tokens = time.perf_counter(), 0
         with StopRequest() as stop:
             for index, batch in enumerate(self.task.train_batches(epoch=p.epoch)):

@@ -225,14 +225,8 @@ class Fit:
         """Train the batches of epoch ``p.epoch`` not yet done; the epoch's mean loss and
         summed batch weight (over every rank). The host reads nothing back from the device
         but on sampled steps, before a checkpoint and here at the end (the one wait)."""
-        self.model.train()
-        if p.batches_done == 0:
-            p.carry = self.task.init_carry(self.model)
-            p.total = torch.zeros((), device=self.task.device)
-            p.weight, p.seconds = 0, 0.0
-        self.watch = DivergenceWatch(p.total, step=p.step)
-        self.epoch_start = epoch_start = time.perf_counter() - p.seconds
-        carry = p.carry
+        carry = self.start_epoch(p)
+        epoch_start = self.epoch_start
         for index, batch in enumerate(self.task.train_batches(epoch=p.epoch)):
             if index < p.batches_done:
                 continue  # resumed mid-epoch: these batches were trained before the stop
@@ -258,6 +252,19 @@ class Fit:
         if not math.isfinite(mean_loss):
             raise DivergenceError(epoch=p.epoch, step=min(first_bad, p.step), loss=mean_loss)
         return mean_loss, weight
+
+    def start_epoch(self, p: Progress) -> Any:
+        """Ready epoch ``p.epoch`` for :meth:`train_step` (its start, or where a resumed run
+        stopped): training mode, the epoch's sums, the divergence watch and the epoch's clock;
+        returns the task's carry. A driver of ``train_step`` (a benchmark) calls it first."""
+        self.model.train()
+        if p.batches_done == 0:
+            p.carry = self.task.init_carry(self.model)
+            p.total = torch.zeros((), device=self.task.device)
+            p.weight, p.seconds = 0, 0.0
+        self.watch = DivergenceWatch(p.total, step=p.step)
+        self.epoch_start = time.perf_counter() - p.seconds
+        return p.carry
 
     def check_divergence(self, p: Progress) -> None:
         """Fail if a loss of this epoch so far was not finite (reads the device: a wait)."""
