@@ -21,7 +21,14 @@ FOUR_BATCHES = ["cell=gru", "task.batch_size=5", "device=cpu"]
 def test_a_spent_budget_ends_the_epoch_at_that_step_and_the_run_finishes_evaluated(
     workdir, client, capsys
 ):
-    train([*FOUR_BATCHES, "trainer.max_epochs=4", "trainer.max_time_s=1e-9"])
+    train(
+        [
+            *FOUR_BATCHES,
+            "trainer.max_epochs=4",
+            "trainer.max_time_s=1e-9",
+            "tracking.log_model=false",
+        ]
+    )
     (run,) = runs_of(client, "bitcount")
     assert run.info.status == "FINISHED"
     assert run.data.tags["stopped_by"] == "max_time_s"
