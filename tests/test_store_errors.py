@@ -167,3 +167,31 @@ def test_unreadable_corpus_file_is_a_read_error(workdir, shared_data):
     assert "Cannot read data file" in done.stderr and "ptb.valid.txt" in done.stderr
     assert "Permission denied" in done.stderr and "chmod" in done.stderr
     assert "disk space" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_checking_a_store_keeps_the_locks_of_this_process_s_live_connections(tmp_path, empty_store):
+    """The store check runs in processes that already hold a connection to the store (a
+    sweep's launcher). It must read the file through sqlite alone: a plain open() and close()
+    of the file released every POSIX lock of the process, so another process closing its
+    connection took itself for the last one and deleted the write-ahead log under the live
+    connection (a sweep lost a job's last epochs and its end, then 'disk I/O error')."""
+    import subprocess
+    import sys
+
+    from rnnlab.tracking.store import use_wal
+    from rnnlab.tracking.store_errors import refuse_unusable
+
+    uri = new_store(tmp_path, empty_store)
+    db = tmp_path / "mlflow.db"
+    use_wal(db)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as live:
+        live.execute("CREATE TABLE probe (x)")  # a write: the connection is live in the WAL
+        live.execute("INSERT INTO probe VALUES (1)")
+        refuse_unusable(uri, writes=True)  # the check, in the process that holds `live`
+        other = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT 1 FROM probe'); c.close()"
+        subprocess.run([sys.executable, "-c", other, str(db)], check=True, timeout=60)
+        # the other process did not take itself for the last: the log is still there
+        assert (tmp_path / "mlflow.db-wal").exists()
+        live.execute("INSERT INTO probe VALUES (2)")
+    with contextlib.closing(sqlite3.connect(db)) as after:
+        assert after.execute("SELECT x FROM probe").fetchall() == [(1,), (2,)]

@@ -17,7 +17,6 @@ from pathlib import Path
 from rnnlab.errors import TrackingError
 from rnnlab.tracking.uri import sqlite_path
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 #: MLflow waits this long for a sqlite write lock (its ``PRAGMA busy_timeout``) before failing
 SQLITE_BUSY_TIMEOUT_S = 20
 #: MLflow's core tables (created in one transaction); a database with tables, none of
@@ -72,29 +71,34 @@ def refuse_unusable(uri: str, *, writes: bool) -> None:
 
 
 def sqlite_tables(db: Path, uri: str, *, read_only: bool = False) -> set[str]:
-    """The table names of the sqlite file ``db`` (read-only); an error if it is not sqlite."""
+    """The table names of the sqlite file ``db`` (read-only); an error if it is not sqlite.
+
+    Read through sqlite alone, never by opening the file: closing any descriptor of a file
+    drops every POSIX lock its process holds on it, sqlite's included. A plain ``open`` here,
+    in a process with a live connection to the store (a sweep's launcher holds one for the
+    parent run), silently released that connection's lock; the next process to close its own
+    connection then took itself for the last one and deleted the write-ahead log under the
+    live ones: a sweep job's last epochs and its end were lost, and the next job got "disk I/O
+    error" (stop 36; sqlite.org/howtocorrupt.html, section 2.2). sqlite reports a file that is
+    not a database itself, and opens an empty file as an empty one.
+    """
     import sqlite3
 
-    try:
-        with db.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
+    if not os.access(db, os.R_OK):
         raise TrackingError(
-            f"Cannot read the tracking store {db}: {exc.strerror}",
+            f"Cannot read the tracking store {db}: permission denied",
             f"Check its permissions, or {ELSEWHERE}",
-        ) from exc
-    if not header:
-        return set()  # an empty file: sqlite (and MLflow) make it a database
-    if header != SQLITE_HEADER:
-        raise TrackingError(
-            f"The tracking URI {uri} points at {db}, which is not a sqlite database",
-            "Point tracking.uri / --uri / MLFLOW_TRACKING_URI at an MLflow store (e.g. "
-            "sqlite:///mlflow.db, created if missing), not at another file",
         )
     try:
         with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     except sqlite3.Error as exc:
+        if "file is not a database" in str(exc):
+            raise TrackingError(
+                f"The tracking URI {uri} points at {db}, which is not a sqlite database",
+                "Point tracking.uri / --uri / MLFLOW_TRACKING_URI at an MLflow store (e.g. "
+                "sqlite:///mlflow.db, created if missing), not at another file",
+            ) from exc
         if read_only:  # a WAL store cannot even be read without creating its -shm file
             raise TrackingError(
                 f"The tracking store {uri} is read-only, and sqlite cannot open it there ({exc})",
