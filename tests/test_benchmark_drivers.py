@@ -8,9 +8,12 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
+@pytest.mark.slow  # make test-all: a benchmark script, not the product
 def test_bench_lm_vocab_trains_through_rnnlabs_step_epoch_by_epoch(shared_data, monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPTS))
     from bench_lm_vocab import RnnlabSide
