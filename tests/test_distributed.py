@@ -266,6 +266,7 @@ def test_ctrl_c_stops_every_rank_and_resume_needs_the_same_world_size(
     assert sorted(steps) == list(range(1, EPOCHS + 1))  # every epoch once, none repeated
 
 
+@pytest.mark.slow  # make test-all (~18 s): keeps make test under 5 minutes on 2 cores
 def test_a_dying_rank_takes_the_run_down_within_seconds(shared_data, workdir, client, launched):
     # the run fails before any model is logged: its tracking process need not load torch
     args = ["train", *PTB, "trainer.max_epochs=400", "trainer.devices=2"]
