@@ -243,6 +243,7 @@ def run_in_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     return proc.wait(timeout=300), output.decode(errors="replace")
 
 
+@pytest.mark.slow  # make test-all (~15 s, a run on a pseudo-terminal): keeps make test under 5 min
 def test_terminal_run_shows_bars_and_no_model_when_off(workdir):
     """Under a pseudo-terminal (stderr a TTY) the bars stay and the plain lines do not print;
     ``tracking.log_model=false`` logs no model."""
