@@ -48,8 +48,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: evaluations of the validation split per epoch while a side has not reached the target
-EVALS_PER_EPOCH = 10
+#: evaluations of the validation split per epoch while a side has not reached the target; the
+#: tokens to the target are known to 1/20 epoch (evaluations are not counted as training time)
+EVALS_PER_EPOCH = 20
 
 
 def peak_rss_mb() -> float:
@@ -154,7 +155,8 @@ class RnnlabSide:
         }
 
     def steps(self, count: int) -> dict:
-        """``count`` training steps from the start of an epoch; their tokens/s."""
+        """Training steps from the start of an epoch, until ``count`` tokens are done; their
+        tokens/s."""
 
         from rnnlab.train.signals import StopRequest
 
@@ -163,8 +165,8 @@ class RnnlabSide:
         carry = loop.start_epoch(p)
         start, tokens = time.perf_counter(), 0
         with StopRequest() as stop:
-            for index, batch in enumerate(self.task.train_batches(epoch=p.epoch)):
-                if index == count:
+            for batch in self.task.train_batches(epoch=p.epoch):
+                if tokens >= count:
                     break
                 carry = loop.train_step(p, batch, carry, stop)
                 tokens += batch[1].numel()
@@ -200,10 +202,11 @@ class TextbookSide:
         return {"seconds": seconds, "tokens": tokens, "ppl": ppl, "reached": None}
 
     def steps(self, count: int) -> dict:
-        """The same loop on the first ``count`` windows: their tokens/s."""
+        """The same loop on the first windows that hold ``count`` tokens: their tokens/s."""
         from ptb_reference import train_epoch
 
-        window = self.train_data[: count * 35 + 1]  # (count·35 + 1, 20)
+        windows = max(1, -(-count // (35 * self.train_data.size(1))))  # ceil
+        window = self.train_data[: windows * 35 + 1]  # (windows·35 + 1, 20)
         _, tokens, seconds = train_epoch(self.model, self.optimizer, window, bptt=35)
         return {"tokens_per_s": tokens / seconds}
 
@@ -268,8 +271,8 @@ def race(
     env: dict,
     epochs: int,
     *,
-    windows: int = 20,
-    rounds: int = 3,
+    round_tokens: int = 40_000,
+    rounds: int = 5,
 ) -> dict:
     """Time to the textbook's epoch-1 perplexity, then every side to ``epochs`` epochs.
     Returns each side's epochs and the time-to-quality ratios."""
@@ -304,25 +307,31 @@ def race(
                 if len(runs[name]) < epoch:
                     runs[name].append(sides.epoch(name))
         if "textbook" in spec:
-            ratios = robust(runs, ratios, speed_rounds(sides, list(spec), windows, rounds))
+            ratios = robust(runs, ratios, speed_rounds(sides, list(spec), round_tokens, rounds))
     finally:
         sides.close()
     report_epochs(runs, epochs)
     return {"runs": runs, "ratios": ratios}
 
 
-def speed_rounds(sides: Sides, names: list[str], windows: int, rounds: int) -> dict[str, float]:
-    """Each side's tokens/s over the textbook's: ``windows`` training windows per side per
-    round, in rotating order, the median of the per-round ratios (a busy machine slows all
-    sides of a round alike)."""
+def speed_rounds(sides: Sides, names: list[str], tokens: int, rounds: int) -> dict[str, float]:
+    """Each side's tokens/s over the textbook's: about ``tokens`` training tokens per side per
+    round (the same work for every side, whatever its bptt: a round of a few windows timed
+    mostly the start of an epoch), in rotating order, the median of the per-round ratios (a
+    busy machine slows all sides of a round alike)."""
     import statistics
 
     per_round: dict[str, list[float]] = {name: [] for name in names}
     for round_no in range(rounds):
         order = names[round_no % len(names) :] + names[: round_no % len(names)]
-        rate = {name: sides.steps(name, windows)["tokens_per_s"] for name in order}
+        rate = {name: sides.steps(name, tokens)["tokens_per_s"] for name in order}
         for name in names:
             per_round[name].append(rate[name] / rate["textbook"])
+        textbook = f"textbook {rate['textbook']:,.0f} tok/s"
+        others = ", ".join(
+            f"{n} {rate[n] / rate['textbook']:.2f}x" for n in names if n != "textbook"
+        )
+        print(f"    round {round_no + 1}: {textbook}; {others}", flush=True)
     speed = {name: statistics.median(r) for name, r in per_round.items()}
     cells = ", ".join(f"{name} {speed[name]:.2f}x" for name in names if name != "textbook")
     print(f"  tokens/s against the textbook, side by side ({rounds} rounds): {cells}", flush=True)
@@ -422,7 +431,7 @@ def measure_rss(tokens: int, tmp: Path, env: dict) -> float:
     try:
         built = time.perf_counter() - start
         info = sides.info["rnnlab adaptive"]
-        result = sides.steps("rnnlab adaptive", 20)
+        result = sides.steps("rnnlab adaptive", 20 * 400)  # 20 windows of 20 x 20
     finally:
         sides.close()
     print(
@@ -449,8 +458,15 @@ def part_ptb(args, env: dict) -> dict[str, float]:
         "rnnlab adaptive": ("rnnlab", ["experiment=ptb_small_adaptive", *tokens]),
         "rnnlab full": ("rnnlab", ["experiment=ptb_small", *tokens]),
     }
-    rounds = 1 if args.quick else 3
-    result = race("PTB, 2x200 LSTM, 10k words", spec, env, args.epochs, rounds=rounds)
+    rounds, round_tokens = (1, 8_000) if args.quick else (5, 40_000)
+    result = race(
+        "PTB, 2x200 LSTM, 10k words",
+        spec,
+        env,
+        args.epochs,
+        round_tokens=round_tokens,
+        rounds=rounds,
+    )
     out = {"lm_ptb_adaptive": result["ratios"].get("rnnlab adaptive")}
     out["lm_ptb_full"] = result["ratios"].get("rnnlab full")
     adaptive, full = (final_ppl(result, n, args.epochs) for n in ("rnnlab adaptive", "rnnlab full"))
@@ -474,8 +490,9 @@ def part_vocab(name: str, types: int, args, env: dict, tmp: Path) -> dict[str, f
         "rnnlab adaptive": ("rnnlab", [*lm, *ADAPTIVE_INPUT]),
     }
     title = f"generated Zipf corpus, {types:,} types, {tokens:,} training tokens"
-    windows = 3 if args.quick or types > 100_000 else 20  # 250k full softmax: ~1 s a window idle
-    result = race(title, spec, env, 1, windows=windows, rounds=1 if args.quick else 3)
+    # 250k full softmax: ~1 s a 700-token window idle
+    round_tokens = 2_100 if args.quick or types > 100_000 else 14_000
+    result = race(title, spec, env, 1, round_tokens=round_tokens, rounds=1 if args.quick else 3)
     return {f"lm_{name}": result["ratios"].get("rnnlab adaptive")}
 
 

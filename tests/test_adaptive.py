@@ -41,6 +41,7 @@ def adaptive_model(*, tie: bool, cutoffs=(20, 100), vocab: int = VOCAB) -> Langu
         init_range=0.1,
         cutoffs=list(cutoffs),
         div_value=2.0,
+        head_bias=True,
     )
 
 
@@ -161,10 +162,33 @@ def test_a_run_recorded_before_the_adaptive_softmax_reads_the_full_one(adaptive_
 
     cfg = compose(["task=lm", f"task.corpus={adaptive_run['corpus']}", "device=cpu"])
     task = OmegaConf.to_container(cfg.task)
-    for key in ("softmax", "cutoffs", "div_value"):
+    for key in ("softmax", "cutoffs", "div_value", "head_bias"):
         del task[key]
     cfg.task = OmegaConf.create(task)
     assert build(cfg).task.options.softmax == "full"
+
+
+def test_the_head_has_a_bias_and_runs_recorded_before_it_rebuild_without_one(adaptive_run):
+    from omegaconf import OmegaConf
+
+    corpus = f"task.corpus={adaptive_run['corpus']}"
+    cfg = compose([*TINY, *ADAPTIVE, corpus])
+    parts = build(cfg)
+    model = parts.task.build_model(stack=parts.stack)
+    assert parts.task.options.head_bias is True
+    head = model.decoder.adaptive.head  # (head words + clusters) x H, and the bias
+    assert head.bias is not None and head.bias.shape == (head.out_features,)
+    # what an adaptive run recorded before task.head_bias wrote: no such key, no bias
+    node = OmegaConf.to_container(cfg.task)
+    del node["head_bias"]
+    cfg.task = OmegaConf.create(node)
+    old = build(cfg)
+    assert old.task.options.head_bias is False
+    old_model = old.task.build_model(stack=old.stack)
+    assert old_model.decoder.adaptive.head.bias is None
+    # the keys its checkpoint holds, so eval and resume load it as saved
+    assert "decoder.adaptive.head.bias" in model.state_dict()
+    assert "decoder.adaptive.head.bias" not in old_model.state_dict()
 
 
 def test_cutoffs_and_their_checks_come_from_the_vocabulary(adaptive_run):

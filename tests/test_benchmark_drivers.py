@@ -24,5 +24,5 @@ def test_bench_lm_vocab_trains_through_rnnlabs_step_epoch_by_epoch(shared_data, 
     second = side.epoch(target=None, budget=math.inf)
     assert second["ppl"] < first["ppl"]  # it learns: the second epoch starts from the first
     assert side.progress.step > 0 and side.progress.epoch == 3
-    assert side.steps(3)["tokens_per_s"] > 0
+    assert side.steps(1_200)["tokens_per_s"] > 0  # tokens: 3 windows of ptb_tiny or more
     sys.modules.pop("bench_lm_vocab", None)

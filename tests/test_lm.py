@@ -235,7 +235,7 @@ def test_a_run_from_before_task_lm_still_rebuilds(shared_data):
     cfg = compose(["experiment=ptb_tiny", "device=cpu"])
     node = OmegaConf.to_container(cfg.task)
     older = ("corpus", "train", "valid", "test", "level", "min_freq", "cache_dir")
-    for key in (*older, "valid_fraction", "softmax", "cutoffs", "div_value"):
+    for key in (*older, "valid_fraction", "softmax", "cutoffs", "div_value", "head_bias"):
         del node[key]
     cfg.task = OmegaConf.create({**node, "_target_": "rnnlab.tasks.ptb.PennTreebank"})
     old = build(cfg).task

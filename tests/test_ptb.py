@@ -37,6 +37,7 @@ def language_model(*, stack: StackSpec, vocab_size: int, **options) -> LanguageM
         "init_range": 0.1,
         "cutoffs": None,
         "div_value": 4.0,
+        "head_bias": True,
     }
     return LanguageModel(stack=stack, vocab_size=vocab_size, **{**defaults, **options})
 

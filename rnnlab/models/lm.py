@@ -34,6 +34,7 @@ class LanguageModel(nn.Module):
         init_range: float | None,
         cutoffs: list[int] | None,
         div_value: float,
+        head_bias: bool,
     ) -> None:
         super().__init__()
         if vocab_size <= 1:
@@ -53,7 +54,11 @@ class LanguageModel(nn.Module):
             )
         else:
             self.decoder = AdaptiveSoftmax(
-                self.rnn.hidden_size, vocab_size, cutoffs=cutoffs, div_value=div_value
+                self.rnn.hidden_size,
+                vocab_size,
+                cutoffs=cutoffs,
+                div_value=div_value,
+                head_bias=head_bias,
             )
         # p = 0 skips the module entirely (no copy, no mask) so a dropout-free model runs lean
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -103,6 +103,9 @@ class LMOptions(Options):
     cutoffs: list[int] | None = option(POSITIVE)
     #: each tail cluster's width is the previous one's divided by this
     div_value: float = option(POSITIVE)
+    #: a bias on the adaptive softmax's head (its words and its clusters), as the full
+    #: softmax has one
+    head_bias: bool = option()
 
     def check(self) -> None:
         self.check_files()
@@ -181,6 +184,8 @@ class LanguageModelTask(Task):
         "softmax": "full",
         "cutoffs": None,
         "div_value": 4.0,
+        # adaptive runs recorded before the head's bias had none (their checkpoints' keys)
+        "head_bias": False,
         "valid_fraction": None,
     }
 
@@ -357,6 +362,7 @@ class LanguageModelTask(Task):
                 init_range=self.options.init_range,
                 cutoffs=self.get_cutoffs() if self.options.softmax == "adaptive" else None,
                 div_value=self.options.div_value,
+                head_bias=self.options.head_bias,
             )
         except ValueError as exc:
             raise ConfigError(

@@ -171,6 +171,7 @@ class Copy(MemoryTask):
             init_range=None,
             cutoffs=None,  # nine symbols: the full softmax
             div_value=4.0,
+            head_bias=False,
         )
 
     def train_loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:

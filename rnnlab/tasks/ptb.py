@@ -48,5 +48,6 @@ class PennTreebank(LanguageModelTask):
             "valid_fraction": None,
         }
         older = {"level": "word", "min_freq": 1, "cache_dir": None}  # cache: the default root
-        older |= {"softmax": "full", "cutoffs": None, "div_value": 4.0}  # before the adaptive
+        # before the adaptive softmax
+        older |= {"softmax": "full", "cutoffs": None, "div_value": 4.0, "head_bias": False}
         super().__init__(LMOptions(**words, **older, **asdict(options)))
