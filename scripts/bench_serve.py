@@ -12,7 +12,11 @@ One translation run's model, the same Multi30k test2016 source sentences, greedy
 * **served, batch 64**: ``rnnlab serve RUN_ID --device cpu`` (MLflow's scoring server, one
   worker), the sentences POSTed 64 per request, one request after the other;
 * **served, batch 1**: one sentence per request; each request's latency is kept, for the
-  one-sentence p50 and p95.
+  one-sentence p50 and p95;
+* **served, batch 64, N workers** (``--workers N``, default 2; 0 skips it): ``rnnlab serve
+  --workers N`` (its default threads: the cores shared among the workers), the sentences
+  POSTed 64 per request with N requests in flight, as a client that scores a file would; each
+  round after the whole file in process. ``serve_batch64_workers{N}_vs_inprocess``.
 
 The server gets a few warm-up requests first. Sentences/s are medians over ``--rounds``
 (each round: the whole file in process, the paired 64-a-call pass, batch 1). Ends with ``RATIO serve_batch64_vs_inprocess=x.xx`` and
@@ -156,10 +160,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run_id: str, uri: str, folder: Path) -> tuple[subprocess.Popen, int]:
+def in_flight(port: int, sentences: list[str], batch: int, requests: int) -> tuple[float, list]:
+    """Sentences/s through the server at ``batch`` sentences a request, ``requests`` of them
+    in flight at a time (a thread each); the translations in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [sentences[i : i + batch] for i in range(0, len(sentences), batch)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=requests) as pool:
+        answers = list(pool.map(lambda rows: post(port, rows), chunks))
+    return len(sentences) / (time.perf_counter() - start), [t for a in answers for t in a]
+
+
+def start_server(
+    run_id: str, uri: str, folder: Path, workers: int = 1
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = (folder / "serve.log").open("w")
     command = [sys.executable, "-m", "rnnlab.cli", "serve", run_id, "--port", str(port)]
+    command += ["--workers", str(workers)]
     server = subprocess.Popen(
         [*command, "--uri", uri, "--device", "cpu", "--timeout", "900"],
         cwd=folder,
@@ -192,6 +211,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200, help="sentences sent one by one")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-pairs", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2, help="the many-worker server (0: skip)")
     parser.add_argument("--quick", action="store_true", help="fewer sentences and rounds")
     args = parser.parse_args()
     if args.quick:
@@ -228,6 +248,32 @@ def measure(run_id: str, uri: str, folder: Path, args) -> None:
         server.terminate()
         server.wait(timeout=60)
     report(local, local64, batch64, batch1, latencies, args)
+    if args.workers > 1:
+        many_workers(run_id, uri, folder, translate, sentences, args)
+
+
+def many_workers(run_id: str, uri: str, folder: Path, translate, sentences, args) -> None:
+    """``rnnlab serve --workers N`` with N requests of 64 in flight, against the whole file
+    in process, round after round."""
+    n = args.workers
+    server, port = start_server(run_id, uri, folder, workers=n)
+    try:
+        for _ in range(3):  # warm-up: every worker's first requests pay for lazy imports
+            in_flight(port, sentences[: 64 * n], 64, n)
+        local, many = [], []
+        for _ in range(args.rounds):
+            speed, expected = in_process(translate, sentences)
+            local.append(speed)
+            speed, got = in_flight(port, sentences, 64, n)
+            many.append(speed)
+        assert got == expected, "served translations differ from in-process ones"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    local_s, many_s = statistics.median(local), statistics.median(many)
+    print(f"in process (the same rounds):        {local_s:8.1f} sentences/s  {local}")
+    print(f"served, batch 64, {n} workers, {n} in flight: {many_s:8.1f} sentences/s  {many}")
+    print(f"RATIO serve_batch64_workers{n}_vs_inprocess={many_s / local_s:.2f}")
 
 
 def report(local, local64, batch64, batch1, latencies, args) -> None:
