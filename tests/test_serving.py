@@ -336,6 +336,33 @@ def test_serve_refuses_a_run_without_a_model_and_a_port_in_use(multi30k_tiny_run
     assert missing.returncode == 2 and "there is no run with that id" in missing.stderr
 
 
+@pytest.mark.slow  # make test-all: a second server start; the one-worker server is in make test
+def test_two_workers_answer_requests_in_flight_as_the_cli(multi30k_tiny_run, tmp_path):
+    """``rnnlab serve --workers 2`` with four requests in flight at once (how
+    scripts/bench_serve.py scores a file for throughput): every answer is the CLI's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run, port = multi30k_tiny_run, free_port()
+    errors = tmp_path / "stderr.txt"
+    command = [*RNNLAB, "serve", run["run"].info.run_id, "--port", str(port), "--uri", run["uri"]]
+    with errors.open("w") as err:
+        process = subprocess.Popen(
+            [*command, "--workers", "2"], cwd=run["workdir"], stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        wait_until_up(process, port, errors)
+        body = {"inputs": {"text": SENTENCES}, "params": {"beam": 1}}
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(lambda _: post(port, body), range(8)))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    expected = translate_cli(run, "--beam", "1")
+    for status, answer in answers:
+        assert status == 200, answer
+        assert [row["translation"] for row in answer["predictions"]] == expected
+
+
 @pytest.mark.slow
 def test_mlflow_models_serve_and_predict_take_the_same_model(multi30k_tiny_run, tmp_path):
     """MLflow's own commands on the model, with no rnnlab code in the way: ``mlflow models
