@@ -225,3 +225,26 @@ def test_an_adaptive_run_killed_after_its_first_epoch_resumes_bit_exact(workdir,
     for key in ("val/ppl", "test/ppl", "train/loss"):
         assert done.data.metrics[key] == ref.data.metrics[key], key
     assert math.isfinite(done.data.metrics["test/ppl"])
+
+
+def test_under_bf16_autocast_the_softmax_and_its_head_bias_stay_fp32():
+    """What trainer.precision=bf16 (and auto on AMX CPUs and Ampere+ GPUs) hands the adaptive
+    softmax: bf16 hidden states from the recurrence (fed directly here: this CPU's oneDNN
+    refuses the bf16 LSTM). The softmax, head bias included, runs in fp32 with exact
+    probabilities and an fp32 gradient for the bias."""
+    softmax = adaptive_model(tie=False).decoder
+    hidden = torch.randn(35, 16).to(torch.bfloat16).requires_grad_()  # (N, H), as autocast gives
+    targets = torch.randint(0, VOCAB, (35,))
+    targets[:4] = torch.tensor([0, 19, 20, 299])  # head, edges of the tail clusters
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nll = softmax.nll(hidden, targets)  # (N,)
+        with torch.no_grad():
+            logprob = softmax(hidden)  # (N, V)
+    assert nll.dtype == torch.float32 and logprob.dtype == torch.float32
+    assert (logprob.double().exp().sum(-1) - 1).abs().max() < 1e-5
+    picked = logprob.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
+    assert torch.allclose(-picked, nll.detach(), atol=1e-5)
+    nll.sum().backward()
+    bias = softmax.adaptive.head.bias
+    assert bias.dtype == torch.float32 and bias.grad is not None
+    assert torch.isfinite(bias.grad).all() and bias.grad.abs().sum() > 0
