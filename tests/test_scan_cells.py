@@ -364,6 +364,24 @@ def test_beam_search_through_the_sequential_step(name):
     assert batched == alone
 
 
+def test_bench_counts_the_matmul_work_that_bounds_each_cells_ratio():
+    """The bench's MFLOP/token: 2 layers at I = H = 200, input without a gradient. minLSTM's
+    matmuls are 3H x I per layer forward, again for ∂W, and ∂x for layer 2 only: 2 (flops per
+    multiply-add) x 3 x 200 x 200 x 5 = 1.2 M per token; minGRU's 2H rows give 0.8 M; the
+    LSTM's 4H rows over input and state give 3.5 M (less the first step's recurrence), so
+    minLSTM's matmuls alone would make it 2.92x the LSTM, not more."""
+    from rnnlab.benchmarks.cells import cells_available, mflop_per_token
+
+    table, cpu = cells_available(), torch.device("cpu")
+    counts = {
+        name: mflop_per_token(table[name], path, cpu)
+        for name, path in (("lstm", "fused"), ("minlstm", "parallel"), ("mingru", "parallel"))
+    }
+    assert counts["minlstm"] == pytest.approx(1.2) and counts["mingru"] == pytest.approx(0.8)
+    assert 3.45 < counts["lstm"] < 3.52
+    assert counts["lstm"] / counts["minlstm"] < 3
+
+
 def test_bench_cells_times_the_parallel_scan_against_lstm_per_length(workdir):
     from conftest import cli_inprocess
 
@@ -372,6 +390,7 @@ def test_bench_cells_times_the_parallel_scan_against_lstm_per_length(workdir):
     )
     assert done.returncode == 0, done.stderr
     assert "KiB/token" in done.stdout and "peak MiB" in done.stdout
+    assert "MFLOP/token" in done.stdout
     ratios = [line for line in done.stdout.splitlines() if line.startswith("RATIO ")]
     assert [r.split("=")[0] for r in ratios] == ["RATIO lru_vs_lstm_T6", "RATIO lru_vs_lstm_T9"]
     assert all(float(r.split("=")[1]) > 0 for r in ratios)

@@ -12,7 +12,9 @@ For the compiled path it also reports the one-off compile time and how many new 
 short last batch (T=17), other batch sizes and eval mode (after its first call) trigger:
 0 means the compile cost is paid once. With ``lengths``, each row also has the memory one
 forward+backward pass allocates at its peak (the profiler's allocation timeline on the CPU,
-CUDA's own peak on a GPU) per token, beside the LSTM's. The last lines are
+CUDA's own peak on a GPU) per token, beside the LSTM's, and its floating-point operations
+per token (``MFLOP/token``): the LSTM's count over a cell's is the ratio its matmuls alone
+would reach, against which its measured ratio is read. The last lines are
 ``RATIO <cell>_vs_lstm_T<T>=`` (``<cell>_<path>_vs_lstm_T<T>`` off the fused and parallel
 paths).
 
@@ -155,6 +157,21 @@ def peak_bytes(fn: Callable, device) -> int:
     return peak
 
 
+def mflop_per_token(entry: Entry, path: str, device) -> float:
+    """Forward+backward floating-point operations per token (millions), counted by torch's
+    ``FlopCounterMode`` on one bptt window; a fused kernel's are counted on its stepwise twin
+    (the same matmuls, which the counter can see). The ratio of two rows' counts is the speed
+    ratio their matmuls alone would give, the bound the measured ratio is read against."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(entry, "stepwise" if path == "fused" else path, 8, device)
+    x = torch.randn(BPTT, BATCH, SIZE, device=device)
+    with FlopCounterMode(display=False) as counter:
+        out, _ = model(x)  # (T, B, H)
+        out.sum().backward()
+    return counter.get_total_flops() / (BPTT * BATCH) / 1e6
+
+
 def new_graphs_after_warmup(model: RecurrentStack, device) -> int:
     """Graphs compiled by a short batch, other batch sizes and eval mode, after warm-up."""
     from torch._dynamo.utils import counters
@@ -208,6 +225,7 @@ def time_row(
         peak = peak_bytes(one, dev)
         row["KiB/token"] = round(peak / (steps * BATCH) / 1024, 1)
         row["peak MiB"] = round(peak / 2**20, 1)
+        row["MFLOP/token"] = round(mflop_per_token(entry, path, dev), 2)
     if path == "compiled":
         row["compile s"] = round(first, 1)
         row["new graphs"] = new_graphs_after_warmup(model, dev)

@@ -51,8 +51,9 @@ def block_size(steps: int, lanes: int, device: torch.device) -> int | None:
 def scan_loop(a: Tensor, b: Tensor, h0: Tensor, out: Tensor) -> Tensor:
     """h_t = a_t h_{t-1} + b_t for every t of ``out`` (T, ...), in place; ``out``."""
     h = h0
-    for t in range(b.shape[0]):
-        h = torch.addcmul(b[t], a[t], h, out=out[t])
+    # every step's views at once (:func:`rnnlab.cells.minimal.lerp_steps` says why)
+    for a_t, b_t, out_t in zip(a.unbind(0), b.unbind(0), out.unbind(0), strict=True):
+        h = torch.addcmul(b_t, a_t, h, out=out_t)
     return out
 
 
@@ -69,8 +70,9 @@ def scan_blocked(a: Tensor, b: Tensor, h0: Tensor, block: int) -> Tensor:
     b3 = b[:main].view(count, block, *lanes)
     h3 = out[:main].view(count, block, *lanes)
     h3[:, 0] = b3[:, 0]  # every block scanned from a zero state, all blocks at once
+    a_j, b_j, h_j = a3.unbind(1), b3.unbind(1), h3.unbind(1)  # each (K, ...): views
     for j in range(1, block):
-        torch.addcmul(b3[:, j], a3[:, j], h3[:, j - 1], out=h3[:, j])
+        torch.addcmul(b_j[j], a_j[j], h_j[j - 1], out=h_j[j])
     decay = a3.cumprod(1)  # (K, C, ...): a_{kC} ... a_{kC+j}, products only (no division)
     ends = scan_blocked(decay[:, -1], h3[:, -1].clone(), h0, block)  # (K, ...) true block ends
     starts = torch.cat([h0.unsqueeze(0), ends[:-1]])  # (K, ...) the state each block starts from
@@ -93,10 +95,11 @@ def scan_adjoint(a: Tensor, grad: Tensor, block: int | None) -> Tensor:
     a = conjugate(a)
     if block is None:
         out = torch.empty_like(grad)
-        g = out[steps - 1]
-        g.copy_(grad[steps - 1])
+        a_s, grad_s, out_s = a.unbind(0), grad.unbind(0), out.unbind(0)  # views (scan_loop)
+        g = out_s[steps - 1]
+        g.copy_(grad_s[steps - 1])
         for t in range(steps - 2, -1, -1):
-            g = torch.addcmul(grad[t], a[t + 1], g, out=out[t])
+            g = torch.addcmul(grad_s[t], a_s[t + 1], g, out=out_s[t])
         return out
     # the blocked kernel runs forwards: reverse time (copies), with a shifted by one step
     a_next = torch.cat([a[1:], torch.zeros_like(a[:1])]).flip(0)
