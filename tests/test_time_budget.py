@@ -1,7 +1,12 @@
-"""``trainer.max_time_s``: a training-time budget ends the epoch in progress at the step that
-spends it; that epoch is evaluated and checkpointed as the last, and the run finishes tagged.
+"""Runs that end before ``trainer.max_epochs``.
 
-No test here depends on how fast a machine is: a budget of 1e-9 s is spent by the first step
+``trainer.max_time_s``: a training-time budget ends the epoch in progress at the step that
+spends it; that epoch is evaluated and checkpointed as the last, and the run finishes tagged.
+``trainer.patience``: early stopping once the objective has not improved for that many epochs.
+
+No test here depends on how fast a machine is or on how a model learns: early stopping is
+driven by a learning rate of 0, whose validation loss is the same every epoch. And no test
+depends on timing: a budget of 1e-9 s is spent by the first step
 on any machine, and a budget equal to the time a first fit already spent is spent the moment
 the continued fit starts, since the budget counts the training time of earlier epochs and
 sessions (``Progress.trained_s``, carried in every checkpoint).
@@ -92,3 +97,66 @@ def test_the_progress_line_counts_down_the_budget_not_the_epochs(capsys):
 
     assert re.search(r"eta 82:3\d:\d\d$", line(None))  # 99 epochs of 50 min
     assert re.search(r"eta (49:5\d|50:00)$", line(6000))  # the budget's 50 min left
+
+
+#: a learning rate of 0: the weights, and so val/loss, stay the same every epoch
+FROZEN = [*FOUR_BATCHES, "optim=sgd", "optim.lr=0"]
+
+
+def test_patience_ends_the_run_once_the_objective_stops_improving(workdir, client, capsys):
+    train([*FROZEN, "trainer.max_epochs=10", "trainer.patience=2", "tracking.log_model=false"])
+    (run,) = runs_of(client, "bitcount")
+    assert run.info.status == "FINISHED"
+    assert (run.data.tags["stopped_by"], run.data.tags["epochs_trained"]) == ("patience", "3")
+    val = client.get_metric_history(run.info.run_id, "val/loss")
+    assert [m.step for m in val] == [1, 2, 3]  # best at 1, then two epochs no better
+    assert len({m.value for m in val}) == 1
+    assert {"test/loss", "test_long/loss"} <= run.data.metrics.keys()  # the best evaluated
+    out = capsys.readouterr().out
+    assert "trainer.patience=2: val/loss has not improved since epoch 1; epoch 3 is the last" in out
+    assert (
+        f"stopped early after epoch 3 (trainer.patience): best val/loss {val[0].value:.6g} "
+        "at epoch 1" in out
+    )
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert {"checkpoints/last.pt", "checkpoints/best.pt"} <= artifacts
+
+
+def test_a_resumed_run_keeps_the_stop_its_progress_implies(workdir):
+    """The stop is a function of the checkpointed Progress: continuing a stopped fit trains
+    nothing more, and a larger patience continues it to its own limit."""
+    from rnnlab.compose import compose as build
+    from rnnlab.train.loop import Progress, fit
+    from rnnlab.train.recorder import MemoryRecorder
+
+    parts = build(compose([*FROZEN, "trainer.progress=false"]))
+    model = parts.task.build_model(stack=parts.stack)
+    optimizer = parts.optimizer(model.parameters())
+    progress = Progress()
+
+    def run(**settings):
+        settings = replace(parts.trainer, max_epochs=10, **settings)
+        return fit(
+            model=model,
+            task=parts.task,
+            optimizer=optimizer,
+            scheduler=None,
+            settings=settings,
+            recorder=MemoryRecorder(),
+            start=progress,
+        )
+
+    first = run(patience=2)
+    assert (first.epochs, first.best_epoch, first.out_of_patience, progress.step) == (
+        3,
+        1,
+        True,
+        12,
+    )
+    progress = Progress.from_state_dict(progress.state_dict())  # as a checkpoint carries it
+    again = run(patience=2)
+    assert (again.epochs, again.out_of_patience, progress.step) == (3, True, 12)  # no step more
+    longer = run(patience=4)
+    assert (longer.epochs, longer.out_of_patience, progress.step) == (5, True, 20)
+    assert not run(patience=None).out_of_patience  # none: on to max_epochs
+    assert progress.epoch - 1 == 10

@@ -2,7 +2,10 @@
 
 :func:`fit` runs epochs until ``trainer.max_epochs``, or until the training-time budget
 ``trainer.max_time_s`` is spent: then the epoch in progress ends at that step and is the last
-(evaluated, checkpointed), so runs compared at equal time all end evaluated. Each epoch is four
+(evaluated, checkpointed), so runs compared at equal time all end evaluated; or, with
+``trainer.patience``, once the objective has not improved for that many epochs (early
+stopping: a function of :class:`Progress` alone, so every rank and a resumed run agree). Each
+epoch is four
 steps, each a method
 of :class:`Fit`: ``train_epoch`` (every batch: the task's loss, backward, clip, optimizer
 step, sampled step metrics, checkpoints every ``checkpoint_every`` steps), ``epoch_metrics``
@@ -93,6 +96,8 @@ class FitResult:
     seconds: float = 0.0
     #: the epoch in progress ended early because ``trainer.max_time_s`` was spent
     out_of_time: bool = False
+    #: training ended before ``max_epochs``: no better objective for ``trainer.patience`` epochs
+    out_of_patience: bool = False
 
 
 class Stopped(Exception):
@@ -180,7 +185,7 @@ class Fit:
             budget_s=None if budget is None else budget - p.trained_s - p.seconds,
         )
         with StopRequest() as stop, self.epoch_bar(p) as bar:
-            while p.epoch <= self.settings.max_epochs and not self.out_of_time:
+            while not (self.finished(p.epoch - 1, p.best_epoch) or self.out_of_time):
                 mean_loss, weight = self.train_epoch(p, stop)
                 metrics = self.epoch_metrics(p, mean_loss, weight)
                 self.keep_best(p, metrics)
@@ -189,6 +194,9 @@ class Fit:
                 bar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
                 self.end_epoch(p, stop, objective=metrics.get(self.task.objective))
         epochs = p.epoch - 1  # the last epoch trained, whole or ended by the time budget
+        early = self.out_of_patience(epochs, p.best_epoch) and epochs < self.settings.max_epochs
+        if early and self.settings.progress is not False:  # false: quiet
+            print(self.patience_line(epochs, p.best_epoch), flush=True)
         if p.best_epoch == 0:  # no validation metric: the last weights are the best we know
             p.best_state = copy.deepcopy(self.model.state_dict())
             p.best_epoch = epochs
@@ -202,6 +210,24 @@ class Fit:
             history=p.history,
             seconds=time.perf_counter() - began,
             out_of_time=self.out_of_time,
+            out_of_patience=early,
+        )
+
+    def finished(self, done: int, best_epoch: int) -> bool:
+        """Whether no epoch follows epoch ``done``: ``max_epochs`` reached, or early stopping."""
+        return done >= self.settings.max_epochs or self.out_of_patience(done, best_epoch)
+
+    def out_of_patience(self, done: int, best_epoch: int) -> bool:
+        """Whether the objective has not improved in the ``trainer.patience`` epochs since its
+        best (epoch ``best_epoch``; 0: never measured, so never stopped for it)."""
+        patience = self.settings.patience
+        return patience is not None and best_epoch > 0 and done - best_epoch >= patience
+
+    def patience_line(self, done: int, best_epoch: int) -> str:
+        """What ending on ``trainer.patience`` says (stdout, with or without bars)."""
+        return (
+            f"trainer.patience={self.settings.patience}: {self.task.objective} has not improved "
+            f"since epoch {best_epoch}; epoch {done} is the last (the best weights are evaluated)"
         )
 
     def epoch_bar(self, p: Progress):
@@ -366,7 +392,7 @@ class Fit:
             step_scheduler(self.scheduler, objective)
         epoch = p.epoch
         p.epoch, p.batches_done, p.carry, p.total = epoch + 1, 0, None, None
-        last = epoch == self.settings.max_epochs or self.out_of_time
+        last = self.finished(epoch, p.best_epoch) or self.out_of_time
         _, self.stopping, _ = self.ranks.agree(0, stop.signum, summed=True)
         if last or epoch % self.settings.checkpoint_every_epochs == 0 or self.stopping is not None:
             self.save(p)

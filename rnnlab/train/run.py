@@ -284,6 +284,12 @@ def evaluate_best(
     if result.out_of_time:  # ended by trainer.max_time_s, not after max_epochs
         recorder.set_tags({"stopped_by": "max_time_s", "epochs_trained": str(result.epochs)})
         summary.append(f"stopped by trainer.max_time_s in epoch {result.epochs}")
+    if result.out_of_patience:  # early stopping: no better objective for trainer.patience epochs
+        recorder.set_tags({"stopped_by": "patience", "epochs_trained": str(result.epochs)})
+        summary.append(
+            f"stopped early after epoch {result.epochs} (trainer.patience): best "
+            f"{task.objective} {result.best_value:.6g} at epoch {result.best_epoch}"
+        )
     summary += task.summary(model)
     fault_point("final_evaluation")
     model.load_state_dict(result.best_state)

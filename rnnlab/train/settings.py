@@ -21,6 +21,9 @@ class TrainerSettings(Options):
     #: a training-time budget in seconds (None: none): the epoch in progress ends at the
     #: step that spends it, is evaluated, and the run finishes (compares models at equal time)
     max_time_s: float | None = option(POSITIVE)
+    #: early stopping: the run ends once the task's objective (val/loss, val/ppl) has not
+    #: improved for this many epochs (None: never); the best weights are evaluated as usual
+    patience: int | None = option(POSITIVE)
     #: clip the global gradient norm to this value; None disables clipping
     clip_grad_norm: float | None = option(POSITIVE)
     #: log the sampled per-step metrics (train/step_loss, grad_norm) every N optimizer steps
