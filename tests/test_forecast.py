@@ -556,3 +556,49 @@ def test_forecast_approaches_the_best_possible_error(tmp_path):
     m = task.evaluate(model, "test").metrics
     assert m["test/rmse_units"] < 0.125
     assert m["test/mse"] < 0.05 * min(m["test/baseline/naive_mse"], m["test/baseline/mean_mse"])
+
+
+def test_the_segrnn_preset_follows_segrnns_own_training_protocol():
+    """lss-1138/SegRNN trains Adam at 1e-3 with its lradj=type3 (1e-3 for 4 epochs, then
+    x0.8 after each: utils/tools.py), at most 30 epochs, early stopping after 10 without a
+    better validation loss, and tests the best weights."""
+    from rnnlab.compose import compose as build
+
+    spec = build(compose(["experiment=segrnn_l96_h96"]))
+    assert (spec.trainer.max_epochs, spec.trainer.patience) == (30, 10)
+    optimizer = spec.optimizer([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = spec.scheduler(optimizer)
+    lrs = []
+    for _ in range(30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # the lr of epoch e: set by adjust_learning_rate(epoch=e - 1) after epoch e - 1, which
+    # gives 1e-3 while its argument is < 3, else 1e-3 * 0.8 ** (argument - 3)
+    segrnn = [1e-3 if e - 1 < 3 else 1e-3 * 0.8 ** (e - 1 - 3) for e in range(1, 31)]
+    np.testing.assert_allclose(lrs, segrnn, rtol=1e-12)
+
+
+def test_the_segrnn_reference_is_compared_only_on_etth1():
+    """ETTh1's published MSE beside a run on another table would read as a verdict on it;
+    a user's own copy of the file (``ETTh1.csv``) is the same data."""
+    from rnnlab.compose import compose as build
+    from rnnlab.session.record import reference_lines
+
+    def lines(*overrides):
+        spec = build(compose(["experiment=segrnn_l96_h96", *overrides]))
+        return spec, reference_lines(spec, {"test/mse": 0.37})
+
+    for data in ([], ["task.data=/data/ETTh1.csv"]):
+        spec, said = lines(*data)
+        assert spec.tags["reference.value"] == "0.368"
+        assert said == [
+            "test/mse 0.37 (reference 0.368, SegRNN README, lookback-96 table "
+            "(lss-1138/SegRNN): +0.5%, within tolerance)"
+        ]
+    spec, said = lines("task.data=/data/ETTh2.csv")
+    assert spec.reference is None and "reference.value" not in spec.tags
+    assert said == [
+        "reference test/mse 0.368 (SegRNN README, lookback-96 table (lss-1138/SegRNN)) holds "
+        "for task.data=etth1; not compared: this run has task.data=/data/ETTh2.csv"
+    ]

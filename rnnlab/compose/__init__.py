@@ -59,6 +59,8 @@ class RunSpec:
     #: the resolved config, flattened (MLflow params) and as YAML (artifact, checkpoints)
     params: dict[str, Any] = field(default_factory=dict)
     config_yaml: str = ""
+    #: why the preset's reference is not compared with this run (it changed the data), if so
+    reference_note: str | None = None
 
 
 def command_options(cfg: DictConfig) -> tuple[RunOptions, TrackingOptions]:
@@ -70,10 +72,20 @@ def command_options(cfg: DictConfig) -> tuple[RunOptions, TrackingOptions]:
     return run, read_options(TrackingOptions, cfg.tracking)
 
 
+def applicable_reference(cfg: DictConfig) -> tuple[Reference | None, str | None]:
+    """The preset's reference where it holds for this run; else None and the reason (the
+    run changed a value its ``when`` names, e.g. the preset on the user's own table)."""
+    reference = read_reference(cfg.get("reference"))
+    differs = reference.differs(cfg) if reference is not None else None
+    if differs is None:
+        return reference, None
+    return None, reference.not_compared(differs)
+
+
 def compose(cfg: DictConfig) -> RunSpec:
     """Turn a composed config into a RunSpec (no MLflow, no training)."""
     run, tracking = command_options(cfg)
-    reference = read_reference(cfg.get("reference"))
+    reference, reference_note = applicable_reference(cfg)
     # a run recorded before a trainer key existed (trainer.threads) takes today's default
     # for it, so eval, translate and resume still read its config
     defaults = OmegaConf.load(config_dir() / "trainer" / "default.yaml")
@@ -104,4 +116,5 @@ def compose(cfg: DictConfig) -> RunSpec:
         tags={**names, **(reference.tags() if reference else {})},
         params=flatten(cfg),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        reference_note=reference_note,
     )

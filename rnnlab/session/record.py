@@ -93,7 +93,7 @@ def reference_lines(spec: RunSpec, metrics: dict[str, float]) -> list[str]:
     """The result beside the preset's reference, where the run measured that metric."""
     reference = spec.reference
     if reference is None:
-        return []
+        return [spec.reference_note] if spec.reference_note else []
     if reference.metric not in metrics:
         return [f"reference: {reference.describe()}; this run has no {reference.metric}"]
     return [reference.beside(metrics[reference.metric])]
