@@ -11,7 +11,7 @@ compared with it; the summary says why instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any, ClassVar
 
@@ -33,7 +33,7 @@ class Reference(Options):
     tolerance: float | None = option(POSITIVE)
     #: the config values the figure was measured under, e.g. ``{task.data: etth1}``; None:
     #: it holds for any run of the preset
-    when: dict[str, Any] | None = option()
+    when: dict[str, Any] | None = field(default=None, metadata={"rule": None, "help": ""})
 
     def differs(self, cfg: Any) -> str | None:
         """``task.data=sales.csv``: the first ``when`` key this run's config changes, or None
