@@ -61,12 +61,13 @@ CONFIGS = {
 }
 
 
-def make_table(folder: Path, rows: int, channels: int = 7) -> Path:
-    """An hourly table of ``channels`` seasonal series with noise (ETTh1's shape)."""
+def make_table(folder: Path, rows: int, channels: int = 7, freq: str = "h") -> Path:
+    """A table of ``channels`` seasonal series with noise, a row every ``freq`` (ETTh1's
+    shape by default; ETTm1's with 69,680 rows at ``15min``)."""
     from numeric_data import seasonal
 
     data = {f"c{c}": seasonal(rows, seed=c, noise=0.3, level=5.0 * c) for c in range(channels)}
-    frame = pd.DataFrame({"date": pd.date_range("2016-07-01", periods=rows, freq="h"), **data})
+    frame = pd.DataFrame({"date": pd.date_range("2016-07-01", periods=rows, freq=freq), **data})
     path = folder / "table.csv"
     frame.to_csv(path, index=False)
     return path

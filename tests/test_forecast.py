@@ -602,3 +602,46 @@ def test_the_segrnn_reference_is_compared_only_on_etth1():
         "reference test/mse 0.368 (SegRNN README, lookback-96 table (lss-1138/SegRNN)) holds "
         "for task.data=etth1; not compared: this run has task.data=/data/ETTh2.csv"
     ]
+
+
+#: lss-1138/SegRNN scripts/SegRNN/Lookback_96/*.sh and its README's lookback-96 table (H = 96):
+#: data, split, segment, season (a day), batch, dropout, lr, published test MSE
+SEGRNN_TABLE = {
+    "segrnn_l96_h96": ("etth1", [8640, 2880, 2880], 24, 24, 256, 0.5, 1e-3, 0.368),
+    "segrnn_etth2": ("etth2", [8640, 2880, 2880], 24, 24, 256, 0.5, 2e-4, 0.278),
+    "segrnn_ettm1": ("ettm1", [34560, 11520, 11520], 48, 96, 256, 0.5, 2e-4, 0.330),
+    "segrnn_ettm2": ("ettm2", [34560, 11520, 11520], 48, 96, 256, 0.5, 1e-4, 0.173),
+    "segrnn_weather": ("weather", [0.7, 0.1, 0.2], 24, 144, 64, 0.5, 1e-4, 0.165),
+    "segrnn_electricity": ("electricity", [0.7, 0.1, 0.2], 24, 24, 16, 0.0, 5e-4, 0.151),
+}
+
+
+@pytest.mark.parametrize("preset", SEGRNN_TABLE)
+def test_each_segrnn_preset_carries_its_scripts_settings_and_figure(preset):
+    from rnnlab.data.fetch import load_manifest
+
+    data, split, segment, season, batch, dropout, lr, mse = SEGRNN_TABLE[preset]
+    cfg = compose([f"experiment={preset}"])
+    task = cfg.task
+    assert (task.data, list(task.split), task.segment, task.season) == (
+        data,
+        split,
+        segment,
+        season,
+    )
+    assert (task.batch_size, task.dropout, cfg.optim.lr) == (batch, dropout, lr)
+    assert (task.lookback, task.horizon, task.model, task.channel_independent) == (
+        96,
+        96,
+        "segment",
+        True,
+    )
+    assert (cfg.cell.name, cfg.cell.hidden_size, cfg.sched.name, cfg.trainer.patience) == (
+        "gru",
+        512,
+        "zaremba",
+        10,
+    )
+    assert (cfg.reference.value, dict(cfg.reference.when)) == (mse, {"task.data": data})
+    (entry,) = load_manifest(data).files  # a manifest: rnnlab data fetch, verified by sha256
+    assert len(entry.sha256) == 64 and entry.url.startswith("https://")
