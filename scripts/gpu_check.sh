@@ -11,6 +11,10 @@
 #                 experiment=multi30k_gpu for EPOCHS epochs (default 5) with its wall time
 #   ptb_large     bench_ptb large, then experiment=ptb_large for EPOCHS epochs (default 2):
 #                 seconds per epoch and the projected 55-epoch total
+#   cells         the other issues' device figures, small enough to follow `tests` in one
+#                 session: rnnlab bench cells at T = 256, 1024, 4096 (issue 25: the scan cells
+#                 against cuDNN's LSTM, goal 10x at T = 1024), then ptb_small in fp32 and
+#                 bf16 side by side (issue 31's quality table, scripts/gpu_precision_check.sh)
 #
 # Every figure is appended to $OUT/figures.txt (OUT: the device tool's output folder; else
 # ./gpu-out), each stage's whole log to $OUT/STAGE.log, and each stage starts with the machine:
@@ -23,8 +27,8 @@
 set -u
 STAGE=${1:-}
 case "$STAGE" in
-  tests|ptb_medium|multi30k_gpu|ptb_large) ;;
-  *) echo "usage: scripts/gpu_check.sh tests|ptb_medium|multi30k_gpu|ptb_large" >&2; exit 2 ;;
+  tests|ptb_medium|multi30k_gpu|ptb_large|cells) ;;
+  *) echo "usage: scripts/gpu_check.sh tests|ptb_medium|multi30k_gpu|ptb_large|cells" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -179,6 +183,21 @@ case "$STAGE" in
     else
       bench 225 scripts/bench_ptb.py --sizes large --no-check
       train gpu-ptb-large 225 experiment=ptb_large trainer.max_epochs="${EPOCHS:-2}"
+    fi
+    ;;
+  cells)
+    step "rnnlab bench cells (scan cells against the fused LSTM)"
+    if [ "$DRY" = 1 ]; then
+      bench 60 -m rnnlab.cli bench cells --device cpu --cells minlstm --length 64 --quick
+    else
+      bench 150 -m rnnlab.cli bench cells --device cuda --length 256,1024,4096 --rounds 3
+    fi
+    step "ptb_small in fp32 and bf16 side by side (quality table of docs/precision.md)"
+    if [ "$DRY" = 1 ]; then
+      EXTRA="cell.hidden_size=16 task.max_tokens=4000 trainer.max_epochs=2" DEVICE=cpu \
+        LIMIT=$((60 * SCALE)) PY="$PY" PART=ptb bash scripts/gpu_precision_check.sh 2>&1 | tee -a "$FIG"
+    else
+      LIMIT=300 PY="$PY" PART=ptb bash scripts/gpu_precision_check.sh 2>&1 | tee -a "$FIG"
     fi
     ;;
 esac

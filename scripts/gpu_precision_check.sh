@@ -10,6 +10,8 @@
 #
 #   RNNLAB_DATA=/path/to/datasets PART=ptb bash scripts/gpu_precision_check.sh
 #
+# EXTRA adds overrides to both runs (a rehearsal at tiny sizes: scripts/gpu_check.sh cells).
+#
 # auto keeps bf16 for a task only where the gap is within 2 % in perplexity or 0.5 BLEU.
 # On CUDA, cuDNN's RNNs run in fp16 under bf16 autocast (recurrent-speed-facts.md): what is
 # measured there is what trainer.precision=bf16 really runs.
@@ -30,7 +32,7 @@ esac
 "$PY" -c "from mlflow.tracking import MlflowClient as C; C('$MLFLOW_TRACKING_URI').search_experiments()"
 for precision in fp32 bf16; do
   timeout "$LIMIT" "$PY" -m rnnlab.cli train experiment="$preset" device="$DEVICE" \
-    trainer.precision="$precision" trainer.progress=false tracking.experiment="quality-$PART" \
+    trainer.precision="$precision" trainer.progress=false tracking.experiment="quality-$PART" ${EXTRA:-} \
     > "$WORK/$precision.log" 2>&1 &
 done
 wait
