@@ -5,14 +5,12 @@
 (evaluated, checkpointed), so runs compared at equal time all end evaluated; or, with
 ``trainer.patience``, once the objective has not improved for that many epochs (early
 stopping: a function of :class:`Progress` alone, so every rank and a resumed run agree). Each
-epoch is four
-steps, each a method
-of :class:`Fit`: ``train_epoch`` (every batch: the task's loss, backward, clip, optimizer
-step, sampled step metrics, checkpoints every ``checkpoint_every`` steps), ``epoch_metrics``
-(training metrics, and the validation splits when an evaluation is due), ``keep_best`` (the
-weights with the best ``task.objective``) and ``end_epoch`` (scheduler, checkpoint if due,
-stop if a signal asked). A non-finite loss stops training with a
-:class:`~rnnlab.errors.DivergenceError`.
+epoch is four steps, each a method of :class:`Fit`: ``train_epoch`` (every batch: the task's
+loss, backward, clip, optimizer step, sampled step metrics, checkpoints every
+``checkpoint_every`` steps), ``epoch_metrics`` (training metrics, and the validation splits
+when an evaluation is due), ``keep_best`` (the weights with the best ``task.objective``) and
+``end_epoch`` (scheduler, checkpoint if due, stop if a signal asked). A non-finite loss stops
+training with a :class:`~rnnlab.errors.DivergenceError`.
 
 A step never waits for the device (on CUDA the host queues the next step's kernels while
 this one runs): the loss sum, the gradient norm and the divergence check
