@@ -278,3 +278,76 @@ def test_a_long_epoch_prints_a_line_every_log_interval(capsys):
     assert "eta" in second and "lr" not in second
     quiet = EpochLines(total=2, first=1, interval_s=1e-9, enabled=False)
     assert not quiet.due()
+
+
+def duplicate_from_the_store(client, experiment_id: str, source) -> Exception:
+    """What MLflow raises when a run inserts a dataset row another run inserted between its
+    check and its insert: the real store refusing a second row for the same key."""
+    import uuid
+
+    from mlflow.store.tracking.dbmodels.models import SqlDataset
+
+    from rnnlab.tracking.inputs import dataset_input
+
+    dataset = dataset_input(source).dataset
+    store = client._tracking_client.store
+    try:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            session.add(
+                SqlDataset(
+                    dataset_uuid=uuid.uuid4().hex,
+                    experiment_id=int(experiment_id),
+                    name=dataset.name,
+                    digest=dataset.digest,
+                    dataset_source_type=dataset.source_type,
+                    dataset_source=dataset.source,
+                )
+            )
+    except Exception as exc:
+        from sqlalchemy.exc import IntegrityError
+
+        assert isinstance(exc.__cause__, IntegrityError), exc  # the key, not another fault
+        return exc
+    raise AssertionError("the store took a second row for the same dataset")
+
+
+def test_runs_starting_together_on_the_same_data_both_record_it(client):
+    """Two runs of one experiment log the same new datasets at once (a sweep's jobs): one
+    run's insert meets the other's row, as in MLflow's check-then-insert race. That run tries
+    again and links the stored rows; before, it failed at its start."""
+    from rnnlab.data.source import DataSource
+    from rnnlab.tracking.inputs import log_data_sources
+
+    sources = [
+        DataSource("corpus", split, f"{split}-sha256" * 4, "/data/x")
+        for split in ("train", "validation", "test")
+    ]
+    experiment_id = client.create_experiment("together")
+    rival, late = (client.create_run(experiment_id).info.run_id for _ in range(2))
+    calls = []
+    log_inputs = client.log_inputs
+
+    def racing(run_id, datasets=None):
+        calls.append(run_id)
+        if len(calls) == 1:  # the rival's rows land between this run's check and insert
+            log_inputs(rival, datasets=datasets)
+            raise duplicate_from_the_store(client, experiment_id, sources[0])
+        return log_inputs(run_id, datasets=datasets)
+
+    client.log_inputs = racing
+    assert log_data_sources(client, late, sources) == 3
+    assert calls == [late, late]
+    for run_id in (rival, late):
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert sorted(i.tags[0].value for i in inputs) == ["test", "train", "validation"]
+    store = client._tracking_client.store
+    with store.ManagedSessionMaker() as session:
+        from mlflow.store.tracking.dbmodels.models import SqlDataset
+
+        assert session.query(SqlDataset).count() == 3  # one row per dataset, two runs linked
+
+    client.log_inputs = log_inputs  # any other store error is raised at once
+    calls.clear()
+    client.delete_run(late)
+    with pytest.raises(Exception, match="deleted|active"):
+        log_data_sources(client, late, sources)

@@ -37,4 +37,6 @@ def dataset_input(source: DataSource) -> Any:
 
 def log_data_sources(client: Any, run_id: str, sources: Iterable[DataSource]) -> None:
     """Record ``sources`` as dataset inputs of run ``run_id``."""
-    client.log_inputs(run_id, datasets=[dataset_input(s) for s in sources])
+    from rnnlab.tracking.inputs import log_inputs
+
+    log_inputs(client, run_id, [dataset_input(s) for s in sources])

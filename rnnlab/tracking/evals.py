@@ -12,6 +12,7 @@ import json
 import time
 
 from rnnlab.tasks.base import DataSource
+from rnnlab.tracking.inputs import log_inputs
 from rnnlab.tracking.store import connect
 
 #: MLflow's column width for a dataset digest
@@ -34,4 +35,4 @@ def log_evaluation(uri: str, run_id: str, *, metrics: dict[str, float], data: Da
         profile=json.dumps({"sha256": data.digest}),
     )
     context = InputTag(key=MLFLOW_DATASET_CONTEXT, value=data.split)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+    log_inputs(client, run_id, [DatasetInput(dataset=dataset, tags=[context])])

@@ -4,6 +4,12 @@ MLflow's UI shows them in the runs table's *Dataset* column and on the run page.
 digest column holds 36 characters, so the digest shown is the first 16 hex digits of the
 split's sha256 (MLflow's own digests are 8); the full sha256 is in the dataset's profile.
 Two runs on the same data show the same digest.
+
+MLflow keeps one row per (experiment, name, digest) and links each run to it. Its
+``log_inputs`` checks for the row, then inserts it, so two runs of one experiment that start
+on the same data at once (a sweep's jobs, runs side by side) can both insert it: the second
+insert breaks the key and, unhandled, failed that run at its start. :func:`log_inputs` tries
+again, and the next attempt finds the row and only links it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from rnnlab.data.source import DataSource
 #: MLflow's tag for a dataset input's role (mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT)
 CONTEXT = "mlflow.data.context"
 DIGEST_CHARS = 16
+#: attempts at logging a run's inputs while other runs create the same datasets
+ATTEMPTS = 3
+#: how each store says a dataset row is already there: SQLite, PostgreSQL (MLflow names the
+#: key dataset_pk), MySQL
+DUPLICATE_DATASET = ("UNIQUE constraint failed: datasets.", "dataset_pk", "for key 'datasets.")
 
 
 def source_of(location: str) -> tuple[str, str]:
@@ -47,5 +58,24 @@ def log_data_sources(client: Any, run_id: str, sources: Iterable[DataSource]) ->
     """Log every split as a dataset input of ``run_id``; how many were logged."""
     inputs = [dataset_input(source) for source in sources]
     if inputs:
-        client.log_inputs(run_id, datasets=inputs)
+        log_inputs(client, run_id, inputs)
     return len(inputs)
+
+
+def log_inputs(client: Any, run_id: str, inputs: list[Any]) -> None:
+    """``client.log_inputs(run_id, datasets=inputs)``, tried again while the store reports
+    that another run has just created one of the same datasets (module docstring); any other
+    error, or the same one ``ATTEMPTS`` times, is raised."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as exc:  # MlflowException locally, RestException from a server
+            if attempt == ATTEMPTS or not duplicate_dataset(exc):
+                raise
+
+
+def duplicate_dataset(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store refusing a second row for a dataset already stored."""
+    text = str(exc)
+    return any(marker in text for marker in DUPLICATE_DATASET)
