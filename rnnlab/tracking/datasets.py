@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rnnlab.tasks.base import DataSource
+from rnnlab.tracking.inputs import log_inputs
 
 #: MLflow's limit on a dataset digest (mlflow.utils.validation.MAX_DATASET_DIGEST_SIZE)
 DIGEST_CHARS = 36
@@ -37,6 +38,4 @@ def dataset_input(source: DataSource) -> Any:
 
 def log_data_sources(client: Any, run_id: str, sources: Iterable[DataSource]) -> None:
     """Record ``sources`` as dataset inputs of run ``run_id``."""
-    from rnnlab.tracking.inputs import log_inputs
-
     log_inputs(client, run_id, [dataset_input(s) for s in sources])
