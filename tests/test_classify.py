@@ -260,6 +260,18 @@ def test_classify_run_beats_the_majority_class(tmp_path, empty_store):
     assert m["test/accuracy"] > m["test/baseline/majority_accuracy"] + 0.2
 
 
+def test_rnnlab_forecast_refuses_a_classify_run_naming_the_task_it_needs(classify_run, tmp_path):
+    path = tmp_path / "new.csv"
+    pd.DataFrame(classify_run["x"][:6]).to_csv(path, index=False)
+    run_id = classify_run["run"].info.run_id
+    args = ("forecast", run_id, "--data", str(path), "--uri", classify_run["uri"])
+    result = cli_inprocess(*args, "--out", str(tmp_path / "f.csv"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"Run {run_id} is a 'classify' run, not a forecasting run" in result.stderr
+    assert "task=forecast (rnnlab runs -e forecast)" in result.stderr
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_rnnlab_predict_labels_new_sequences(classify_run, tmp_path):
     x = classify_run["x"][:6]
     path = tmp_path / "new.csv"

@@ -405,6 +405,17 @@ def test_rnnlab_forecast_continues_the_timestamps(forecast_run, tmp_path):
     assert got.y.between(frame.y.min() - 5, frame.y.max() + 5).all()
 
 
+def test_rnnlab_predict_refuses_a_forecast_run_naming_the_task_it_needs(forecast_run, tmp_path):
+    path = write_csv(forecast_frame(100, series=2), tmp_path, "new.csv")
+    run_id = forecast_run["run"].info.run_id
+    args = ("predict", run_id, "--data", str(path), "--uri", forecast_run["uri"])
+    result = cli_inprocess(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"Run {run_id} is a 'forecast' run, not a classification run" in result.stderr
+    assert "task=classify (rnnlab runs -e classify)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_runs_pivot_tables_forecast_runs_by_cell_and_horizon(forecast_run, tmp_path):
     result = cli_inprocess(
         "runs", "--uri", forecast_run["uri"], "-e", "forecast", "--pivot", "cell.name",
