@@ -24,9 +24,15 @@ reads (batch 64), where the per-window data handling weighs most.
 Each round runs both sides once in alternating order; the ratio is the median over rounds
 of rnnlab's windows/s over the textbook's (the first epoch of each side is a warm-up).
 
+Each round also times the model alone: the textbook model's training step (forward, loss,
+backward, clip, optimizer step) repeated on one batch already in memory, with no data
+handling at all. Its windows/s over the textbook loop's is the **ceiling**: the most any loop
+around that model's kernels can gain over the textbook, whatever it does with the data.
+
     python scripts/bench_forecast.py [--quick] [--rounds 3] [--epochs 2] [--threads 1]
 
-Last lines: ``RATIO forecast_<config>_vs_textbook=x.xx``.
+Last lines: ``RATIO forecast_<config>_vs_textbook=x.xx`` and the ceiling,
+``RATIO forecast_<config>_ceiling=x.xx``.
 """
 
 from __future__ import annotations
@@ -265,6 +271,32 @@ def textbook_rate(spec, config: str, epochs: int) -> float:
     return rate
 
 
+def model_rate(spec, config: str, steps: int) -> float:
+    """windows/s of the textbook model's training step alone, on one batch in memory."""
+    task = spec.task
+    o = task.options
+    starts = task.starts["train"][: o.batch_size].numpy()
+    dataset = Windows(task.values.numpy(), starts, o.lookback, o.horizon)
+    x, y = next(iter(torch.utils.data.DataLoader(dataset, batch_size=o.batch_size)))
+    model = textbook_model(spec, config).train()
+    optimizer = spec.optimizer(model.parameters())
+    clip = spec.trainer.clip_grad_norm
+
+    def step() -> None:
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+
+    for _ in range(3):  # warm-up: allocator, oneDNN primitives
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * len(x) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3,000 rows, one round")
@@ -283,22 +315,26 @@ def main() -> None:
         table = make_table(Path(tmp), rows)
         for config in configs:
             spec = compose_spec(table, config, rows)
-            found = []
+            found, ceilings = [], []
             for r in range(rounds):
                 sides = [("rnnlab", rnnlab_rate), ("textbook", textbook_rate)]
                 rates = {
                     name: side(spec, config, args.epochs)
                     for name, side in sides[:: 1 if r % 2 == 0 else -1]
                 }
+                alone = model_rate(spec, config, steps=20 if args.quick else 100)
                 found.append(rates["rnnlab"] / rates["textbook"])
+                ceilings.append(alone / rates["textbook"])
                 print(
                     f"{config} round {r + 1}: rnnlab {rates['rnnlab']:.0f} windows/s, "
-                    f"textbook {rates['textbook']:.0f} windows/s, ratio {found[-1]:.2f}",
+                    f"textbook {rates['textbook']:.0f} windows/s, ratio {found[-1]:.2f}; "
+                    f"the model alone {alone:.0f} windows/s, ceiling {ceilings[-1]:.2f}",
                     flush=True,
                 )
-            ratios[config] = statistics.median(found)
-    for config, ratio in ratios.items():
+            ratios[config] = (statistics.median(found), statistics.median(ceilings))
+    for config, (ratio, ceiling) in ratios.items():
         print(f"RATIO forecast_{config}_vs_textbook={ratio:.2f}")
+        print(f"RATIO forecast_{config}_ceiling={ceiling:.2f}")
 
 
 if __name__ == "__main__":
