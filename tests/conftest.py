@@ -281,6 +281,20 @@ def fused_cell(cls, **options):
     return partial(cls, **{**yaml_defaults("cell_base/fused_layer.yaml"), **options})
 
 
+def cell_factory(name: str):
+    """Cell ``name`` as conf/cell/NAME.yaml builds its layers (its ``layer`` keys, with the
+    fused-layer keys where it includes them), without a Hydra compose per cell."""
+    from functools import partial
+
+    from hydra.utils import get_class
+
+    node = yaml_defaults(f"cell/{name}.yaml")
+    layer = dict(node["layer"])
+    if "/cell_base/fused_layer@layer" in node["defaults"]:
+        layer = {**yaml_defaults("cell_base/fused_layer.yaml"), **layer}
+    return partial(get_class(layer.pop("_target_")), **layer)
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
     """Run ``rnnlab ARGS`` in a subprocess; returns the CompletedProcess (text). For what
     needs a real process; everything else uses :func:`cli_inprocess` (same result shape)."""

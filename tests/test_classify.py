@@ -111,10 +111,12 @@ def test_three_layouts_read_the_same_sequences(tmp_path, data):
         assert label == labels[i]
 
 
-def test_variable_lengths_are_padded_and_packed(tmp_path, data):
-    from conftest import fused_cell, stack_spec
+@pytest.mark.parametrize("cell", ["lstm", "mingru", "lru"])
+def test_variable_lengths_are_padded_and_packed(tmp_path, data, cell):
+    """The fused LSTM (packed) and the scan cells (masked scan) alike: padding never reaches
+    a logit."""
+    from conftest import cell_factory, stack_spec
 
-    from rnnlab.cells.lstm import LSTMCell
     from rnnlab.tasks.classify import Split
 
     x, labels = data
@@ -127,7 +129,7 @@ def test_variable_lengths_are_padded_and_packed(tmp_path, data):
     assert (
         test.values.shape[1] == int(test.lengths.max()) and test.lengths.min() < test.lengths.max()
     )
-    model = task.build_model(stack=stack_spec(fused_cell(LSTMCell), (8,)))
+    model = task.build_model(stack=stack_spec(cell_factory(cell), (8,)))
     model.eval()
     logits, _ = task.predict(model, test)
     padded = Split(

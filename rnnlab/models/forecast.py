@@ -109,6 +109,12 @@ class DirectForecaster(Forecaster):
 class Seq2SeqForecaster(Forecaster):
     """Encoder stack over the lookback; a decoder stack stepped through the horizon."""
 
+    #: only the encoder's final *states* reach the decoder, so what lies on the encoder's
+    #: output path alone gets no gradient: a cell's read-out beyond its state (the LRU's
+    #: C and D), the last block's feed-forward, the stack's final norm. Data parallel
+    #: training must then look for such parameters at every step (``find_unused_parameters``)
+    may_leave_parameters_unused = True
+
     def __init__(self, *, stack: StackSpec, teacher_forcing: float, **sizes: int | bool) -> None:
         super().__init__(**sizes)
         self.teacher_forcing = teacher_forcing

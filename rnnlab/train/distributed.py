@@ -84,7 +84,11 @@ class Ranks:
 
         device = next(model.parameters()).device
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        # a model whose loss may not reach all its parameters says so; DDP then searches the
+        # graph for them every step, where otherwise its second step would fail waiting for
+        # their gradients. The others skip that search, which costs a graph walk per step
+        unused = bool(getattr(model, "may_leave_parameters_unused", False))
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
     def agree(
         self, weight: float, signum: int | None, *, summed: bool, out_of_time: bool = False
