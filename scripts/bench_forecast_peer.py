@@ -12,14 +12,17 @@ cycles, noise 0.3), split 60/20/20. Both sides: lookback 96, horizon 24, a one-l
 LSTM with one decoder layer), MSE loss, Adam at 1e-3, batches of 128 windows, the same
 number of optimizer steps, per-window normalisation (rnnlab ``task.revin=true``,
 NeuralForecast ``scaler_type='standard'``), one thread each. Quality: MSE of every test
-window (stride 1) in the series' units. Last line: ``RATIO forecast_vs_neuralforecast=x.xx``
-(rnnlab's training windows/s over NeuralForecast's).
+window (stride 1) in the series' units. Each round runs both sides once, in alternating order;
+the last line, ``RATIO forecast_vs_neuralforecast=x.xx``, is the median over rounds of
+rnnlab's training windows/s over NeuralForecast's (this machine's speed drifts by ±14 % over
+minutes, so one round decides little).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,24 +117,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 rows, 50 steps")
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (--quick: 1)")
     args = parser.parse_args()
     rows, steps = (2000, 50) if args.quick else (args.rows, args.steps)
+    rounds = 1 if args.quick else args.rounds
     n_train, n_val = int(rows * 0.6), int(rows * 0.2)
     n_test = rows - n_train - n_val
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
         path = write_table(Path(tmp), rows)
         common = [str(path), str(steps), str(n_train), str(n_val), str(n_test), "", str(ROOT)]
-        started = time.perf_counter()
-        ours = side(sys.executable, RNNLAB, common)
-        peer = side(args.peer_python, PEER, common[:5])
-    print(
-        f"rnnlab:        {ours['windows_per_s']:.0f} windows/s, test MSE {ours['test_mse_units']:.4f}"
-    )
-    print(
-        f"neuralforecast: {peer['windows_per_s']:.0f} windows/s, test MSE {peer['test_mse_units']:.4f}"
-    )
+        started, ratios = time.perf_counter(), []
+        for r in range(rounds):
+            order = [
+                ("ours", sys.executable, RNNLAB, common),
+                ("peer", args.peer_python, PEER, common[:5]),
+            ]
+            found = {
+                name: side(py, code, a) for name, py, code, a in order[:: 1 if r % 2 == 0 else -1]
+            }
+            ours, peer = found["ours"], found["peer"]
+            ratios.append(ours["windows_per_s"] / peer["windows_per_s"])
+            print(
+                f"round {r + 1}: rnnlab {ours['windows_per_s']:.0f} windows/s, test MSE "
+                f"{ours['test_mse_units']:.4f}; neuralforecast {peer['windows_per_s']:.0f} "
+                f"windows/s, test MSE {peer['test_mse_units']:.4f}; ratio {ratios[-1]:.2f}",
+                flush=True,
+            )
     print(f"({time.perf_counter() - started:.0f} s in all)")
-    print(f"RATIO forecast_vs_neuralforecast={ours['windows_per_s'] / peer['windows_per_s']:.2f}")
+    print(f"RATIO forecast_vs_neuralforecast={statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":
