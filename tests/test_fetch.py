@@ -222,3 +222,20 @@ def test_an_archive_without_the_file_is_refused_naming_the_member(tmp_path, no_e
     with pytest.raises(DataError, match="does not hold pkg/elsewhere/table.csv"):
         fetch("tbl", data_dir=tmp_path / "root", source=tmp_path, manifest=moved)
     assert not (tmp_path / "root" / "tbl" / "table.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["wheel", "sdist"])
+def test_a_cut_off_archive_is_refused_as_damaged_and_nothing_is_written(tmp_path, no_env, kind):
+    """A download or copy cut off halfway: the wheel has lost its central directory, the
+    sdist's gzip stream ends inside the member. One paragraph each, never a traceback."""
+    import random
+
+    rng = random.Random(0)
+    text = "".join(f"{rng.random():.12f}\n" for _ in range(20000)).encode()  # ~280 kB
+    archive, manifest = archive_manifest(tmp_path, text, kind=kind)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    says = "neither a zip" if kind == "wheel" else "is damaged or incomplete"
+    with pytest.raises(DataError, match=says) as raised:
+        fetch("tbl", data_dir=tmp_path / "root", source=tmp_path, manifest=manifest)
+    assert "download it again" in str(raised.value)
+    assert not (tmp_path / "root" / "tbl" / "table.csv").exists()

