@@ -645,5 +645,7 @@ def test_each_segrnn_preset_carries_its_scripts_settings_and_figure(preset):
         10,
     )
     assert (cfg.reference.value, dict(cfg.reference.when)) == (mse, {"task.data": data})
+    # the 15-minute CPU budget caps the 15-minute-step tables only (4x ETTh1's windows)
+    assert cfg.trainer.max_time_s == (720 if data.startswith("ettm") else None)
     (entry,) = load_manifest(data).files  # a manifest: rnnlab data fetch, verified by sha256
     assert len(entry.sha256) == 64 and entry.url.startswith("https://")
