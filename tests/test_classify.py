@@ -303,3 +303,18 @@ def test_rnnlab_predict_labels_new_sequences(classify_run, tmp_path):
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "id,label" and len(lines) == 7
     assert {line.split(",")[1] for line in lines[1:]} <= set(LABELS)
+
+
+@pytest.mark.parametrize(
+    "preset,corpus", [("classify_demo", "gunpoint"), ("classify_ecg5000", "ecg5000")]
+)
+def test_each_classify_preset_reads_the_archive_split_its_manifest_names(preset, corpus):
+    from conftest import compose
+
+    from rnnlab.data.fetch import load_manifest
+
+    cfg = compose([f"experiment={preset}"])
+    files = {entry.name: entry for entry in load_manifest(corpus).files}
+    assert cfg.task.train.split("/") == [corpus, next(n for n in files if "TRAIN" in n)]
+    assert cfg.task.test.split("/") == [corpus, next(n for n in files if "TEST" in n)]
+    assert all(len(e.sha256) == 64 and e.member for e in files.values())  # verified extracts
