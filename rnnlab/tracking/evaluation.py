@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from rnnlab.tasks.base import DataSource, EvalResult
-from rnnlab.tracking.datasets import log_data_sources
+from rnnlab.tracking.inputs import EVAL_DIGEST_CHARS, log_data_sources
 from rnnlab.tracking.store import connect
 
 
@@ -19,4 +19,4 @@ def record_evaluation(uri: str, run_id: str, result: EvalResult, source: DataSou
     metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items()]
     tags = [RunTag(k, v) for k, v in result.tags.items()]
     client.log_batch(run_id, metrics=metrics, tags=tags)
-    log_data_sources(client, run_id, [source])
+    log_data_sources(client, run_id, [source], digest_chars=EVAL_DIGEST_CHARS)

@@ -23,6 +23,9 @@ from rnnlab.data.source import DataSource
 #: MLflow's tag for a dataset input's role (mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT)
 CONTEXT = "mlflow.data.context"
 DIGEST_CHARS = 16
+#: the digest width of the inputs ``rnnlab eval`` adds to a finished run: MLflow's whole
+#: 36-character column, as they have always been recorded (those records are read so)
+EVAL_DIGEST_CHARS = 36
 #: attempts at logging a run's inputs while other runs create the same datasets
 ATTEMPTS = 3
 #: how each store says a dataset row is already there: SQLite, PostgreSQL (MLflow names the
@@ -39,14 +42,14 @@ def source_of(location: str) -> tuple[str, str]:
     return "local", json.dumps({"uri": location})
 
 
-def dataset_input(source: DataSource) -> Any:
+def dataset_input(source: DataSource, *, digest_chars: int = DIGEST_CHARS) -> Any:
     """One split as an MLflow ``DatasetInput`` with its context tag."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     source_type, location = source_of(source.source)
     dataset = Dataset(
         name=source.name,
-        digest=source.digest[:DIGEST_CHARS],
+        digest=source.digest[:digest_chars],
         source_type=source_type,
         source=location,
         profile=json.dumps({"sha256": source.digest, **source.details}),
@@ -54,9 +57,11 @@ def dataset_input(source: DataSource) -> Any:
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT, value=source.split)])
 
 
-def log_data_sources(client: Any, run_id: str, sources: Iterable[DataSource]) -> int:
+def log_data_sources(
+    client: Any, run_id: str, sources: Iterable[DataSource], *, digest_chars: int = DIGEST_CHARS
+) -> int:
     """Log every split as a dataset input of ``run_id``; how many were logged."""
-    inputs = [dataset_input(source) for source in sources]
+    inputs = [dataset_input(source, digest_chars=digest_chars) for source in sources]
     if inputs:
         log_inputs(client, run_id, inputs)
     return len(inputs)
